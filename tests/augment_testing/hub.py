@@ -37,7 +37,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import uvicorn
+import yaml
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -94,7 +95,7 @@ class HubHTTPError(Exception):
         self.status, self.message, self.code, self.commit = status, message, code, commit
 
     def response(self) -> Response:
-        headers = {"X-Error-Message": self.message}
+        headers = {"X-Error-Message": self.message.encode("ascii", "replace").decode()}
         if self.code:
             headers["X-Error-Code"] = self.code
         if self.commit:
@@ -104,6 +105,15 @@ class HubHTTPError(Exception):
 
 def _git_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _file_entry(sha256: str, size: int, content: bytes | None) -> dict[str, Any]:
+    """A snapshot entry; ``content`` None means an LFS file (the repo holds a pointer to it)."""
+    if content is not None:
+        return {"sha256": sha256, "size": size, "oid": _git_oid(content), "lfs": None}
+    pointer = _LFS_POINTER.format(oid=sha256, size=size).encode()
+    lfs = {"oid": sha256, "size": size, "pointerSize": len(pointer)}
+    return {"sha256": sha256, "size": size, "oid": _git_oid(pointer), "lfs": lfs}
 
 
 def _now() -> str:
@@ -221,7 +231,7 @@ class HubStore:
         message: str,
         parent: str | None,
         create_branch: bool = False,
-        before_publish: Any = None,
+        before_publish: Callable[[], None] | None = None,
     ) -> str:
         """Apply ``(kind, path, payload)`` operations on top of the branch head, atomically.
 
@@ -244,13 +254,7 @@ class HubStore:
             for kind, path, payload in ops:
                 _check_path(path)
                 if kind == "file":
-                    sha = self.put_blob(payload)
-                    files[path] = {
-                        "sha256": sha,
-                        "size": len(payload),
-                        "lfs": False,
-                        "oid": _git_oid(payload),
-                    }
+                    files[path] = _file_entry(self.put_blob(payload), len(payload), payload)
                 elif kind == "lfsFile":
                     sha, size = payload
                     if not self.has_blob(sha, size):
@@ -259,15 +263,7 @@ class HubStore:
                             f"Your push was rejected because an LFS pointer ({path}) points to"
                             f" a file that does not exist in the LFS store: {sha}",
                         )
-                    size = self.blob_path(sha).stat().st_size
-                    pointer = _LFS_POINTER.format(oid=sha, size=size).encode()
-                    files[path] = {
-                        "sha256": sha,
-                        "size": size,
-                        "lfs": True,
-                        "oid": _git_oid(pointer),
-                        "pointerSize": len(pointer),
-                    }
+                    files[path] = _file_entry(sha, self.blob_path(sha).stat().st_size, None)
                 elif kind == "deletedFile":
                     if files.pop(path, None) is None:
                         raise HubHTTPError(
@@ -470,6 +466,8 @@ class LocalHub:
         m = ctx.method
         if segs[:2] == ["api", "repos"] and segs[2:] == ["create"] and m == "POST":
             return self._create_repo(ctx)
+        if segs == ["api", "validate-yaml"] and m == "POST":
+            return self._validate_yaml(ctx)
         if segs == ["api", "whoami-v2"] and m == "GET":
             return self._whoami(ctx)
         if segs[0] == "_storage" and len(segs) == 3:
@@ -596,6 +594,21 @@ class LocalHub:
             }
         )
 
+    def _validate_yaml(self, ctx: _Ctx) -> Response:
+        """Check the YAML front matter of a README.md (the client asks before committing one)."""
+        content = str(ctx.json().get("content", ""))
+        errors = []
+        if content.startswith("---\n"):
+            front, sep, _ = content[4:].partition("\n---")
+            try:
+                data = yaml.safe_load(front) if sep else None
+                if not sep or not isinstance(data, (dict, type(None))):
+                    errors.append("README.md metadata must be a YAML mapping between '---' lines")
+            except yaml.YAMLError as err:
+                errors.append(f"Invalid YAML in README.md metadata: {err}")
+        status = 400 if errors else 200
+        return JSONResponse({"errors": [{"message": e} for e in errors], "warnings": []}, status)
+
     def _info(self, ctx: _Ctx, repo_type: str, repo_id: str, revision: str) -> Response:
         _, meta = self._readable(ctx, repo_type, repo_id)
         sha = self._rev(repo_type, repo_id, revision)
@@ -607,11 +620,7 @@ class LocalHub:
             if with_blobs:
                 sibling.update(size=entry["size"], blobId=entry["oid"])
                 if entry["lfs"]:
-                    sibling["lfs"] = {
-                        "size": entry["size"],
-                        "sha256": entry["sha256"],
-                        "pointerSize": entry["pointerSize"],
-                    }
+                    sibling["lfs"] = {**entry["lfs"], "sha256": entry["sha256"]}
             siblings.append(sibling)
         return JSONResponse(
             {
@@ -651,19 +660,8 @@ class LocalHub:
                 oid = hashlib.sha1(f"{sha}:{folder}".encode()).hexdigest()
                 entries.setdefault(folder, {"type": "directory", "oid": oid, "path": folder})
             if recursive or len(parts) == 1:
-                item: dict[str, Any] = {
-                    "type": "file",
-                    "oid": entry["oid"],
-                    "size": entry["size"],
-                    "path": p,
-                }
-                if entry["lfs"]:
-                    item["lfs"] = {
-                        "oid": entry["sha256"],
-                        "size": entry["size"],
-                        "pointerSize": entry["pointerSize"],
-                    }
-                entries[p] = item
+                item = {"type": "file", "oid": entry["oid"], "size": entry["size"], "path": p}
+                entries[p] = {**item, "lfs": entry["lfs"]} if entry["lfs"] else item
         listing = [entries[k] for k in sorted(entries)]
         cursor = int(ctx.query.get("cursor", "0") or 0)
         page = listing[cursor : cursor + self.tree_page_size]
@@ -724,7 +722,7 @@ class LocalHub:
             lfs = self._is_lfs(path, int(item["size"]), base64.b64decode(item.get("sample", "")))
             remote = current.get(path)
             oid = None
-            if remote is not None and remote["lfs"] == lfs:
+            if remote is not None and bool(remote["lfs"]) == lfs:
                 oid = remote["sha256"] if lfs else remote["oid"]
             answer.append(
                 {
@@ -785,12 +783,11 @@ class LocalHub:
             parent=header.get("parentCommit"),
             before_publish=lambda: self._failure(ctx, "publish"),
         )
-        prefix = "datasets/" if repo_type == "dataset" else ""
         return JSONResponse(
             {
                 "success": True,
                 "commitOid": sha,
-                "commitUrl": f"{self.endpoint}/{prefix}{repo_id}/commit/{sha}",
+                "commitUrl": f"{self._repo_url(repo_type, repo_id)}/commit/{sha}",
                 "pullRequestUrl": None,
                 "hookOutput": "",
             }
@@ -808,8 +805,7 @@ class LocalHub:
         if payload.get("operation") != "upload":
             raise HubHTTPError(400, "LocalHub's LFS batch API only supports uploads")
         self._writable(ctx, repo_type, repo_id)
-        prefix = "datasets/" if repo_type == "dataset" else ""
-        verify = f"{self.endpoint}/{prefix}{repo_id}.git/info/lfs/objects/verify"
+        verify = f"{self._repo_url(repo_type, repo_id)}.git/info/lfs/objects/verify"
         objects = []
         for obj in payload.get("objects", []):
             oid, size = str(obj.get("oid")), int(obj.get("size", -1))
