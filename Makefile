@@ -1,0 +1,54 @@
+# augment-operator: every task a developer or CI runs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test unit e2e lint crd cluster run demo bench gpu-check clean
+
+install: $(STAMP)  ## create .venv and install the project with pinned dependencies
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+binaries: $(STAMP)  ## build (once, cached) the Kubernetes control plane and helm
+	$(BIN)/python -m augment_testing.binaries
+
+test: $(STAMP) binaries lint  ## every test, the end-to-end ones included
+	$(BIN)/python -m augment_spec.check_crd
+	$(BIN)/pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+e2e: $(STAMP) binaries
+	$(BIN)/pytest -q tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+crd: $(STAMP)  ## regenerate crds/ and the chart's copy from the spec model
+	$(BIN)/augment crd --write
+
+cluster: $(STAMP) binaries  ## a real control plane with fake GPU nodes, until Ctrl-C
+	$(BIN)/augment dev-cluster
+
+run: $(STAMP)  ## augment the sample dataset locally
+	rm -rf out/sample-augmented
+	$(BIN)/augment run --dataset examples/sample-dataset --output out/sample-augmented \
+		--transforms lighting,noise,blur,occlusion --copies 2
+
+demo: $(STAMP) binaries  ## the whole stack on the embedded control plane
+	$(BIN)/augment demo
+
+bench: $(STAMP) binaries  ## side-by-side benchmarks -> bench/results.json, .md, .png
+	$(BIN)/python -m bench.run
+
+gpu-check:  ## on a GPU machine: CuPy tests + GPU benchmark, results under $$OUT
+	bash bench/gpu_check.sh
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache
