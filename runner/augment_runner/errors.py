@@ -1,0 +1,28 @@
+"""Errors a user can act on.
+
+Every problem caused by the input (a dataset, a spec, a folder, a token) is an
+`AugmentError` with a one-line message that names the problem and what to do; the CLI
+prints that line and exits with code 2. Anything else is a bug (exit code 1).
+"""
+
+from __future__ import annotations
+
+
+class AugmentError(Exception):
+    """A problem with the user's input, explained in one line."""
+
+    def __init__(self, message: str) -> None:
+        # Newlines would break the "one line on stderr / termination log" contract.
+        super().__init__(" ".join(message.split()))
+
+
+class DatasetError(AugmentError):
+    """The source dataset is missing, corrupt, or in a layout we cannot read."""
+
+
+class VideoError(DatasetError):
+    """A video cannot be decoded or encoded as the dataset's metadata says."""
+
+
+class OutputError(AugmentError):
+    """The output folder cannot be used (exists and is not empty, not writable)."""

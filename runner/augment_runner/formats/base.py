@@ -1,0 +1,324 @@
+"""What the pipeline needs from a dataset format: a reader of source episodes and a writer
+of output episodes. LeRobot v3.0 and v2.1 implement both; plain `datasets` folders
+have their own, simpler path (see plain.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from ..errors import DatasetError
+from ..stats import Stats
+from ..video import VideoEncoder, VideoFormat
+
+CAMERA_DTYPES = ("video", "image")
+# Feature dtypes LeRobot knows; anything else is a dataset we cannot faithfully rewrite.
+NUMERIC_DTYPES = frozenset(
+    {
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+    }
+)
+KNOWN_DTYPES = NUMERIC_DTYPES | {"video", "image", "string", "language"}
+
+
+@dataclass(frozen=True)
+class Camera:
+    key: str
+    storage: Literal["video", "image"]
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class SourceEpisode:
+    index: int
+    length: int
+    tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where each augmented episode goes.
+
+    Output episodes are ordered copy-major: every source episode's copy 0 (slot 0), then
+    every copy 1, and so on, after the originals in copy mode. Each slot then fills its
+    own files front to back, so v3 offsets are contiguous within every file.
+    """
+
+    keep_originals: bool
+    slots: int
+    source_episodes: int
+    source_frames: int
+
+    @property
+    def base_episode(self) -> int:
+        return self.source_episodes if self.keep_originals else 0
+
+    @property
+    def base_frame(self) -> int:
+        return self.source_frames if self.keep_originals else 0
+
+    @property
+    def total_episodes(self) -> int:
+        return self.base_episode + self.slots * self.source_episodes
+
+    @property
+    def total_frames(self) -> int:
+        return self.base_frame + self.slots * self.source_frames
+
+    def episode_index(self, slot: int, source_index: int) -> int:
+        return self.base_episode + slot * self.source_episodes + source_index
+
+    def first_frame(self, slot: int, frames_before_source: int) -> int:
+        return self.base_frame + slot * self.source_frames + frames_before_source
+
+
+class EpisodeWriter(ABC):
+    """Receives one output episode: its rows, its videos, then its statistics."""
+
+    @abstractmethod
+    def write_rows(self, batch: pa.RecordBatch) -> None: ...
+
+    @abstractmethod
+    def open_video(self, camera: Camera) -> VideoEncoder: ...
+
+    def reuse_source_video(self, camera: Camera) -> bool:
+        """Take an unaugmented camera's video from the source without decoding it."""
+        return False
+
+    @abstractmethod
+    def finish(self, stats: Mapping[str, Stats]) -> None: ...
+
+
+class DatasetWriter(ABC):
+    @abstractmethod
+    def start(self) -> None:
+        """Lay down what does not depend on the augmented episodes (originals, tasks)."""
+
+    @abstractmethod
+    def open_episode(
+        self, slot: int, source: SourceEpisode, episode_index: int, first_frame: int
+    ) -> EpisodeWriter: ...
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Write the metadata that describes every episode (totals, offsets, stats)."""
+
+
+class DatasetReader(ABC):
+    """A LeRobot dataset opened read-only."""
+
+    format_name: str
+    root: Path
+    info: dict[str, Any]
+    cameras: list[Camera]
+    episodes: list[SourceEpisode]
+
+    @property
+    def fps(self) -> float:
+        return float(self.info["fps"])
+
+    @property
+    def features(self) -> dict[str, dict[str, Any]]:
+        return self.info["features"]
+
+    @property
+    def total_frames(self) -> int:
+        return sum(ep.length for ep in self.episodes)
+
+    @abstractmethod
+    def read_rows(self, episode: SourceEpisode, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The episode's data rows, in frame order, in batches of at most `batch_rows`."""
+
+    @abstractmethod
+    def decode_video(
+        self, episode: SourceEpisode, camera: Camera, batch_frames: int
+    ) -> Iterator[np.ndarray]: ...
+
+    @abstractmethod
+    def video_format(self, camera: Camera) -> VideoFormat: ...
+
+    @abstractmethod
+    def episode_stats(self, episode: SourceEpisode) -> dict[str, Stats]: ...
+
+    @abstractmethod
+    def data_schema(self) -> pa.Schema: ...
+
+    @abstractmethod
+    def create_writer(self, output: Path, plan: OutputPlan) -> DatasetWriter: ...
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def load_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{what} is missing ({path}); is this a complete dataset?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{what} is not valid JSON ({path}: {exc}); re-download it") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # LeRobot writes its metadata JSON with an indent of 4.
+    path.write_text(json.dumps(data, indent=4, ensure_ascii=False) + "\n")
+
+
+def load_jsonl(path: Path, what: str) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise DatasetError(f"{what} is missing ({path}); is this a complete dataset?") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path} line {number} is not valid JSON: {exc}") from None
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[Mapping[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def check_features(features: Any, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(features, dict) or not features:
+        raise DatasetError(f"{where} has no 'features'; the dataset metadata is corrupt")
+    for key, ft in features.items():
+        dtype = ft.get("dtype") if isinstance(ft, dict) else None
+        if dtype not in KNOWN_DTYPES:
+            raise DatasetError(
+                f"feature {key!r} has dtype {dtype!r}, which LeRobot does not define "
+                f"(known: {', '.join(sorted(KNOWN_DTYPES))}); fix meta/info.json"
+            )
+        if "shape" not in ft:
+            raise DatasetError(f"feature {key!r} has no shape in {where}; fix meta/info.json")
+    return features
+
+
+def cameras_of(features: Mapping[str, Mapping[str, Any]]) -> list[Camera]:
+    cameras = []
+    for key, ft in features.items():
+        if ft["dtype"] in CAMERA_DTYPES:
+            height, width = _height_width(key, ft)
+            cameras.append(Camera(key, ft["dtype"], height, width))
+    return cameras
+
+
+def _height_width(key: str, ft: Mapping[str, Any]) -> tuple[int, int]:
+    shape = list(ft["shape"])
+    names = list(ft.get("names") or [])
+    if len(shape) != 3:
+        raise DatasetError(f"camera {key!r} has shape {shape}, expected 3 dimensions")
+    if names and names[0] in ("channel", "channels"):  # (c, h, w) layouts of old ports
+        return int(shape[1]), int(shape[2])
+    return int(shape[0]), int(shape[1])
+
+
+def hf_features(features: Mapping[str, Mapping[str, Any]]) -> datasets.Features:
+    """The `datasets` schema LeRobot uses for the data parquet (videos live elsewhere)."""
+    out: dict[str, Any] = {}
+    for key, ft in features.items():
+        shape = tuple(ft["shape"])
+        if ft["dtype"] == "video":
+            continue
+        if ft["dtype"] == "image":
+            out[key] = datasets.Image()
+        elif shape == (1,):
+            out[key] = datasets.Value(ft["dtype"])
+        elif len(shape) == 1:
+            out[key] = datasets.Sequence(datasets.Value(ft["dtype"]), length=shape[0])
+        else:
+            array_type = {
+                2: datasets.Array2D,
+                3: datasets.Array3D,
+                4: datasets.Array4D,
+                5: datasets.Array5D,
+            }[len(shape)]
+            out[key] = array_type(shape=shape, dtype=ft["dtype"])
+    return datasets.Features(out)
+
+
+def decode_image_cells(cells: list[Mapping[str, Any] | None], where: str) -> np.ndarray:
+    """(N,H,W,3) uint8 RGB from `datasets` Image cells ({bytes, path})."""
+    frames = []
+    for cell in cells:
+        data = (cell or {}).get("bytes")
+        if not data:
+            raise DatasetError(f"{where}: an image cell has no embedded bytes; re-download it")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        except OSError as exc:
+            raise DatasetError(
+                f"{where}: an image cannot be decoded ({exc}); re-download it"
+            ) from None
+    return np.stack(frames)
+
+
+def encode_png(frame: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    # compress_level 1: PNG is lossless anyway; level 6 (PIL's default) is several times slower.
+    Image.fromarray(frame).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def image_column(frames: np.ndarray, type_: pa.DataType) -> pa.Array:
+    return pa.array([{"bytes": encode_png(f), "path": None} for f in frames], type=type_)
+
+
+def copy_tree(source: Path, dest: Path, skip: Any = None) -> None:
+    """Byte-for-byte copy of a dataset folder, leaving out hidden folders (hub caches)."""
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        hidden = [n for n in names if n.startswith(".")]
+        extra = list(skip(Path(folder), names)) if skip else []
+        return hidden + extra
+
+    shutil.copytree(source, dest, ignore=ignore, dirs_exist_ok=True, copy_function=shutil.copyfile)
+
+
+def stats_to_lists(stats: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    return {key: np.asarray(value).tolist() for key, value in stats.items()}
+
+
+@dataclass
+class EpisodeRecord:
+    """What the writer remembers of an output episode until the metadata is written."""
+
+    index: int
+    length: int
+    tasks: tuple[str, ...]
+    source: SourceEpisode
+    slot: int
+    first_frame: int
+    stats: dict[str, Stats]
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,285 @@
+"""LeRobot v2.1: one parquet file and one MP4 per camera for every episode.
+
+Layout (as LeRobot v2.1's reader expects it):
+- meta/info.json: codebase_version "v2.1", fps, features, totals (episodes, frames,
+  tasks, videos = episodes x video cameras, chunks), data_path and video_path templates
+  over {episode_chunk}, {episode_index} and {video_key}.
+- data/chunk-XXX/episode_XXXXXX.parquet, videos/chunk-XXX/<camera>/episode_XXXXXX.mp4
+  (episode_chunk = episode_index // chunks_size); each video starts at t=0.
+- meta/episodes.jsonl (episode_index, tasks, length), meta/episodes_stats.jsonl
+  (episode_index, stats), meta/tasks.jsonl (task_index, task); meta/stats.json when the
+  source has one (v2.1 readers aggregate episodes_stats.jsonl instead).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import stats as stats_mod
+from ..errors import DatasetError
+from ..video import VideoEncoder, VideoFormat, decode_episode, probe_video
+from .base import (
+    Camera,
+    DatasetReader,
+    DatasetWriter,
+    EpisodeRecord,
+    EpisodeWriter,
+    OutputPlan,
+    SourceEpisode,
+    cameras_of,
+    check_features,
+    copy_tree,
+    load_json,
+    load_jsonl,
+    write_json,
+    write_jsonl,
+)
+
+VERSION = "v2.1"
+DEFAULT_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+DEFAULT_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+REQUIRED_INFO = ("fps", "features", "total_episodes", "total_frames", "data_path")
+
+
+class LeRobotV21Reader(DatasetReader):
+    format_name = "LeRobot v2.1"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.info = load_json(self.root / "meta/info.json", "meta/info.json")
+        missing = [key for key in REQUIRED_INFO if key not in self.info]
+        if missing:
+            raise DatasetError(
+                f"meta/info.json lacks {', '.join(missing)}; the metadata is corrupt"
+            )
+        check_features(self.info["features"], "meta/info.json")
+        self.cameras = cameras_of(self.features)
+        self.chunks_size = int(self.info.get("chunks_size", 1000))
+        self.video_path = self.info.get("video_path") or DEFAULT_VIDEO_PATH
+        self.rows = sorted(
+            load_jsonl(self.root / "meta/episodes.jsonl", "meta/episodes.jsonl"),
+            key=lambda r: r.get("episode_index", -1),
+        )
+        try:
+            self.episodes = [
+                SourceEpisode(
+                    int(r["episode_index"]), int(r["length"]), tuple(r.get("tasks") or ())
+                )
+                for r in self.rows
+            ]
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError("meta/episodes.jsonl rows need episode_index and length") from None
+        if [ep.index for ep in self.episodes] != list(range(len(self.episodes))):
+            raise DatasetError("meta/episodes.jsonl does not list episodes 0..N-1 once each")
+        if len(self.episodes) != self.info["total_episodes"]:
+            raise DatasetError(
+                f"meta/info.json says {self.info['total_episodes']} episodes, "
+                f"meta/episodes.jsonl lists {len(self.episodes)}; the metadata is corrupt"
+            )
+        stats_rows = load_jsonl(
+            self.root / "meta/episodes_stats.jsonl", "meta/episodes_stats.jsonl"
+        )
+        self.stats_rows = {int(r["episode_index"]): r for r in stats_rows if "episode_index" in r}
+        self._formats: dict[str, VideoFormat] = {}
+
+    def path_of(self, template: str, episode_index: int, **extra: Any) -> str:
+        return template.format(
+            episode_chunk=episode_index // self.chunks_size, episode_index=episode_index, **extra
+        )
+
+    def data_file(self, episode: SourceEpisode) -> Path:
+        return self.root / self.path_of(self.info["data_path"], episode.index)
+
+    def video_file(self, episode: SourceEpisode, camera: Camera) -> Path:
+        return self.root / self.path_of(self.video_path, episode.index, video_key=camera.key)
+
+    def data_schema(self) -> pa.Schema:
+        first = self.data_file(self.episodes[0])
+        try:
+            return pq.read_schema(first)
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(f"cannot read {first}: {exc}; re-download the dataset") from None
+
+    def read_rows(self, episode: SourceEpisode, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        path = self.data_file(episode)
+        seen = 0
+        try:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+                seen += batch.num_rows
+                yield batch
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(f"cannot read {path}: {exc}; re-download the dataset") from None
+        if seen != episode.length:
+            raise DatasetError(
+                f"{path} has {seen} frames, meta/episodes.jsonl says {episode.length}"
+            )
+
+    def decode_video(
+        self, episode: SourceEpisode, camera: Camera, batch_frames: int
+    ) -> Iterator[np.ndarray]:
+        return decode_episode(
+            self.video_file(episode, camera),
+            fps=self.fps,
+            num_frames=episode.length,
+            batch_frames=batch_frames,
+        )
+
+    def video_format(self, camera: Camera) -> VideoFormat:
+        if camera.key not in self._formats:
+            path = self.video_file(self.episodes[0], camera)
+            if not path.exists():
+                raise DatasetError(f"video {path} is missing; re-download the dataset")
+            self._formats[camera.key] = probe_video(path)
+        return self._formats[camera.key]
+
+    def episode_stats(self, episode: SourceEpisode) -> dict[str, stats_mod.Stats]:
+        row = self.stats_rows.get(episode.index)
+        if row is None:
+            raise DatasetError(
+                f"meta/episodes_stats.jsonl has no entry for episode {episode.index}"
+            )
+        return stats_mod.from_json(row.get("stats", {}))
+
+    def stat_names(self) -> dict[str, list[str]]:
+        first = next(iter(self.stats_rows.values()), {}).get("stats", {})
+        return {feature: list(values) for feature, values in first.items()}
+
+    def create_writer(self, output: Path, plan: OutputPlan) -> LeRobotV21Writer:
+        return LeRobotV21Writer(self, output, plan)
+
+
+class LeRobotV21Writer(DatasetWriter):
+    def __init__(self, reader: LeRobotV21Reader, output: Path, plan: OutputPlan) -> None:
+        self.reader = reader
+        self.output = output
+        self.plan = plan
+        self.schema = reader.data_schema()
+        self.stat_names = reader.stat_names()
+        self.records: list[EpisodeRecord] = []
+
+    def start(self) -> None:
+        if self.plan.keep_originals:
+            copy_tree(self.reader.root, self.output, skip=self._not_copied)
+        else:
+            (self.output / "meta").mkdir(parents=True)
+            shutil.copyfile(self.reader.root / "meta/tasks.jsonl", self.output / "meta/tasks.jsonl")
+
+    def _not_copied(self, folder: Path, names: list[str]) -> list[str]:
+        if folder == self.reader.root:
+            return [n for n in names if n in ("README.md", "preview.png")]
+        if folder == self.reader.root / "meta":
+            rewritten = (
+                "info.json",
+                "stats.json",
+                "augmentation.json",
+                "episodes.jsonl",
+                "episodes_stats.jsonl",
+            )
+            return [n for n in names if n in rewritten]
+        return []
+
+    def open_episode(
+        self, slot: int, source: SourceEpisode, episode_index: int, first_frame: int
+    ) -> V21EpisodeWriter:
+        return V21EpisodeWriter(self, slot, source, episode_index, first_frame)
+
+    def finish(self) -> None:
+        self.records.sort(key=lambda r: r.index)  # written copy by copy, listed by index
+        originals = self.reader.episodes if self.plan.keep_originals else []
+        original_rows = [dict(self.reader.rows[ep.index]) for ep in originals]
+        new_rows = [
+            {
+                **self.reader.rows[r.source.index],
+                "episode_index": r.index,
+                "tasks": list(r.tasks),
+                "length": r.length,
+            }
+            for r in self.records
+        ]
+        write_jsonl(self.output / "meta/episodes.jsonl", original_rows + new_rows)
+        original_stats = [self.reader.stats_rows[ep.index] for ep in originals]
+        new_stats = [
+            {"episode_index": r.index, "stats": stats_mod.to_json(self._kept_stats(r))}
+            for r in self.records
+        ]
+        write_jsonl(self.output / "meta/episodes_stats.jsonl", original_stats + new_stats)
+        self._write_info()
+        if (self.reader.root / "meta/stats.json").exists():
+            every = [stats_mod.from_json(row["stats"]) for row in original_stats + new_stats]
+            write_json(
+                self.output / "meta/stats.json", stats_mod.to_json(stats_mod.aggregate(every))
+            )
+
+    def _kept_stats(self, record: EpisodeRecord) -> dict[str, stats_mod.Stats]:
+        return {
+            feature: stats_mod.select_stats(values, self.stat_names.get(feature))
+            for feature, values in record.stats.items()
+        }
+
+    def _write_info(self) -> None:
+        info = dict(self.reader.info)
+        episodes = self.plan.total_episodes
+        info["total_episodes"] = episodes
+        info["total_frames"] = self.plan.total_frames
+        info["total_tasks"] = len(load_jsonl(self.output / "meta/tasks.jsonl", "meta/tasks.jsonl"))
+        if "total_videos" in info or any(c.storage == "video" for c in self.reader.cameras):
+            info["total_videos"] = episodes * sum(c.storage == "video" for c in self.reader.cameras)
+        if "total_chunks" in info:
+            info["total_chunks"] = math.ceil(episodes / self.reader.chunks_size)
+        info["splits"] = {"train": f"0:{episodes}"}
+        write_json(self.output / "meta/info.json", info)
+
+
+class V21EpisodeWriter(EpisodeWriter):
+    def __init__(
+        self,
+        writer: LeRobotV21Writer,
+        slot: int,
+        source: SourceEpisode,
+        episode_index: int,
+        first_frame: int,
+    ) -> None:
+        self.writer = writer
+        self.record = EpisodeRecord(
+            episode_index, source.length, source.tasks, source, slot, first_frame, {}
+        )
+        path = writer.output / writer.reader.path_of(writer.reader.info["data_path"], episode_index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._rows = pq.ParquetWriter(path, writer.schema, compression="snappy")
+        self._encoders: list[VideoEncoder] = []
+
+    def write_rows(self, batch: pa.RecordBatch) -> None:
+        self._rows.write_batch(batch)
+
+    def _video_path(self, camera: Camera) -> Path:
+        reader = self.writer.reader
+        return self.writer.output / reader.path_of(
+            reader.video_path, self.record.index, video_key=camera.key
+        )
+
+    def reuse_source_video(self, camera: Camera) -> bool:
+        # One file per episode: an unaugmented camera's file is the source's, byte for byte.
+        target = self._video_path(camera)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.writer.reader.video_file(self.record.source, camera), target)
+        return True
+
+    def open_video(self, camera: Camera) -> VideoEncoder:
+        encoder = VideoEncoder(self._video_path(camera), self.writer.reader.video_format(camera))
+        self._encoders.append(encoder)
+        return encoder
+
+    def finish(self, stats: Mapping[str, stats_mod.Stats]) -> None:
+        self._rows.close()
+        for encoder in self._encoders:
+            encoder.close()
+        self.record.stats = dict(stats)
+        self.writer.records.append(self.record)

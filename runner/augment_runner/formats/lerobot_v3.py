@@ -1,0 +1,501 @@
+"""LeRobot v3.0: episodes concatenated into chunked parquet and MP4 files.
+
+Layout (as LeRobot's own reader expects it):
+- meta/info.json: codebase_version "v3.0", fps, features, totals, path templates.
+- data/chunk-XXX/file-YYY.parquet: frames of many episodes, global `index` order.
+- videos/<camera>/chunk-XXX/file-YYY.mp4: episodes back to back.
+- meta/episodes/chunk-XXX/file-YYY.parquet: one row per episode with its data file,
+  dataset_from/to_index, per camera its video file and from/to_timestamp, its tasks,
+  length and stats/<feature>/<stat> columns.
+- meta/tasks.parquet (task strings as the index, task_index column), meta/stats.json.
+
+Augmented episodes never touch the source's files: in copy mode the originals are
+copied byte for byte and new episodes go to new files after them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from .. import stats as stats_mod
+from ..errors import DatasetError
+from ..video import VideoConcatenator, VideoEncoder, VideoFormat, decode_episode, probe_video
+from .base import (
+    Camera,
+    DatasetReader,
+    DatasetWriter,
+    EpisodeRecord,
+    EpisodeWriter,
+    OutputPlan,
+    SourceEpisode,
+    cameras_of,
+    check_features,
+    copy_tree,
+    load_json,
+    write_json,
+)
+
+VERSION = "v3.0"
+DEFAULT_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+DEFAULT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+REQUIRED_INFO = ("fps", "features", "total_episodes", "total_frames", "data_path")
+# Buffer this many bytes of rows before writing a row group: few, large row groups.
+ROW_GROUP_BYTES = 32 * 2**20
+
+
+def next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
+    """The file after (chunk, file): LeRobot moves to a new chunk every chunks_size files."""
+    return (chunk + 1, 0) if file >= chunks_size - 1 else (chunk, file + 1)
+
+
+class LeRobotV3Reader(DatasetReader):
+    format_name = "LeRobot v3.0"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.info = load_json(self.root / "meta/info.json", "meta/info.json")
+        missing = [key for key in REQUIRED_INFO if key not in self.info]
+        if missing:
+            raise DatasetError(
+                f"meta/info.json lacks {', '.join(missing)}; the metadata is corrupt"
+            )
+        check_features(self.info["features"], "meta/info.json")
+        self.cameras = cameras_of(self.features)
+        self.video_path = self.info.get("video_path") or DEFAULT_VIDEO_PATH
+        self.meta_table = self._load_episode_table()
+        self.rows = self.meta_table.drop_columns(
+            [c for c in self.meta_table.column_names if c.startswith("stats/")]
+        ).to_pylist()
+        self.episodes = [
+            SourceEpisode(int(r["episode_index"]), int(r["length"]), tuple(r.get("tasks") or ()))
+            for r in self.rows
+        ]
+        self._check_episodes()
+        self._formats: dict[str, VideoFormat] = {}
+
+    def _load_episode_table(self) -> pa.Table:
+        files = sorted((self.root / "meta/episodes").glob("*/*.parquet"))
+        if not files:
+            raise DatasetError("meta/episodes/ has no parquet files; the dataset is incomplete")
+        try:
+            tables = [pq.read_table(f) for f in files]
+            table = pa.concat_tables(tables, promote_options="default")
+        except (pa.ArrowException, OSError) as exc:
+            raise DatasetError(
+                f"cannot read meta/episodes ({exc}); re-download the dataset"
+            ) from None
+        for column in ("episode_index", "length", "data/chunk_index", "data/file_index"):
+            if column not in table.column_names:
+                raise DatasetError(
+                    f"meta/episodes lacks the column {column!r}; the metadata is corrupt"
+                )
+        return table.sort_by("episode_index")
+
+    def _check_episodes(self) -> None:
+        indices = [ep.index for ep in self.episodes]
+        if indices != list(range(len(indices))):
+            raise DatasetError(
+                "meta/episodes does not list episodes 0..N-1 once each; it is corrupt"
+            )
+        if len(indices) != self.info["total_episodes"]:
+            raise DatasetError(
+                f"meta/info.json says {self.info['total_episodes']} episodes, meta/episodes "
+                f"lists {len(indices)}; the metadata is corrupt"
+            )
+        for camera in self.cameras:
+            if (
+                camera.storage == "video"
+                and f"videos/{camera.key}/from_timestamp" not in self.rows[0]
+            ):
+                raise DatasetError(f"meta/episodes has no video offsets for {camera.key!r}")
+
+    # -- reading ---------------------------------------------------------------
+
+    def data_file(self, episode: SourceEpisode) -> Path:
+        row = self.rows[episode.index]
+        return self.root / self.info["data_path"].format(
+            chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
+        )
+
+    def video_file(self, episode: SourceEpisode, camera: Camera) -> Path:
+        row = self.rows[episode.index]
+        return self.root / self.video_path.format(
+            video_key=camera.key,
+            chunk_index=row[f"videos/{camera.key}/chunk_index"],
+            file_index=row[f"videos/{camera.key}/file_index"],
+        )
+
+    def data_schema(self) -> pa.Schema:
+        first = self.data_file(self.episodes[0])
+        try:
+            return pq.read_schema(first)
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(f"cannot read {first}: {exc}; re-download the dataset") from None
+
+    def read_rows(self, episode: SourceEpisode, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        path = self.data_file(episode)
+        seen = 0
+        try:
+            dataset = pads.dataset(str(path), format="parquet")
+            batches = dataset.to_batches(
+                filter=pads.field("episode_index") == episode.index, batch_size=batch_rows
+            )
+            for batch in batches:
+                if batch.num_rows:
+                    seen += batch.num_rows
+                    yield batch
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(f"cannot read {path}: {exc}; re-download the dataset") from None
+        if seen != episode.length:
+            raise DatasetError(
+                f"{path} holds {seen} frames of episode {episode.index}, meta/episodes says "
+                f"{episode.length}; the dataset is corrupt"
+            )
+
+    def decode_video(
+        self, episode: SourceEpisode, camera: Camera, batch_frames: int
+    ) -> Iterator[np.ndarray]:
+        row = self.rows[episode.index]
+        return decode_episode(
+            self.video_file(episode, camera),
+            fps=self.fps,
+            num_frames=episode.length,
+            start_s=float(row[f"videos/{camera.key}/from_timestamp"]),
+            batch_frames=batch_frames,
+        )
+
+    def video_format(self, camera: Camera) -> VideoFormat:
+        if camera.key not in self._formats:
+            path = self.video_file(self.episodes[0], camera)
+            if not path.exists():
+                raise DatasetError(f"video {path} is missing; re-download the dataset")
+            self._formats[camera.key] = probe_video(path)
+        return self._formats[camera.key]
+
+    def episode_stats(self, episode: SourceEpisode) -> dict[str, stats_mod.Stats]:
+        out: dict[str, stats_mod.Stats] = {}
+        for column in self.meta_table.column_names:
+            if not column.startswith("stats/"):
+                continue
+            feature, _, stat = column[len("stats/") :].rpartition("/")
+            value = self.meta_table.column(column)[episode.index].as_py()
+            if value is not None:
+                out.setdefault(feature, {})[stat] = np.asarray(value)
+        return out
+
+    def stat_names(self) -> dict[str, list[str]]:
+        """Which statistics the source keeps per feature (our new rows keep the same)."""
+        names: dict[str, list[str]] = {}
+        for column in self.meta_table.column_names:
+            if column.startswith("stats/"):
+                feature, _, stat = column[len("stats/") :].rpartition("/")
+                names.setdefault(feature, []).append(stat)
+        return names
+
+    def create_writer(self, output: Path, plan: OutputPlan) -> LeRobotV3Writer:
+        return LeRobotV3Writer(self, output, plan)
+
+
+class _Part:
+    """A data or video file being filled by one slot, renamed to its final index at the end."""
+
+    def __init__(self, staging: Path) -> None:
+        self.staging = staging
+        self.final: tuple[int, int] | None = None
+
+
+class LeRobotV3Writer(DatasetWriter):
+    def __init__(self, reader: LeRobotV3Reader, output: Path, plan: OutputPlan) -> None:
+        self.reader = reader
+        self.output = output
+        self.plan = plan
+        self.info = dict(reader.info)
+        self.chunks_size = int(self.info.get("chunks_size", 1000))
+        self.data_limit = float(self.info.get("data_files_size_in_mb", 100)) * 2**20
+        self.video_limit = float(self.info.get("video_files_size_in_mb", 500)) * 2**20
+        self.staging = output / ".staging"
+        self.records: list[EpisodeRecord] = []
+        self.schema = reader.data_schema()
+        self.meta_schema = reader.meta_table.schema
+        self.stat_names = reader.stat_names()
+        # Per slot: the data part being written and its parquet writer.
+        self.data_parts: dict[int, list[_Part]] = {}
+        self._data_writers: dict[int, tuple[pq.ParquetWriter, _Part]] = {}
+        # Per (slot, camera): the video part being appended to.
+        self.video_parts: dict[tuple[int, str], list[_Part]] = {}
+        self._concatenators: dict[tuple[int, str], tuple[VideoConcatenator, _Part]] = {}
+        self.written_videos: set[str] = set()
+
+    # -- layout ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.staging.mkdir(parents=True)
+        if self.plan.keep_originals:
+            copy_tree(self.reader.root, self.output, skip=self._not_copied)
+        else:
+            (self.output / "meta").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(
+                self.reader.root / "meta/tasks.parquet", self.output / "meta/tasks.parquet"
+            )
+
+    def _not_copied(self, folder: Path, names: list[str]) -> list[str]:
+        # Metadata we rewrite anyway; augmentation files of a source that was itself augmented.
+        if folder == self.reader.root:
+            return [n for n in names if n in ("README.md", "preview.png")]
+        if folder == self.reader.root / "meta":
+            return [n for n in names if n in ("info.json", "stats.json", "augmentation.json")]
+        return []
+
+    def reuse_source_videos(self, camera: Camera) -> bool:
+        # In place, episodes keep their lengths and order, so an unaugmented camera's
+        # files and offsets stay valid as they are.
+        return not self.plan.keep_originals
+
+    def copy_source_videos(self, camera: Camera) -> None:
+        src = self.reader.root / "videos" / camera.key
+        dst = self.output / "videos" / camera.key
+        if not dst.exists():
+            copy_tree(src, dst)
+
+    def open_episode(
+        self, slot: int, source: SourceEpisode, episode_index: int, first_frame: int
+    ) -> V3EpisodeWriter:
+        return V3EpisodeWriter(self, slot, source, episode_index, first_frame)
+
+    # -- parts -----------------------------------------------------------------
+
+    def data_writer(
+        self, slot: int, incoming_bytes: int, episode_start: bool
+    ) -> tuple[pq.ParquetWriter, _Part]:
+        """The slot's open data file; a full one is closed first, but only between
+        episodes: meta/episodes gives each episode exactly one data file."""
+        current = self._data_writers.get(slot)
+        if current is not None and episode_start:
+            writer, part = current
+            if part.staging.stat().st_size + incoming_bytes >= self.data_limit:
+                writer.close()
+                current = None
+        if current is None:
+            parts = self.data_parts.setdefault(slot, [])
+            part = _Part(self.staging / f"data-{slot}-{len(parts)}.parquet")
+            parts.append(part)
+            writer = pq.ParquetWriter(part.staging, self.schema, compression="snappy")
+            current = self._data_writers[slot] = (writer, part)
+        return current
+
+    def concatenator(self, slot: int, camera: Camera) -> tuple[VideoConcatenator, _Part]:
+        key = (slot, camera.key)
+        current = self._concatenators.get(key)
+        if current is not None and current[0].size_bytes() >= self.video_limit:
+            current[0].close()
+            current = None
+        if current is None:
+            parts = self.video_parts.setdefault(key, [])
+            safe = camera.key.replace("/", "_")
+            part = _Part(self.staging / f"video-{slot}-{safe}-{len(parts)}.mp4")
+            parts.append(part)
+            fmt = self.reader.video_format(camera)
+            current = self._concatenators[key] = (VideoConcatenator(part.staging, fmt.fps), part)
+        return current
+
+    # -- metadata --------------------------------------------------------------
+
+    def finish(self) -> None:
+        for writer, _ in self._data_writers.values():
+            writer.close()
+        for concatenator, _ in self._concatenators.values():
+            concatenator.close()
+        self._place_data_parts()
+        self._place_video_parts()
+        self._write_episodes_meta()
+        self._write_info()
+        all_stats = self._original_stats() + [r.stats for r in self.records]  # order-free
+        write_json(
+            self.output / "meta/stats.json", stats_mod.to_json(stats_mod.aggregate(all_stats))
+        )
+        shutil.rmtree(self.staging)
+
+    def _existing_last(self, pattern: str) -> tuple[int, int] | None:
+        """The last (chunk, file) already in the output (the copied originals)."""
+        found = []
+        for path in self.output.glob(pattern):
+            try:
+                found.append((int(path.parent.name.split("-")[1]), int(path.stem.split("-")[1])))
+            except (IndexError, ValueError):
+                continue
+        return max(found) if found else None
+
+    def _allocate(self, parts: list[_Part], last: tuple[int, int] | None) -> tuple[int, int] | None:
+        for part in parts:
+            last = (0, 0) if last is None else next_file(*last, self.chunks_size)
+            part.final = last
+        return last
+
+    def _place_data_parts(self) -> None:
+        last = self._existing_last("data/*/*.parquet") if self.plan.keep_originals else None
+        for slot in sorted(self.data_parts):
+            last = self._allocate(self.data_parts[slot], last)
+            for part in self.data_parts[slot]:
+                target = self.output / self.info["data_path"].format(
+                    chunk_index=part.final[0], file_index=part.final[1]
+                )
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part.staging.rename(target)
+
+    def _place_video_parts(self) -> None:
+        for camera in self.reader.cameras:
+            if camera.storage != "video" or camera.key not in self.written_videos:
+                continue
+            last = None
+            if self.plan.keep_originals:
+                last = self._existing_last(f"videos/{camera.key}/*/*.mp4")
+            for slot in range(self.plan.slots):
+                parts = self.video_parts.get((slot, camera.key), [])
+                last = self._allocate(parts, last)
+                for part in parts:
+                    target = self.output / self.reader.video_path.format(
+                        video_key=camera.key, chunk_index=part.final[0], file_index=part.final[1]
+                    )
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    part.staging.rename(target)
+
+    def _episode_row(self, record: EpisodeRecord) -> dict[str, Any]:
+        row = dict(self.reader.rows[record.source.index])  # unknown columns ride along
+        data_part: _Part = record.extra["data_part"]
+        row.update(
+            {
+                "episode_index": record.index,
+                "tasks": list(record.tasks),
+                "length": record.length,
+                "data/chunk_index": data_part.final[0],
+                "data/file_index": data_part.final[1],
+                "dataset_from_index": record.first_frame,
+                "dataset_to_index": record.first_frame + record.length,
+            }
+        )
+        for key, (part, segment) in record.extra["videos"].items():
+            row.update(
+                {
+                    f"videos/{key}/chunk_index": part.final[0],
+                    f"videos/{key}/file_index": part.final[1],
+                    f"videos/{key}/from_timestamp": segment.from_timestamp,
+                    f"videos/{key}/to_timestamp": segment.to_timestamp,
+                }
+            )
+        for feature, names in self.stat_names.items():
+            values = record.stats.get(feature, {})
+            for name in names:
+                value = values.get(name)
+                row[f"stats/{feature}/{name}"] = (
+                    None if value is None else np.asarray(value).tolist()
+                )
+        return row
+
+    def _write_episodes_meta(self) -> None:
+        last = (
+            self._existing_last("meta/episodes/*/*.parquet") if self.plan.keep_originals else None
+        )
+        chunk, file = (0, 0) if last is None else next_file(*last, self.chunks_size)
+        rows = [self._episode_row(r) for r in sorted(self.records, key=lambda r: r.index)]
+        for row in rows:
+            if "meta/episodes/chunk_index" in row:
+                row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = chunk, file
+        table = pa.Table.from_pylist(rows, schema=self.meta_schema)
+        path = self.output / EPISODES_PATH.format(chunk_index=chunk, file_index=file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, compression="snappy")
+
+    def _write_info(self) -> None:
+        info = self.info
+        info["total_episodes"] = self.plan.total_episodes
+        info["total_frames"] = self.plan.total_frames
+        tasks = pd.read_parquet(self.output / "meta/tasks.parquet")
+        info["total_tasks"] = len(tasks)
+        info["splits"] = {"train": f"0:{self.plan.total_episodes}"}
+        write_json(self.output / "meta/info.json", info)
+
+    def _original_stats(self) -> list[dict[str, stats_mod.Stats]]:
+        if not self.plan.keep_originals:
+            return []
+        return [self.reader.episode_stats(ep) for ep in self.reader.episodes]
+
+
+class V3EpisodeWriter(EpisodeWriter):
+    def __init__(
+        self,
+        writer: LeRobotV3Writer,
+        slot: int,
+        source: SourceEpisode,
+        episode_index: int,
+        first_frame: int,
+    ) -> None:
+        self.writer = writer
+        self.slot = slot
+        self.record = EpisodeRecord(
+            episode_index,
+            source.length,
+            source.tasks,
+            source,
+            slot,
+            first_frame,
+            {},
+            {"videos": {}},
+        )
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self._encoders: dict[str, VideoEncoder] = {}
+
+    def write_rows(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._pending_bytes += batch.nbytes
+        if self._pending_bytes >= ROW_GROUP_BYTES:
+            self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.writer.schema)
+        episode_start = "data_part" not in self.record.extra
+        parquet_writer, part = self.writer.data_writer(
+            self.slot, self._pending_bytes, episode_start
+        )
+        self.record.extra["data_part"] = part
+        parquet_writer.write_table(table)
+        self._pending, self._pending_bytes = [], 0
+
+    def reuse_source_video(self, camera: Camera) -> bool:
+        if self.writer.reuse_source_videos(camera):
+            self.writer.copy_source_videos(camera)
+            return True
+        return False
+
+    def open_video(self, camera: Camera) -> VideoEncoder:
+        fmt = self.writer.reader.video_format(camera)
+        safe = camera.key.replace("/", "_")
+        segment = self.writer.staging / f"segment-{self.slot}-{safe}.mp4"
+        encoder = VideoEncoder(segment, fmt, faststart=False)
+        self._encoders[camera.key] = encoder
+        return encoder
+
+    def finish(self, stats: Mapping[str, stats_mod.Stats]) -> None:
+        self._flush_rows()
+        for key, encoder in self._encoders.items():
+            encoder.close()
+            camera = next(c for c in self.writer.reader.cameras if c.key == key)
+            concatenator, part = self.writer.concatenator(self.slot, camera)
+            segment = concatenator.append(encoder.path, self.record.length)
+            encoder.path.unlink()
+            self.record.extra["videos"][key] = (part, segment)
+            self.writer.written_videos.add(key)
+        self.record.stats = dict(stats)
+        self.writer.records.append(self.record)

@@ -1,0 +1,324 @@
+"""Decode episode frames from MP4 files and encode augmented frames back, with PyAV.
+
+LeRobot looks a frame up by its timestamp: frame `i` of an episode must sit at
+`from_timestamp + i / fps` in the file (within 1e-4 s). So every encoder here stamps
+frame `i` with pts `i` in a `1/fps` time base, and appending an episode to a v3 file
+shifts its packets by the frames already in that file: timestamps stay exact.
+
+Frames travel as (N, H, W, 3) uint8 RGB arrays, N <= the batch size, so memory does
+not grow with the episode length.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .errors import VideoError
+
+# SVT-AV1 prints a banner and tuning notes on stderr for every encoder it opens; our
+# stderr carries one line per failure, so keep it to errors unless the user asks.
+os.environ.setdefault("SVT_LOG", "1")
+
+# Stream codec name (as ffprobe reports it) -> encoders to try, best first.
+ENCODERS_BY_CODEC: dict[str, tuple[str, ...]] = {
+    "av1": ("libsvtav1", "libaom-av1"),
+    "h264": ("libx264",),
+    "hevc": ("libx265",),
+    "mpeg4": ("mpeg4",),
+    "vp9": ("libvpx-vp9",),
+}
+
+# Fast settings in the spirit of LeRobot's own encoder defaults (GOP of 2 so a reader
+# seeking any timestamp decodes at most one extra frame; CRF 30 for AV1).
+ENCODER_OPTIONS: dict[str, dict[str, str]] = {
+    "libsvtav1": {"g": "2", "crf": "30", "preset": "12"},
+    "libaom-av1": {"g": "2", "crf": "30", "cpu-used": "8", "row-mt": "1"},
+    # No B-frames: decode order equals presentation order, which keeps appended
+    # episodes' packet timestamps trivially monotonic.
+    "libx264": {"g": "2", "crf": "23", "preset": "veryfast", "bf": "0"},
+    "libx265": {
+        "g": "2",
+        "crf": "28",
+        "preset": "veryfast",
+        "x265-params": "bframes=0:log-level=error",
+    },
+    "mpeg4": {"g": "2", "qscale": "3"},
+    "libvpx-vp9": {"g": "2", "crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8"},
+}
+
+# Half a frame: how far a decoded timestamp may sit from where the frame belongs
+# before we call the file inconsistent with its metadata.
+HALF_FRAME = 0.5
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    """What an encoded stream looks like; augmented videos keep all of it."""
+
+    codec: str
+    pix_fmt: str
+    fps: Fraction
+    width: int
+    height: int
+
+    @property
+    def encoder(self) -> str:
+        return encoder_for(self.codec)
+
+
+def encoder_for(codec: str) -> str:
+    """The encoder we use to write `codec` streams (the source's codec is kept)."""
+    available = av.codecs_available
+    for name in ENCODERS_BY_CODEC.get(codec, (codec,)):
+        if name in available:
+            try:
+                if av.codec.Codec(name, "w").type == "video":
+                    return name
+            except av.error.FFmpegError:  # pragma: no cover - listed but unusable
+                continue
+    raise VideoError(
+        f"no encoder for the source video codec {codec!r} is available here "
+        f"(supported: {', '.join(sorted(ENCODERS_BY_CODEC))}); re-encode the source videos "
+        f"to AV1 or H.264 first"
+    )
+
+
+def _open_input(path: Path) -> av.container.InputContainer:
+    try:
+        container = av.open(str(path), "r")
+    except (av.error.FFmpegError, OSError) as exc:
+        raise VideoError(f"cannot open video {path}: {exc}; re-download the dataset") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path} has no video stream; re-download the dataset")
+    return container
+
+
+def probe_video(path: Path) -> VideoFormat:
+    """Codec, pixel format, frame rate and size of the first video stream of `path`."""
+    with _open_input(path) as container:
+        stream = container.streams.video[0]
+        rate = stream.base_rate or stream.average_rate or stream.guessed_rate
+        if not rate or stream.pix_fmt is None:
+            raise VideoError(f"{path} does not say its frame rate or pixel format; re-encode it")
+        return VideoFormat(
+            codec=stream.codec.canonical_name,
+            pix_fmt=stream.pix_fmt,
+            fps=Fraction(rate),
+            width=stream.width,
+            height=stream.height,
+        )
+
+
+def decode_episode(
+    path: Path,
+    *,
+    fps: float,
+    num_frames: int,
+    start_s: float = 0.0,
+    batch_frames: int = 64,
+) -> Iterator[np.ndarray]:
+    """Yield the `num_frames` frames that start at `start_s`, in (N,H,W,3) uint8 batches.
+
+    v3 files hold many episodes: we seek to the key frame before `start_s`, skip the
+    frames of earlier episodes and stop after `num_frames`. Each frame must sit where
+    the metadata says (start + i/fps, within half a frame): a gap or a short file means
+    the metadata and the video disagree, which we report instead of shifting frames.
+    """
+    if batch_frames < 1:
+        raise ValueError("batch_frames must be >= 1")
+    frame_s = 1.0 / float(fps)
+    with _open_input(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        batch: np.ndarray | None = None
+        filled = produced = 0
+        try:
+            if start_s > 0:
+                container.seek(
+                    max(0, int((start_s - frame_s) / stream.time_base)),
+                    stream=stream,
+                    backward=True,
+                    any_frame=False,
+                )
+            for frame in container.decode(stream):
+                if produced + filled >= num_frames:
+                    break
+                t = _frame_time(frame, stream)
+                if t < start_s - HALF_FRAME * frame_s:
+                    continue  # an earlier episode's frame, decoded from the key frame on
+                expected = start_s + (produced + filled) * frame_s
+                if abs(t - expected) > HALF_FRAME * frame_s:
+                    raise VideoError(
+                        f"{path}: frame {produced + filled} of the episode at {start_s:.4f}s is "
+                        f"at {t:.4f}s, expected {expected:.4f}s; the video does not match the "
+                        f"dataset metadata"
+                    )
+                if batch is None:
+                    batch = np.empty(
+                        (min(batch_frames, num_frames - produced), frame.height, frame.width, 3),
+                        dtype=np.uint8,
+                    )
+                batch[filled] = frame.to_ndarray(format="rgb24")
+                filled += 1
+                if filled == len(batch):
+                    yield batch
+                    produced += filled
+                    batch, filled = None, 0
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"cannot decode {path}: {exc}; re-download the dataset") from None
+        if filled:
+            yield batch[:filled]
+            produced += filled
+    if produced != num_frames:
+        raise VideoError(
+            f"{path}: found {produced} frames from {start_s:.4f}s, the metadata says "
+            f"{num_frames}; the video is truncated or the metadata is wrong"
+        )
+
+
+def _frame_time(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> float:
+    if frame.pts is not None:
+        return float(frame.pts * stream.time_base)
+    return float(frame.time or 0.0)
+
+
+class VideoEncoder:
+    """Encode frames into one new MP4 with the given format; frame i gets time i/fps."""
+
+    def __init__(
+        self,
+        path: Path,
+        fmt: VideoFormat,
+        options: dict[str, str] | None = None,
+        *,
+        faststart: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.format = fmt
+        self.frames = 0
+        encoder = fmt.encoder
+        container_options = {"movflags": "faststart"} if faststart else {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self.path), "w", options=container_options)
+        try:
+            self._stream = self._container.add_stream(
+                encoder, rate=fmt.fps, options=dict(options or ENCODER_OPTIONS.get(encoder, {}))
+            )
+            self._stream.width = fmt.width
+            self._stream.height = fmt.height
+            self._stream.pix_fmt = fmt.pix_fmt
+        except (av.error.FFmpegError, ValueError) as exc:
+            self._container.close()
+            raise VideoError(
+                f"cannot set up {encoder} for {fmt.width}x{fmt.height} {fmt.pix_fmt} at "
+                f"{fmt.fps} fps: {exc}"
+            ) from None
+
+    def write(self, frames: np.ndarray) -> None:
+        """Encode a (N,H,W,3) uint8 RGB batch after the frames already written."""
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts = self.frames
+            self._mux(self._stream.encode(frame))
+            self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file (idempotent)."""
+        if self._container is None:
+            return
+        try:
+            self._mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+            self._container = None
+
+    def abort(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        self.path.unlink(missing_ok=True)
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            self._container.mux(packet)
+
+    def __enter__(self) -> VideoEncoder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where an appended episode landed in a concatenated file, in seconds."""
+
+    from_timestamp: float
+    to_timestamp: float
+    frames: int
+
+
+class VideoConcatenator:
+    """Append standalone episode MP4s into one v3 video file without re-encoding.
+
+    This is what LeRobot itself does when it records (encode each episode, then
+    concatenate the streams). Each episode starts on a key frame of its own and its
+    packets are shifted by the frames already in the file, so episode k's frame i sits
+    at exactly (frames before k + i) / fps.
+    """
+
+    def __init__(self, path: Path, fps: Fraction) -> None:
+        self.path = Path(path)
+        self.fps = Fraction(fps)
+        self.frames = 0
+        self._container: av.container.OutputContainer | None = None
+        self._stream = None
+
+    def append(self, segment: Path, expected_frames: int) -> Segment:
+        start_frames = self.frames
+        with _open_input(segment) as source:
+            in_stream = source.streams.video[0]
+            if self._container is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._container = av.open(str(self.path), "w", options={"movflags": "faststart"})
+                self._stream = self._container.add_stream_from_template(in_stream, opaque=True)
+                self._stream.time_base = in_stream.time_base
+            shift = round(Fraction(start_frames) / self.fps / in_stream.time_base)
+            copied = 0
+            for packet in source.demux(in_stream):
+                if packet.dts is None:
+                    continue  # the demuxer's end-of-stream marker
+                packet.pts += shift
+                packet.dts += shift
+                packet.stream = self._stream
+                self._container.mux(packet)
+                copied += 1
+        if copied != expected_frames:
+            raise VideoError(f"{segment}: encoded {copied} frames, expected {expected_frames}")
+        self.frames += copied
+        return Segment(float(start_frames / self.fps), float(self.frames / self.fps), copied)
+
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+def count_frames(path: Path) -> int:
+    """Packets of the first video stream (one per frame for the codecs we write)."""
+    with _open_input(path) as container:
+        return sum(1 for p in container.demux(container.streams.video[0]) if p.dts is not None)
