@@ -35,9 +35,20 @@ def open_dataset(path: Path) -> DatasetReader | PlainReader:
                 f"{', '.join(LEROBOT_READERS)}); convert the dataset with LeRobot's scripts first"
             )
         return reader(root)
+    if _lerobot_without_info(root):
+        raise DatasetError(
+            f"{root} looks like a LeRobot dataset but meta/info.json is missing; "
+            f"re-download the dataset (all of meta/ is needed)"
+        )
     if looks_like_plain_dataset(root):
         return PlainReader(root)
     raise DatasetError(
         f"{root} is neither a LeRobot dataset (no meta/info.json) nor a `datasets` folder "
         f"(no dataset_info.json or parquet files); point --dataset at the dataset's root"
     )
+
+
+def _lerobot_without_info(root: Path) -> bool:
+    """LeRobot's other metadata or chunked data is there, only info.json is not."""
+    markers = ("meta/episodes.jsonl", "meta/episodes", "meta/tasks.jsonl", "meta/tasks.parquet")
+    return any((root / m).exists() for m in markers) or any(root.glob("data/chunk-*"))

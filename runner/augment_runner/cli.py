@@ -1,0 +1,316 @@
+"""`augment run`: augment a dataset locally, or as the Job's entrypoint in the cluster.
+
+Locally:   augment run --dataset examples/sample-dataset --output out/sample-augmented
+From Hub:  augment run --dataset lerobot/pusht --output out/pusht-aug --push-to me/pusht-aug
+In a pod:  the full spec comes from AUGMENT_SPEC (JSON) or --spec-file; the output is
+           written under AUGMENT_WORKDIR and pushed to the spec's output dataset.
+
+Flags left unset take the spec model's defaults (they are not repeated here). A bad
+input exits with code 2 and one line on stderr saying what is wrong and what to do;
+an unexpected error exits with 1. Either line also goes to AUGMENT_TERMINATION_LOG
+when set (Kubernetes shows it as the pod's termination message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from augment_spec.model import (
+    HUB_REPO_ID_PATTERN,
+    AugmentationSpec,
+    AugmentMode,
+    DatasetMode,
+    SpecError,
+    parse_spec,
+)
+
+from .errors import AugmentError
+from .hub import HubError, download_dataset, resolve_token, upload_dataset
+
+# A local run belongs to no project; the spec still needs a project id.
+LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
+
+# flag -> spec field; argparse dest is the flag with '-' as '_'.
+FLAG_FIELDS: dict[str, str] = {
+    "transforms": "augment_transforms",
+    "mode": "augment_mode",
+    "copies": "augment_copies",
+    "dataset-mode": "augment_dataset_mode",
+    "seed": "augment_seed",
+    "brightness-min": "augment_brightness_min",
+    "brightness-max": "augment_brightness_max",
+    "contrast-min": "augment_contrast_min",
+    "contrast-max": "augment_contrast_max",
+    "color-temp-min": "augment_color_temp_min",
+    "color-temp-max": "augment_color_temp_max",
+    "noise-sigma-min": "augment_noise_sigma_min",
+    "noise-sigma-max": "augment_noise_sigma_max",
+    "blur-sigma-min": "augment_blur_sigma_min",
+    "blur-sigma-max": "augment_blur_sigma_max",
+    "occlusion-count": "augment_occlusion_count",
+    "occlusion-area-min": "augment_occlusion_area_min",
+    "occlusion-area-max": "augment_occlusion_area_max",
+    "cameras": "augment_cameras",
+    "revision": "source_revision",
+}
+FLAG_TYPES: dict[str, Callable[[str], Any]] = {
+    "copies": int,
+    "seed": int,
+    "color-temp-min": int,
+    "color-temp-max": int,
+    "occlusion-count": int,
+    "mode": str,
+    "dataset-mode": str,
+    "transforms": str,
+    "cameras": lambda v: [c.strip() for c in v.split(",") if c.strip()],
+    "revision": str,
+}
+FLAG_CHOICES = {
+    "mode": [m.value for m in AugmentMode],
+    "dataset-mode": [m.value for m in DatasetMode],
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    fields = AugmentationSpec.model_fields
+    parser.add_argument(
+        "--dataset", metavar="SRC", help="source dataset: a local folder or a Hub dataset id"
+    )
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        type=Path,
+        help="folder to write (must not exist or be empty); default with a spec: a scratch folder",
+    )
+    parser.add_argument(
+        "--push-to",
+        metavar="REPO",
+        help="upload the result to this Hub dataset (token from HF_TOKEN)",
+    )
+    parser.add_argument(
+        "--spec-file",
+        type=Path,
+        metavar="FILE",
+        help="full job spec as JSON (snake_case); AUGMENT_SPEC may hold it too",
+    )
+    parser.add_argument(
+        "--no-push", action="store_true", help="with a spec, write the output but do not upload it"
+    )
+    parser.add_argument("--project-id", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--batch-frames",
+        type=int,
+        default=64,
+        metavar="N",
+        help="frames per batch: bounds memory (default: %(default)s)",
+    )
+    for flag, field in FLAG_FIELDS.items():
+        parser.add_argument(
+            f"--{flag}",
+            type=FLAG_TYPES.get(flag, float),
+            choices=FLAG_CHOICES.get(flag),
+            default=None,
+            help=fields[field].description or field.replace("_", " "),
+        )
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (AugmentError, SpecError, HubError) as exc:
+        return _fail(str(exc), 2)
+    except Exception as exc:  # a bug: still one line, with the traceback only on request
+        if os.environ.get("AUGMENT_DEBUG"):
+            traceback.print_exc()
+        return _fail(
+            f"unexpected error: {type(exc).__name__}: {exc} (a bug; rerun with "
+            f"AUGMENT_DEBUG=1 for the traceback and report it)",
+            1,
+        )
+
+
+def _fail(message: str, code: int) -> int:
+    line = " ".join(f"augment run: {message}".split())
+    print(line, file=sys.stderr)
+    log = os.environ.get("AUGMENT_TERMINATION_LOG")
+    if log:
+        with contextlib.suppress(OSError):  # the message is on stderr anyway
+            Path(log).write_text(line + "\n")
+    return code
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline import augment_dataset
+
+    base = _spec_from_pod(args.spec_file)
+    in_pod = base is not None
+    src = args.dataset or (base or {}).get("dataset_id")
+    if not src:
+        raise AugmentError("no source dataset: pass --dataset SRC (a folder or a Hub dataset id)")
+    local_source = _local_folder(src)
+    spec = _build_spec(base or {}, args, src, local_source)
+    push_to = args.push_to or (spec.target_dataset_id if in_pod and not args.no_push else None)
+    workdir = Path(os.environ.get("AUGMENT_WORKDIR") or tempfile.mkdtemp(prefix="augment-"))
+    owns_workdir = not os.environ.get("AUGMENT_WORKDIR")
+    output = (args.output or workdir / "output").resolve()
+    if args.output is None:
+        _clear_scratch(output)
+    try:
+        if local_source is not None:
+            source, revision = local_source, spec.source_revision
+        else:
+            source = workdir / "source"
+            revision = download_dataset(src, source, spec.source_revision, resolve_token())
+        result = augment_dataset(
+            spec,
+            source,
+            output,
+            progress=_progress(),
+            batch_frames=args.batch_frames,
+            source_id=None if local_source else src,
+            source_revision=revision,
+        )
+        _check_valid(result.output)
+        print(f"output: {result.output}")
+        print(f"preview: {result.preview}")
+        if push_to:
+            commit = upload_dataset(
+                result.output,
+                push_to,
+                resolve_token(),
+                f"Augment {spec.dataset_id} ({spec.augment_transforms}, "
+                f"{spec.augment_dataset_mode.value}/{spec.augment_mode.value}) "
+                "with augment-operator",
+                source_repo_id=None if local_source else src,
+            )
+            print(f"pushed: {push_to}@{commit}")
+    finally:
+        if local_source is None:
+            shutil.rmtree(workdir / "source", ignore_errors=True)
+        if owns_workdir and args.output is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _clear_scratch(output: Path) -> None:
+    """A retried Job finds its previous attempt's scratch output: it is ours to remove."""
+    shutil.rmtree(output, ignore_errors=True)
+    for partial in output.parent.glob(f".{output.name}.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _spec_from_pod(spec_file: Path | None) -> dict[str, Any] | None:
+    """The full spec given to a Job: --spec-file, else AUGMENT_SPEC, else None."""
+    if spec_file is not None:
+        try:
+            text, where = spec_file.read_text(), str(spec_file)
+        except OSError as exc:
+            raise AugmentError(f"cannot read the spec file {spec_file}: {exc.strerror}") from None
+    elif os.environ.get("AUGMENT_SPEC"):
+        text, where = os.environ["AUGMENT_SPEC"], "AUGMENT_SPEC"
+    else:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{where} must hold a JSON object with the job spec")
+    return data
+
+
+def _local_folder(src: str) -> Path | None:
+    """SRC as a local folder, None for a Hub id; a missing path is an error."""
+    path = Path(src).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise AugmentError(f"--dataset {src} is a file; give the dataset's folder")
+        return path.resolve()
+    if src.startswith((".", "/", "~")) or not re.match(HUB_REPO_ID_PATTERN, src):
+        raise AugmentError(f"dataset folder {src} does not exist (and it is not a Hub dataset id)")
+    return None
+
+
+def _local_dataset_id(folder: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.name).strip("-._") or "dataset"
+    return f"local/{name[:90]}"
+
+
+def _build_spec(
+    base: dict[str, Any], args: argparse.Namespace, src: str, local_source: Path | None
+) -> AugmentationSpec:
+    data = dict(base)
+    data.setdefault("project_id", args.project_id or LOCAL_PROJECT_ID)
+    if args.dataset or "dataset_id" not in data:
+        data["dataset_id"] = _local_dataset_id(local_source) if local_source else src
+    for flag, field in FLAG_FIELDS.items():
+        value = getattr(args, flag.replace("-", "_"))
+        if value is not None:  # unset flags keep the model's defaults
+            data[field] = value
+    if args.push_to:
+        data["output_dataset_id"] = args.push_to
+    return parse_spec(data)
+
+
+def _progress() -> Callable[[int, int], None] | None:
+    callbacks: list[Callable[[int, int], None]] = []
+    try:
+        from .status import cluster_progress_reporter
+    except ImportError:  # the status module ships with the cluster side
+        cluster_progress_reporter = None
+    reporter = cluster_progress_reporter() if cluster_progress_reporter else None
+    if reporter is not None:
+        callbacks.append(reporter)
+    if sys.stderr.isatty():
+        callbacks.append(_TqdmProgress())
+    if not callbacks:
+        return None
+
+    def report(done: int, total: int) -> None:
+        for callback in callbacks:
+            callback(done, total)
+
+    return report
+
+
+class _TqdmProgress:
+    """A progress bar over source episodes, on a terminal only."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="episode", desc="augment", file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+
+
+def _check_valid(output: Path) -> None:
+    """Never hand over (or push) an output the format's reader would reject."""
+    from .validate import validate_dataset
+
+    problems = validate_dataset(output)
+    if problems:
+        raise RuntimeError(
+            f"the output at {output} is not valid ({len(problems)} problem(s), "
+            f"first: {problems[0]}); it was not pushed"
+        )

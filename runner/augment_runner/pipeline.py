@@ -1,0 +1,477 @@
+"""Augment a dataset folder into a new, valid, bigger dataset of the same format.
+
+Each source episode is decoded once per camera; its frames go, batch by batch, to one
+augmenter and one encoder per augmented copy, so memory stays flat whatever the
+episode length (batches) and the work per frame is one decode for N encodes.
+
+The output is built in a hidden temporary folder next to the output and renamed into
+place at the very end: a half-written output never looks finished, and a failure
+leaves nothing behind. The source folder is only ever read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from augment_spec.model import AugmentationSpec, DatasetMode, Transform
+
+from . import stats as stats_mod
+from .errors import AugmentError, DatasetError, OutputError
+from .formats.base import (
+    Camera,
+    DatasetReader,
+    EpisodeWriter,
+    OutputPlan,
+    SourceEpisode,
+    decode_image_cells,
+    image_column,
+)
+from .formats.detect import open_dataset
+from .formats.plain import PlainReader, augment_plain
+from .preview import PreviewCollector
+from .provenance import write_card, write_provenance
+
+Progress = Callable[[int, int], None]
+TOOL_NAME = "augment-operator"
+
+
+def tool_version() -> str:
+    try:
+        return metadata.version(TOOL_NAME)
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "0.0.0+source"
+
+
+@dataclass(frozen=True)
+class AugmentResult:
+    output: Path
+    preview: Path
+    format_name: str
+    source_episodes: int
+    output_episodes: int
+    augmented_episodes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EpisodeCopies:
+    """The augmented copies of one source episode: what each applies, with which parameters."""
+
+    source_index: int
+    transforms: list[list[Transform]]
+    params: list[Any]
+
+    def augmenter(self, slot: int) -> Callable[[np.ndarray, int], np.ndarray]:
+        from .transforms import Augmenter
+
+        return Augmenter(self.params[slot])
+
+    def labels(self) -> list[str]:
+        return [
+            f"copy {slot}: {'+'.join(t.value for t in chosen)}"
+            for slot, chosen in enumerate(self.transforms)
+        ]
+
+    def describe(self, slot: int) -> dict[str, Any]:
+        return {
+            "copy_index": slot,
+            "transforms": [t.value for t in self.transforms[slot]],
+            "params": self.params[slot].to_dict(),
+        }
+
+
+def plan_copies(spec: AugmentationSpec, episode_index: int) -> EpisodeCopies:
+    from .transforms import sample_copy_params
+
+    transforms = spec.copy_plan(episode_index)
+    params = [
+        sample_copy_params(spec, chosen, episode_index, slot)
+        for slot, chosen in enumerate(transforms)
+    ]
+    return EpisodeCopies(episode_index, transforms, params)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def augment_dataset(
+    spec: AugmentationSpec,
+    source: Path,
+    output: Path,
+    progress: Progress | None = None,
+    batch_frames: int = 64,
+    *,
+    source_id: str | None = None,
+    source_revision: str | None = None,
+) -> AugmentResult:
+    """Write the augmented dataset for `spec` from the folder `source` into `output`."""
+    if batch_frames < 1:
+        raise AugmentError(f"batch_frames must be at least 1, got {batch_frames}")
+    started = time.monotonic()
+    source, output = Path(source).resolve(), Path(output).resolve()
+    reader = open_dataset(source)
+    _check_output(source, output)
+    cameras = select_cameras(reader.cameras, spec.augment_cameras, source)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        preview = PreviewCollector(cameras[0].key, spec.copies_per_episode())
+        if isinstance(reader, PlainReader):
+            episodes = augment_plain(
+                reader, spec, staging, cameras, plan_copies, preview, progress, batch_frames
+            )
+            totals = reader.totals
+        else:
+            episodes = _augment_lerobot(
+                reader, spec, staging, cameras, preview, progress, batch_frames
+            )
+            totals = (len(reader.episodes), len(episodes))
+        provenance = _provenance(spec, reader, cameras, episodes, source_id, source_revision)
+        write_provenance(staging, provenance)
+        preview_path = preview.save(staging / "preview.png")
+        write_card(staging, provenance, source)
+        _move_into_place(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    augmented = sum(1 for e in episodes if e.get("copy_index") is not None)
+    return AugmentResult(
+        output,
+        output / preview_path.name,
+        reader.format_name,
+        totals[0],
+        totals[1],
+        augmented,
+        time.monotonic() - started,
+    )
+
+
+def _check_output(source: Path, output: Path) -> None:
+    if output == source or output.is_relative_to(source) or source.is_relative_to(output):
+        raise OutputError(
+            f"output {output} overlaps the source {source}; the source is never written, "
+            f"choose an output folder outside it"
+        )
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise OutputError(
+            f"output folder {output} exists and is not empty; choose a new folder or empty it"
+        )
+
+
+def select_cameras(cameras: list[Camera], wanted: list[str] | None, source: Path) -> list[Camera]:
+    """The cameras to augment: those the spec names (all by default), in dataset order."""
+    if not cameras:
+        raise DatasetError(f"{source} has no camera features (video or image); nothing to augment")
+    if wanted is None:
+        return list(cameras)
+    known = {c.key for c in cameras}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise AugmentError(
+            f"camera {unknown[0]!r} is not in the dataset; its cameras are "
+            f"{', '.join(sorted(known))}"
+        )
+    return [c for c in cameras if c.key in set(wanted)]
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    if output.exists():
+        output.rmdir()  # checked empty before we started
+    os.replace(staging, output)
+
+
+def _provenance(
+    spec: AugmentationSpec,
+    reader: Any,
+    cameras: list[Camera],
+    episodes: list[dict[str, Any]],
+    source_id: str | None,
+    source_revision: str | None,
+) -> dict[str, Any]:
+    return {
+        "tool": {"name": TOOL_NAME, "version": tool_version()},
+        "source": {
+            "dataset_id": source_id or spec.dataset_id,
+            "revision": source_revision or spec.source_revision or "local",
+            "format": reader.format_name,
+        },
+        "output_dataset_id": spec.target_dataset_id,
+        "dataset_mode": spec.augment_dataset_mode.value,
+        "augment_mode": spec.augment_mode.value,
+        "copies_per_episode": spec.copies_per_episode(),
+        "seed": spec.augment_seed,
+        "augmented_cameras": [c.key for c in cameras],
+        "spec": spec.model_dump(mode="json"),
+        "episodes": episodes,
+    }
+
+
+# ---------------------------------------------------------------- LeRobot datasets
+
+
+def _augment_lerobot(
+    reader: DatasetReader,
+    spec: AugmentationSpec,
+    staging: Path,
+    cameras: list[Camera],
+    preview: PreviewCollector,
+    progress: Progress | None,
+    batch_frames: int,
+) -> list[dict[str, Any]]:
+    keep = spec.augment_dataset_mode is DatasetMode.copy
+    plan = OutputPlan(keep, spec.copies_per_episode(), len(reader.episodes), reader.total_frames)
+    writer = reader.create_writer(staging, plan)
+    writer.start()
+    provenance: list[dict[str, Any]] = []
+    if keep:
+        provenance += [
+            {
+                "episode_index": ep.index,
+                "source_episode_index": ep.index,
+                "copy_index": None,
+                "transforms": [],
+                "params": None,
+            }
+            for ep in reader.episodes
+        ]
+    augmented_keys = {c.key for c in cameras}
+    job = _EpisodeJob(reader, plan, augmented_keys, batch_frames, preview)
+    _report(progress, 0, len(reader.episodes))
+    frames_before = 0
+    for done, episode in enumerate(reader.episodes, 1):
+        copies = plan_copies(spec, episode.index)
+        sinks = [
+            writer.open_episode(
+                slot,
+                episode,
+                plan.episode_index(slot, episode.index),
+                plan.first_frame(slot, frames_before),
+            )
+            for slot in range(plan.slots)
+        ]
+        job.run(episode, copies, sinks)
+        for slot in range(plan.slots):
+            provenance.append(
+                {
+                    "episode_index": plan.episode_index(slot, episode.index),
+                    "source_episode_index": episode.index,
+                    **copies.describe(slot),
+                }
+            )
+        frames_before += episode.length
+        _report(progress, done, len(reader.episodes))
+    writer.finish()
+    return sorted(provenance, key=lambda e: e["episode_index"])
+
+
+def _report(progress: Progress | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+class _EpisodeJob:
+    """Turns one source episode into its augmented copies (one sink per copy)."""
+
+    def __init__(
+        self,
+        reader: DatasetReader,
+        plan: OutputPlan,
+        augmented: set[str],
+        batch_frames: int,
+        preview: PreviewCollector,
+    ) -> None:
+        self.reader = reader
+        self.plan = plan
+        self.augmented = augmented
+        self.batch_frames = batch_frames
+        self.preview = preview
+        self.with_quantiles = reader.info.get("codebase_version") == "v3.0"
+        self.numeric = [
+            k
+            for k, ft in reader.features.items()
+            if ft["dtype"] not in ("video", "image", "string", "language")
+        ]
+        self.schema = reader.data_schema()
+        lengths = [ep.length for ep in reader.episodes]
+        self.frames_before = np.concatenate([[0], np.cumsum(lengths)]).astype(int).tolist()
+
+    def run(
+        self, episode: SourceEpisode, copies: EpisodeCopies, sinks: list[EpisodeWriter]
+    ) -> None:
+        self.preview.start_episode(episode.index, episode.length, copies.labels())
+        augmenters = {
+            (slot, camera.key): copies.augmenter(slot)
+            for slot in range(len(sinks))
+            for camera in self.reader.cameras
+            if camera.key in self.augmented
+        }
+        samplers: dict[tuple[int, str], stats_mod.FrameSampler] = {
+            key: stats_mod.FrameSampler(episode.length) for key in augmenters
+        }
+        numeric = self._rows(episode, sinks, augmenters, samplers)
+        for camera in self.reader.cameras:
+            if camera.storage == "video":
+                self._video(episode, camera, sinks, augmenters, samplers)
+        source_stats = self.reader.episode_stats(episode)
+        for slot, sink in enumerate(sinks):
+            sink.finish(self._stats(episode, slot, numeric, samplers, source_stats))
+
+    # -- rows and image cameras --------------------------------------------------
+
+    def _rows(
+        self,
+        episode: SourceEpisode,
+        sinks: list[EpisodeWriter],
+        augmenters: Mapping[tuple[int, str], Any],
+        samplers: Mapping[tuple[int, str], stats_mod.FrameSampler],
+    ) -> dict[str, np.ndarray]:
+        image_keys = [
+            c.key for c in self.reader.cameras if c.storage == "image" and c.key in self.augmented
+        ]
+        numeric: dict[str, list[np.ndarray]] = {k: [] for k in self.numeric}
+        offset = 0
+        for batch in self.reader.read_rows(episode, self.batch_frames):
+            for key in self.numeric:
+                numeric[key].append(_column_values(batch, key, episode))
+            decoded = {
+                key: _readonly(
+                    decode_image_cells(
+                        batch.column(key).to_pylist(), f"episode {episode.index} {key}"
+                    )
+                )
+                for key in image_keys
+            }
+            for key, frames in decoded.items():
+                self.preview.add_source(episode.index, key, frames, offset)
+            for slot, sink in enumerate(sinks):
+                replaced: dict[str, pa.Array] = self._index_columns(batch, episode, slot, offset)
+                for key, frames in decoded.items():
+                    augmented = augmenters[(slot, key)](frames, offset)
+                    samplers[(slot, key)].add(augmented, offset)
+                    self.preview.add_copy(episode.index, key, slot, augmented, offset)
+                    replaced[key] = image_column(augmented, self.schema.field(key).type)
+                sink.write_rows(_with_columns(batch, replaced, self.schema))
+            offset += batch.num_rows
+        return {k: np.concatenate(v) for k, v in numeric.items()}
+
+    def _index_columns(
+        self, batch: pa.RecordBatch, episode: SourceEpisode, slot: int, offset: int
+    ) -> dict[str, pa.Array]:
+        index = self.plan.episode_index(slot, episode.index)
+        first = self._first_frame(episode, slot) + offset
+        n = batch.num_rows
+        return {
+            "episode_index": pa.array(np.full(n, index, dtype=np.int64)),
+            "index": pa.array(np.arange(first, first + n, dtype=np.int64)),
+        }
+
+    def _first_frame(self, episode: SourceEpisode, slot: int) -> int:
+        return self.plan.first_frame(slot, self.frames_before[episode.index])
+
+    # -- video cameras -----------------------------------------------------------
+
+    def _video(
+        self,
+        episode: SourceEpisode,
+        camera: Camera,
+        sinks: list[EpisodeWriter],
+        augmenters: Mapping[tuple[int, str], Any],
+        samplers: Mapping[tuple[int, str], stats_mod.FrameSampler],
+    ) -> None:
+        augmented = camera.key in self.augmented
+        if not augmented and all(sink.reuse_source_video(camera) for sink in sinks):
+            return
+        encoders = [sink.open_video(camera) for sink in sinks]
+        offset = 0
+        for frames in self.reader.decode_video(episode, camera, self.batch_frames):
+            frames = _readonly(frames)
+            if augmented:
+                self.preview.add_source(episode.index, camera.key, frames, offset)
+            for slot, encoder in enumerate(encoders):
+                if augmented:
+                    out = augmenters[(slot, camera.key)](frames, offset)
+                    samplers[(slot, camera.key)].add(out, offset)
+                    self.preview.add_copy(episode.index, camera.key, slot, out, offset)
+                else:
+                    out = frames  # a camera left out of augment_cameras keeps its frames
+                encoder.write(out)
+            offset += len(frames)
+        for encoder in encoders:
+            encoder.close()  # at most one camera's encoders are open at a time
+
+    # -- statistics --------------------------------------------------------------
+
+    def _stats(
+        self,
+        episode: SourceEpisode,
+        slot: int,
+        numeric: Mapping[str, np.ndarray],
+        samplers: Mapping[tuple[int, str], stats_mod.FrameSampler],
+        source_stats: Mapping[str, stats_mod.Stats],
+    ) -> dict[str, stats_mod.Stats]:
+        values = dict(numeric)
+        first = self._first_frame(episode, slot)
+        values["episode_index"] = np.full(
+            episode.length, self.plan.episode_index(slot, episode.index)
+        )
+        values["index"] = np.arange(first, first + episode.length)
+        out = {
+            key: stats_mod.numeric_stats(array, with_quantiles=self.with_quantiles)
+            for key, array in values.items()
+            if key in self.reader.features
+        }
+        for camera in self.reader.cameras:
+            sampler = samplers.get((slot, camera.key))
+            if sampler is not None:
+                out[camera.key] = sampler.stats(with_quantiles=self.with_quantiles)
+            elif camera.key in source_stats:
+                out[camera.key] = dict(source_stats[camera.key])  # frames unchanged
+        return out
+
+
+def _readonly(frames: np.ndarray) -> np.ndarray:
+    # One decoded batch feeds every copy: an augmenter writing into it would leak one
+    # copy's pixels into the next, so make that an immediate error instead.
+    frames.flags.writeable = False
+    return frames
+
+
+def _column_values(batch: pa.RecordBatch, key: str, episode: SourceEpisode) -> np.ndarray:
+    try:
+        column = batch.column(key)
+    except KeyError:
+        raise DatasetError(
+            f"episode {episode.index}: the data has no column {key!r} that "
+            f"meta/info.json declares; the dataset is corrupt"
+        ) from None
+    if pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type):
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(len(column), -1)
+    if pa.types.is_primitive(column.type) or pa.types.is_boolean(column.type):
+        return column.to_numpy(zero_copy_only=False)
+    return np.asarray(column.to_pylist())
+
+
+def _with_columns(
+    batch: pa.RecordBatch, replaced: Mapping[str, pa.Array], schema: pa.Schema
+) -> pa.RecordBatch:
+    arrays = []
+    for field in schema:
+        array = replaced.get(field.name)
+        if array is None:
+            array = batch.column(field.name)
+        elif array.type != field.type:
+            array = array.cast(field.type)
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
