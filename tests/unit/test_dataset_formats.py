@@ -208,3 +208,12 @@ def test_unknown_layouts_and_versions_are_refused(v3: Path, tmp_path: Path) -> N
     (broken / "meta/info.json").write_text(json.dumps(info))
     with pytest.raises(DatasetError, match=r"v1\.6"):
         open_dataset(broken)
+
+
+def test_the_shipped_sample_dataset_is_valid_and_small() -> None:
+    from augment_testing.datasets import SAMPLE_DATASET
+
+    assert validate_dataset(SAMPLE_DATASET) == []
+    reader = open_dataset(SAMPLE_DATASET)
+    assert (reader.format_name, len(reader.episodes), len(reader.cameras)) == ("LeRobot v3.0", 3, 2)
+    assert sum(p.stat().st_size for p in SAMPLE_DATASET.rglob("*") if p.is_file()) < 1_000_000
