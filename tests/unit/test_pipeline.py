@@ -496,3 +496,19 @@ def test_hub_problems_exit_2(
     err = capsys.readouterr().err
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and message.lower() in err.lower()
+
+
+def test_file_size_limits_roll_over_to_new_files_and_chunks(
+    sources: dict[str, Path], tmp_path: Path
+) -> None:
+    source = tmp_path / "src"
+    shutil.copytree(sources["v3"], source)
+    info = json.loads((source / "meta/info.json").read_text())
+    # Tiny limits: every episode opens a new data and video file; 2 files per chunk.
+    info.update(chunks_size=2, data_files_size_in_mb=1e-6, video_files_size_in_mb=1e-6)
+    (source / "meta/info.json").write_text(json.dumps(info))
+    out = run(source, tmp_path / "out", augment_copies=2).output
+    assert validate_dataset(out) == []
+    data_files = sorted(str(p.relative_to(out)) for p in out.glob("data/*/*.parquet"))
+    assert len(data_files) == 1 + 6 and "data/chunk-003/file-000.parquet" in data_files
+    assert len(list(out.glob(f"videos/{TOP}/*/*.mp4"))) == 1 + 6

@@ -49,8 +49,9 @@ DEFAULT_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 DEFAULT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 REQUIRED_INFO = ("fps", "features", "total_episodes", "total_frames", "data_path")
-# Buffer this many bytes of rows before writing a row group: few, large row groups.
-ROW_GROUP_BYTES = 32 * 2**20
+# Rows buffered per output episode before a row group is written: bounds memory at
+# about copies x this for image datasets, while keeping row groups reasonably large.
+ROW_GROUP_BYTES = 4 * 2**20
 
 
 def next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
