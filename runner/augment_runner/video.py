@@ -227,7 +227,15 @@ class VideoEncoder:
         for rgb in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = self.frames
-            self._mux(self._stream.encode(frame))
+            try:
+                packets = self._stream.encode(frame)
+            except av.error.FFmpegError as exc:  # the encoder opens on the first frame
+                fmt = self.format
+                raise VideoError(
+                    f"{fmt.encoder} cannot encode {fmt.width}x{fmt.height} {fmt.pix_fmt} video "
+                    f"({exc}); re-encode the source videos to yuv420p first"
+                ) from None
+            self._mux(packets)
             self.frames += 1
 
     def close(self) -> None:
