@@ -34,6 +34,7 @@ LABEL_JOB = f"{GROUP}/job"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_IDEMPOTENCY = f"{GROUP}/idempotency-key"
 ANNOTATION_REQUEST_HASH = f"{GROUP}/request-hash"
+ANNOTATION_CANCEL = f"{GROUP}/cancel-requested"  # "true": the operator stops the Job
 
 SPEC_FIELDS = list(AugmentationSpec.model_fields)
 CAMEL = {name: to_camel(name) for name in SPEC_FIELDS}

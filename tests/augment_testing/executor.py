@@ -10,9 +10,12 @@ real scheduler binds to one of them as local processes:
 - Each container runs in a private mount namespace (`unshare --mount`) where the pod's
   volumes (emptyDir, configMap, secret, projected ServiceAccount token, downwardAPI) and
   the termination-message file are bind-mounted at their `mountPath`, so in-cluster
-  clients find their token at the usual path. KUBERNETES_SERVICE_HOST/PORT point at the
-  apiserver on 127.0.0.1. runAsUser/runAsGroup are honoured; other securityContext
-  fields are admitted by the apiserver (Pod Security) but not enforced by the executor.
+  clients find their token at the usual path (a volume whose mountPath would hide the
+  project's own environment, e.g. /tmp when the checkout is under /tmp, is skipped).
+  KUBERNETES_SERVICE_HOST/PORT point at the
+  apiserver on 127.0.0.1. securityContext is checked by the apiserver (Pod Security
+  admission) but not enforced here: processes run as the user running the tests.
+- All pods share the host's network: two pods binding the same port collide.
 - Status goes back through the API like a kubelet's: Running, then Succeeded or Failed
   with exit code, reason and termination message; restartPolicy OnFailure/Always
   restarts the container. Deleting a pod stops its processes, then removes it.
@@ -292,16 +295,12 @@ class RunningPod:
         mounts.append({"source": str(termination_file),
                        "target": container.get("terminationMessagePath")
                        or DEFAULT_TERMINATION_PATH, "readOnly": False})
-        security = {**(self.pod["spec"].get("securityContext") or {}),
-                    **(container.get("securityContext") or {})}
         return {
             "argv": (container.get("command") or DEFAULT_ENTRYPOINT)
             + (container.get("args") or []),
             "env": self.environment(container),
-            "workingDir": container.get("workingDir") or str(self.dir),
+            "workingDir": container.get("workingDir") or "/",
             "mounts": mounts,
-            "runAsUser": security.get("runAsUser"),
-            "runAsGroup": security.get("runAsGroup"),
         }
 
     # ---- environment ----

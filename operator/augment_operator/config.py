@@ -1,0 +1,122 @@
+"""Operator configuration: GPU profiles per augmentation type, and runner settings.
+
+Read from a YAML file (the Helm chart mounts it from a ConfigMap). Every field has a
+default, so an empty file gives a working operator for one GPU of a small inference
+class (deterministic) and keeps generative augmentation disabled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from augment_spec.model import AugmentationType, validation_messages
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+SMALL_INFERENCE_GPUS = ["NVIDIA-L4", "NVIDIA-A10G", "Tesla-T4", "NVIDIA-L40S"]
+LARGE_GPUS = ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H200", "NVIDIA-A100-SXM4-80GB"]
+GENERATIVE_DISABLED = (
+    "generative augmentation (Cosmos Transfer2.5) is currently disabled; "
+    "use augmentationType: deterministic"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _gpu_affinity(products: list[str], weight: int = 100) -> dict[str, Any]:
+    """Require a GPU node; prefer the listed GPU products (GPU feature discovery labels)."""
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+                "matchExpressions": [
+                    {"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}],
+            }]},
+            "preferredDuringSchedulingIgnoredDuringExecution": [{
+                "weight": weight,
+                "preference": {"matchExpressions": [
+                    {"key": "nvidia.com/gpu.product", "operator": "In", "values": products}]},
+            }],
+        }
+    }
+
+
+class GpuProfile(_Strict):
+    """Where and how big the runner pod of one augmentation type is."""
+
+    enabled: bool = True
+    disabled_message: str = Field(default="", alias="disabledMessage")
+    image: str = "ghcr.io/augment-operator/augment-runner:0.1.0"
+    image_pull_policy: str = Field(default="IfNotPresent", alias="imagePullPolicy")
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=lambda: [GPU_TOLERATION])
+    resources: dict[str, Any] = Field(default_factory=lambda: {
+        "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
+        "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"},
+    })
+    runtime_class_name: str | None = Field(default=None, alias="runtimeClassName")
+    priority_class_name: str | None = Field(default=None, alias="priorityClassName")
+    backoff_limit: int = Field(default=2, ge=0, le=10, alias="backoffLimit")
+    active_deadline_seconds: int = Field(default=6 * 3600, ge=60, alias="activeDeadlineSeconds")
+    ttl_seconds_after_finished: int = Field(default=86400, ge=0,
+                                            alias="ttlSecondsAfterFinished")
+    scratch_size_limit: str = Field(default="50Gi", alias="scratchSizeLimit")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+def default_profiles() -> dict[AugmentationType, GpuProfile]:
+    return {
+        AugmentationType.deterministic: GpuProfile(affinity=_gpu_affinity(SMALL_INFERENCE_GPUS)),
+        AugmentationType.generative: GpuProfile(
+            enabled=False,
+            disabledMessage=GENERATIVE_DISABLED,
+            affinity=_gpu_affinity(LARGE_GPUS),
+            resources={"requests": {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "8"},
+                       "limits": {"memory": "256Gi", "nvidia.com/gpu": "8"}},
+        ),
+    }
+
+
+class RunnerSettings(_Strict):
+    service_account_name: str = Field(default="augment-runner", alias="serviceAccountName")
+    hub_token_secret_name: str | None = Field(default="augment-hub-token",
+                                              alias="hubTokenSecretName")
+    hub_token_secret_key: str = Field(default="token", alias="hubTokenSecretKey")
+    run_as_user: int = Field(default=65532, alias="runAsUser")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class OperatorConfig(_Strict):
+    profiles: dict[AugmentationType, GpuProfile] = Field(default_factory=default_profiles)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    resync_seconds: float = Field(default=10, gt=0, alias="resyncSeconds")
+
+    def profile_for(self, kind: AugmentationType) -> GpuProfile:
+        return self.profiles.get(kind) or default_profiles()[kind]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: Path | None) -> OperatorConfig:
+    """Parse the YAML config; profiles named in the file replace the defaults one by one."""
+    if path is None:
+        return OperatorConfig()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read operator config {path}: {exc}") from None
+    profiles: dict[str, Any] = {k.value: v for k, v in default_profiles().items()}
+    try:
+        for name, value in (raw.pop("profiles", None) or {}).items():
+            profiles[name] = GpuProfile.model_validate(value or {})
+        return OperatorConfig.model_validate({**raw, "profiles": profiles})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid operator config {path}: "
+                          + "; ".join(validation_messages(exc))) from None

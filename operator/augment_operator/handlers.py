@@ -1,0 +1,139 @@
+"""kopf handlers: each reacts to one thing and calls the same level-triggered reconcile.
+
+State lives in the resources (the CR's status, the Job, its pods), never in memory,
+so a restarted operator picks up where the last one stopped: it adopts the existing
+Job (deterministic name) and never creates a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from augment_operator import metrics
+from augment_operator.config import OperatorConfig
+from augment_operator.jobs import build_job, job_name
+from augment_operator.kube import Kube
+from augment_operator.status import Action, Decision, decide, differs, status_patch
+from augment_spec.crd import (
+    ANNOTATION_CANCEL,
+    GROUP,
+    LABEL_JOB,
+    LABEL_PROJECT,
+    PLURAL,
+    VERSION,
+    spec_from_cr,
+)
+from augment_spec.model import AugmentationSpec, SpecError
+
+log = logging.getLogger("augment.operator")
+
+
+class Reconciler:
+    def __init__(self, config: OperatorConfig, kube: Kube | None = None) -> None:
+        self.config = config
+        self.kube = kube or Kube()
+
+    def reconcile(self, namespace: str, name: str) -> Decision | None:
+        started = time.monotonic()
+        try:
+            cr = self.kube.get_cr(namespace, name)
+            if cr is None:  # deleted: the garbage collector removes its Job and pods
+                return None
+            return self._reconcile(cr)
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+    def _reconcile(self, cr: dict[str, Any]) -> Decision:
+        meta = cr["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        spec, spec_error = self._parse(cr)
+        profile_error = self._profile_error(spec) if spec else None
+        jname = job_name(name)
+        job = self.kube.get_job(namespace, jname)
+        if job is not None and not self._owns(cr, job):
+            self.kube.delete_job(namespace, jname)  # left by an earlier CR of the same name
+            job = None
+        pods = self.kube.job_pods(namespace, jname) if job else []
+        decision = decide(cr, job, pods, spec_error, profile_error)
+        if decision.action is Action.create_job and spec is not None:
+            profile = self.config.profile_for(spec.augmentation_type)
+            self.kube.create_job(build_job(cr, spec, profile, self.config))
+        elif decision.action is Action.delete_job:
+            self.kube.delete_job(namespace, jname)
+        self._label_project(cr, spec)
+        self._write_status(cr, decision, jname, spec)
+        return decision
+
+    def _parse(self, cr: dict[str, Any]) -> tuple[AugmentationSpec | None, str | None]:
+        try:
+            return spec_from_cr(cr.get("spec") or {}), None
+        except SpecError as exc:
+            return None, f"invalid spec: {exc}"
+
+    def _profile_error(self, spec: AugmentationSpec) -> str | None:
+        profile = self.config.profile_for(spec.augmentation_type)
+        if profile.enabled:
+            return None
+        return profile.disabled_message or (
+            f"augmentation type {spec.augmentation_type.value} is disabled by configuration")
+
+    @staticmethod
+    def _owns(cr: dict[str, Any], job: dict[str, Any]) -> bool:
+        owners = job["metadata"].get("ownerReferences") or []
+        return any(o.get("uid") == cr["metadata"]["uid"] for o in owners)
+
+    def _label_project(self, cr: dict[str, Any], spec: AugmentationSpec | None) -> None:
+        """Label kubectl-made CRs too, so `kubectl get augjob -l ...project-id=` works."""
+        if spec is None:
+            return
+        labels = cr["metadata"].get("labels") or {}
+        if labels.get(LABEL_PROJECT) != str(spec.project_id):
+            self.kube.patch_cr_labels(cr["metadata"]["namespace"], cr["metadata"]["name"],
+                                      {LABEL_PROJECT: str(spec.project_id)})
+
+    def _write_status(self, cr: dict[str, Any], decision: Decision, jname: str,
+                      spec: AugmentationSpec | None) -> None:
+        patch = status_patch(cr, decision, jname, spec.target_dataset_id if spec else None)
+        if not differs(cr, patch):
+            return
+        before = (cr.get("status") or {}).get("phase")
+        self.kube.patch_cr_status(cr["metadata"]["namespace"], cr["metadata"]["name"], patch)
+        if before != decision.phase.value:
+            metrics.TRANSITIONS.labels(phase=decision.phase.value).inc()
+            event = kopf.warn if decision.phase.value in ("Failed",) else kopf.info
+            event(cr, reason=decision.phase.value, message=decision.message[:1000])
+            log.info("%s/%s: %s -> %s (%s)", cr["metadata"]["namespace"],
+                     cr["metadata"]["name"], before or "-", decision.phase.value,
+                     decision.message)
+
+
+def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
+    """Wire the handlers into a kopf registry (kept explicit for tests and the CLI)."""
+
+    def on_cr(namespace: str, name: str, **_: Any) -> None:
+        reconciler.reconcile(namespace, name)
+
+    def on_child(labels: dict[str, str], namespace: str, **_: Any) -> None:
+        reconciler.reconcile(namespace, labels[LABEL_JOB])
+
+    cr = (GROUP, VERSION, PLURAL)
+    kopf.on.create(*cr, registry=registry, id="reconcile-created")(on_cr)
+    kopf.on.resume(*cr, registry=registry, id="reconcile-resumed")(on_cr)
+    kopf.on.field(*cr, field=["metadata", "annotations", ANNOTATION_CANCEL],
+                  registry=registry, id="cancel")(on_cr)
+    # Missed events converge: every unfinished job is looked at again on a timer.
+    kopf.timer(*cr, interval=reconciler.config.resync_seconds,
+               registry=registry, id="resync",
+               when=lambda status, **_: (status or {}).get("phase") not in
+               ("Succeeded", "Failed", "Cancelled"))(on_cr)
+    kopf.on.event("batch", "v1", "jobs", labels={LABEL_JOB: kopf.PRESENT},
+                  registry=registry)(on_child)
+    kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT},
+                  registry=registry)(on_child)

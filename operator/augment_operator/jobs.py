@@ -1,0 +1,131 @@
+"""The batch/v1 Job an AugmentationJob becomes: one runner pod on the profile's GPU nodes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from augment_operator.config import GpuProfile, OperatorConfig
+from augment_spec.crd import API_VERSION, KIND, LABEL_JOB, LABEL_MANAGED_BY, LABEL_PROJECT
+from augment_spec.model import AugmentationSpec
+
+RUNNER_CONTAINER = "runner"
+SCRATCH = "/scratch"
+EXIT_BAD_INPUT = 2  # the runner's exit code for input no retry can fix
+MANAGED_BY = "augment-operator"
+
+
+def job_name(cr_name: str) -> str:
+    """Deterministic, and short enough for the `job-name` label the Job controller adds."""
+    if len(cr_name) <= 56:
+        return f"{cr_name}-run"
+    digest = hashlib.sha256(cr_name.encode()).hexdigest()[:8]
+    return f"{cr_name[:47]}-{digest}-run"
+
+
+def job_labels(cr: dict[str, Any], spec: AugmentationSpec) -> dict[str, str]:
+    return {
+        LABEL_JOB: cr["metadata"]["name"],
+        LABEL_PROJECT: str(spec.project_id),
+        LABEL_MANAGED_BY: MANAGED_BY,
+        "app.kubernetes.io/name": "augment-runner",
+    }
+
+
+def owner_reference(cr: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION, "kind": KIND, "name": cr["metadata"]["name"],
+        "uid": cr["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
+    }
+
+
+def runner_env(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
+               config: OperatorConfig) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "AUGMENT_SPEC", "value": json.dumps(spec.model_dump(mode="json"),
+                                                     sort_keys=True)},
+        {"name": "AUGMENT_JOB_NAME", "value": cr["metadata"]["name"]},
+        {"name": "AUGMENT_JOB_NAMESPACE",
+         "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "AUGMENT_WORKDIR", "value": f"{SCRATCH}/work"},
+        {"name": "AUGMENT_TERMINATION_LOG", "value": "/dev/termination-log"},
+        {"name": "HOME", "value": SCRATCH},
+        {"name": "HF_HOME", "value": f"{SCRATCH}/hf-home"},
+    ]
+    secret = spec.hf_token_secret_name or config.runner.hub_token_secret_name
+    key = spec.hf_token_secret_key if spec.hf_token_secret_name \
+        else config.runner.hub_token_secret_key
+    if secret:
+        # optional: public source datasets need no token; the push then fails with a
+        # readable message from the runner instead of a pod that cannot start.
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": secret, "key": key, "optional": spec.hf_token_secret_name is None}}})
+    extra = {**config.runner.env, **profile.env}
+    env += [{"name": k, "value": v} for k, v in sorted(extra.items())]
+    return env
+
+
+def pod_security(config: OperatorConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pod and container security contexts that meet the `restricted` Pod Security Standard."""
+    uid = config.runner.run_as_user
+    pod = {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+           "seccompProfile": {"type": "RuntimeDefault"}}
+    container = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                 "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    return pod, container
+
+
+def build_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
+              config: OperatorConfig) -> dict[str, Any]:
+    labels = job_labels(cr, spec)
+    pod_sc, container_sc = pod_security(config)
+    container = {
+        "name": RUNNER_CONTAINER,
+        "image": profile.image,
+        "imagePullPolicy": profile.image_pull_policy,
+        "command": ["augment", "run"],
+        "env": runner_env(cr, spec, profile, config),
+        "resources": profile.resources,
+        "securityContext": container_sc,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": config.runner.service_account_name,
+        "securityContext": pod_sc,
+        "nodeSelector": profile.node_selector,
+        "affinity": profile.affinity,
+        "tolerations": profile.tolerations,
+        "containers": [container],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": profile.scratch_size_limit}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+    }
+    if profile.runtime_class_name:
+        pod_spec["runtimeClassName"] = profile.runtime_class_name
+    if profile.priority_class_name:
+        pod_spec["priorityClassName"] = profile.priority_class_name
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(cr["metadata"]["name"]),
+            "namespace": cr["metadata"]["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(cr)],
+        },
+        "spec": {
+            "backoffLimit": profile.backoff_limit,
+            "activeDeadlineSeconds": profile.active_deadline_seconds,
+            "ttlSecondsAfterFinished": profile.ttl_seconds_after_finished,
+            # Bad input fails the same way on every try: do not burn GPU hours retrying it.
+            "podFailurePolicy": {"rules": [{
+                "action": "FailJob",
+                "onExitCodes": {"containerName": RUNNER_CONTAINER, "operator": "In",
+                                "values": [EXIT_BAD_INPUT]},
+            }]},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }

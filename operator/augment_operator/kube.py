@@ -1,0 +1,90 @@
+"""The operator's reads and writes against the Kubernetes API (sync client)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from augment_spec.crd import GROUP, PLURAL, VERSION
+
+
+def load_kube_config() -> None:
+    """In a pod, its ServiceAccount; elsewhere KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class Kube:
+    @cached_property
+    def api(self) -> client.ApiClient:
+        return client.ApiClient()
+
+    @cached_property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    @cached_property
+    def batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self.api)
+
+    @cached_property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    def to_dict(self, obj: Any) -> dict[str, Any]:
+        return self.api.sanitize_for_serialization(obj)
+
+    def get_cr(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                            name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch_cr_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+
+    def patch_cr_labels(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"labels": labels}})
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.to_dict(self.batch.read_namespaced_job(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Create, or adopt the Job a previous run of the operator already created."""
+        namespace = job["metadata"]["namespace"]
+        try:
+            return self.to_dict(self.batch.create_namespaced_job(namespace, job))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = self.get_job(namespace, job["metadata"]["name"])
+        if existing is None:
+            raise RuntimeError(f"job {job['metadata']['name']} vanished while adopting it")
+        return existing
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace,
+                                             propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}")
+        return [self.to_dict(p) for p in pods.items]

@@ -1,0 +1,164 @@
+"""What an AugmentationJob's status should say, given its Job and pods.
+
+Pure functions: the handlers fetch the objects, this module decides, the handlers
+write. Terminal phases are sticky, so a Job removed by its TTL never rewinds a result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from augment_spec.crd import ANNOTATION_CANCEL
+from augment_spec.model import TERMINAL_PHASES, Phase
+
+NO_JOB_REASONS = frozenset({"InvalidSpec", "ProfileDisabled"})
+
+
+class Action(Enum):
+    none = "none"
+    create_job = "create_job"
+    delete_job = "delete_job"
+
+
+@dataclass
+class Decision:
+    phase: Phase
+    reason: str
+    message: str
+    action: Action = Action.none
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cancel_requested(cr: dict[str, Any]) -> bool:
+    annotations = cr["metadata"].get("annotations") or {}
+    return annotations.get(ANNOTATION_CANCEL, "").lower() == "true"
+
+
+def job_finished(job: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return cond["type"], cond
+    return None
+
+
+def termination_message(pods: list[dict[str, Any]]) -> str:
+    """The newest failed runner container's own words (its termination message)."""
+    newest = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""),
+                    reverse=True)
+    for pod in newest:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            if terminated.get("exitCode") and terminated.get("message"):
+                return terminated["message"].strip().splitlines()[-1][:1000]
+    return ""
+
+
+def unschedulable_reason(pods: list[dict[str, Any]]) -> str:
+    for pod in pods:
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return cond.get("message") or cond.get("reason") or "unschedulable"
+    return ""
+
+
+def running(pods: list[dict[str, Any]]) -> bool:
+    return any((p.get("status") or {}).get("phase") == "Running" for p in pods)
+
+
+def decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]],
+           spec_error: str | None, profile_error: str | None) -> Decision:
+    current = (cr.get("status") or {}).get("phase")
+    if current in TERMINAL_PHASES:
+        return Decision(Phase(current), "Final", (cr.get("status") or {}).get("message", ""))
+    if cancel_requested(cr):
+        return Decision(Phase.Cancelled, "Cancelled", "cancelled on request",
+                        action=Action.delete_job if job else Action.none)
+    if spec_error:
+        return Decision(Phase.Failed, "InvalidSpec", spec_error)
+    if profile_error:
+        return Decision(Phase.Failed, "ProfileDisabled", profile_error)
+    if job is None:
+        return Decision(Phase.Pending, "CreatingJob", "creating the runner Job",
+                        action=Action.create_job)
+    finished = job_finished(job)
+    if finished and finished[0] == "Complete":
+        return Decision(Phase.Succeeded, "Completed", "augmented dataset uploaded")
+    if finished:
+        why = termination_message(pods) or finished[1].get("message") or "the runner failed"
+        return Decision(Phase.Failed, finished[1].get("reason") or "JobFailed", why)
+    if running(pods):
+        return Decision(Phase.Running, "Running", "the runner is augmenting the dataset")
+    waiting = unschedulable_reason(pods)
+    if waiting:
+        return Decision(Phase.Pending, "Unschedulable", f"waiting for a GPU node: {waiting}")
+    return Decision(Phase.Pending, "Starting", "waiting for the runner pod to start")
+
+
+def conditions_for(decision: Decision, generation: int,
+                   previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ready / Scheduled conditions; lastTransitionTime moves only when the status flips."""
+    ready = "True" if decision.phase is Phase.Succeeded else (
+        "False" if decision.phase in TERMINAL_PHASES else "Unknown")
+    scheduled = "False" if decision.reason == "Unschedulable" else (
+        "True" if decision.phase in (Phase.Running, Phase.Succeeded) else "Unknown")
+    wanted = {"Ready": ready, "Scheduled": scheduled}
+    old = {c["type"]: c for c in previous}
+    out = []
+    for kind, status in wanted.items():
+        before = old.get(kind, {})
+        out.append({
+            "type": kind, "status": status, "reason": decision.reason,
+            "message": decision.message[:1000], "observedGeneration": generation,
+            "lastTransitionTime": before.get("lastTransitionTime") if before.get("status")
+            == status else now(),
+        })
+    return out
+
+
+def status_patch(cr: dict[str, Any], decision: Decision, job_name: str,
+                 output_dataset_id: str | None) -> dict[str, Any]:
+    """The operator-owned status fields; progress belongs to the runner until the end."""
+    status = cr.get("status") or {}
+    generation = cr["metadata"].get("generation", 1)
+    patch: dict[str, Any] = {
+        "phase": decision.phase.value,
+        "message": decision.message[:1000],
+        "observedGeneration": generation,
+        "conditions": conditions_for(decision, generation, status.get("conditions") or []),
+    }
+    if decision.reason not in NO_JOB_REASONS:
+        patch["jobName"] = job_name
+    if output_dataset_id:
+        patch["outputDatasetId"] = output_dataset_id
+    if decision.phase is Phase.Running and not status.get("startTime"):
+        patch["startTime"] = now()
+    if decision.phase in TERMINAL_PHASES and not status.get("completionTime"):
+        patch["completionTime"] = now()
+    if decision.phase is Phase.Succeeded:
+        progress = status.get("progress") or {}
+        total = progress.get("episodesTotal", 0)
+        patch["progress"] = {"episodesDone": total, "episodesTotal": total, "percent": 100,
+                             "text": f"100% ({total}/{total})"}
+    return patch
+
+
+def differs(cr: dict[str, Any], patch: dict[str, Any]) -> bool:
+    """True when writing `patch` would change something a reader cares about."""
+    status = cr.get("status") or {}
+    for key, value in patch.items():
+        if key == "conditions":
+            strip = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in value]
+            have = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                    for c in status.get(key) or []]
+            if strip != have:
+                return True
+        elif status.get(key) != value:
+            return True
+    return False

@@ -1,0 +1,77 @@
+"""Progress from the runner pod to its AugmentationJob's status.
+
+The operator sets AUGMENT_JOB_NAME and AUGMENT_JOB_NAMESPACE; the pod's ServiceAccount
+may patch only the status subresource of AugmentationJobs in its namespace. Outside a
+cluster there is nothing to report to, and reporting never fails the augmentation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from augment_spec.crd import GROUP, PLURAL, VERSION
+
+log = logging.getLogger("augment.runner")
+MIN_INTERVAL_SECONDS = 2.0
+
+
+def progress_status(done: int, total: int) -> dict[str, Any]:
+    percent = int(100 * done / total) if total else 0
+    return {"progress": {"episodesDone": done, "episodesTotal": total, "percent": percent,
+                         "text": f"{percent}% ({done}/{total})"}}
+
+
+class StatusReporter:
+    def __init__(self, name: str, namespace: str) -> None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        self.api = client.CustomObjectsApi()
+        self.name, self.namespace = name, namespace
+        self.last_sent = 0.0
+
+    def patch(self, status: dict[str, Any]) -> None:
+        try:
+            self.api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": status})
+        except Exception as exc:  # progress is best effort; the Job's outcome is what counts
+            log.warning("could not report status to %s/%s: %s", self.namespace, self.name, exc)
+
+    def progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last_sent < MIN_INTERVAL_SECONDS:
+            return
+        self.last_sent = now
+        self.patch(progress_status(done, total))
+
+
+def cluster_reporter() -> StatusReporter | None:
+    name, namespace = os.environ.get("AUGMENT_JOB_NAME"), os.environ.get("AUGMENT_JOB_NAMESPACE")
+    if not (name and namespace):
+        return None
+    return StatusReporter(name, namespace)
+
+
+def cluster_progress_reporter() -> Callable[[int, int], None] | None:
+    """A (episodes_done, episodes_total) callback when running in a cluster, else None."""
+    reporter = cluster_reporter()
+    return reporter.progress if reporter else None
+
+
+def report_started(source_revision: str, output_dataset_id: str) -> None:
+    reporter = cluster_reporter()
+    if reporter:
+        reporter.patch({"sourceRevision": source_revision, "outputDatasetId": output_dataset_id})
+
+
+def report_output(output_revision: str) -> None:
+    reporter = cluster_reporter()
+    if reporter:
+        reporter.patch({"outputRevision": output_revision})

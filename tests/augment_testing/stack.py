@@ -1,0 +1,172 @@
+"""The whole product on the embedded control plane: chart, operator, API, local Hub.
+
+Used by the end-to-end tests and by `augment demo`. The operator and the API run from
+the Helm chart's own manifests (Deployments, ServiceAccounts, RBAC), as pods the local
+executor runs; the runner Jobs they create run the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from augment_testing.cluster import EmbeddedCluster, free_port
+from augment_testing.hub import LocalHub
+from augment_testing.kube import get_json, wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "augment-operator"
+HUB_USER = "robotics-lab"
+
+
+@dataclass
+class StackOptions:
+    namespace: str = "augment"
+    release: str = "augment"
+    operator_replicas: int = 1
+    api: bool = True
+    project_ids: tuple[str, ...] = ()
+    extra_values: dict[str, Any] = field(default_factory=dict)
+
+
+def helm(cluster: EmbeddedCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    assert cluster.bin is not None
+    result = subprocess.run(
+        [str(cluster.bin / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args],
+        capture_output=True, text=True, timeout=300,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"helm {' '.join(args[:2])}: {result.stderr.strip()}")
+    return result
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class Stack:
+    """Start with `with Stack(cluster, options) as stack:`; uninstalls on exit."""
+
+    def __init__(self, cluster: EmbeddedCluster, options: StackOptions | None = None,
+                 hub_root: Path | None = None) -> None:
+        self.cluster = cluster
+        self.options = options or StackOptions()
+        self.hub_token = f"hf_{secrets.token_hex(12)}"
+        self.api_key = f"ak_{secrets.token_hex(16)}"
+        self.hub_root = hub_root or Path(tempfile.mkdtemp(prefix="augment-hub-"))
+        self.hub = LocalHub(self.hub_root, tokens={self.hub_token: HUB_USER})
+        self.api_port = free_port()
+        self.installed = False
+
+    @property
+    def namespace(self) -> str:
+        return self.options.namespace
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def values(self) -> dict[str, Any]:
+        keys = [{"name": "e2e", "sha256": hashlib.sha256(self.api_key.encode()).hexdigest(),
+                 "projects": list(self.options.project_ids) or ["*"]}]
+        runner_env = self.hub.client_env()
+        base = {
+            # Every pod shares the host network here: fixed probe ports would collide.
+            "operator": {"replicas": self.options.operator_replicas, "livenessPort": 0,
+                         "metricsPort": 0, "resyncSeconds": 3},
+            "api": {"enabled": self.options.api, "replicas": 1, "port": self.api_port,
+                    "apiKeys": keys},
+            "runner": {"env": runner_env},
+            "podDisruptionBudget": {"enabled": True},
+        }
+        return deep_merge(base, self.options.extra_values)
+
+    def start(self) -> None:
+        self.hub.start()
+        self.cluster.kubectl("create", "namespace", self.namespace, check=False)
+        self.cluster.kubectl("label", "namespace", self.namespace, "--overwrite",
+                             "pod-security.kubernetes.io/enforce=restricted")
+        self.cluster.kubectl("create", "secret", "generic", "augment-hub-token",
+                             "-n", self.namespace, f"--from-literal=token={self.hub_token}")
+        values_file = self.hub_root / "values.yaml"
+        values_file.write_text(yaml.safe_dump(self.values()))
+        helm(self.cluster, "install", self.options.release, str(CHART),
+             "--namespace", self.namespace, "-f", str(values_file), "--wait=false")
+        self.installed = True
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        components = ["operator"] + (["api"] if self.options.api else [])
+        for component in components:
+            wait_for(lambda c=component: self.running_pods(c), timeout=timeout,
+                     what=f"the {component} pod to run")
+        if self.options.api:
+            wait_for(self._api_ready, timeout=timeout, what="the API's /readyz")
+
+    def running_pods(self, component: str) -> list[dict[str, Any]]:
+        pods = get_json(self.cluster, "pods", "-n", self.namespace, "-l",
+                        f"app.kubernetes.io/component={component}")["items"]
+        return [p for p in pods if p.get("status", {}).get("phase") == "Running"
+                and not p["metadata"].get("deletionTimestamp")]
+
+    def _api_ready(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.installed:
+            subprocess.run(  # best effort: the cluster is torn down right after anyway
+                [str(self.cluster.bin / "helm"), f"--kubeconfig={self.cluster.kubeconfig}",
+                 "uninstall", self.options.release, "-n", self.namespace, "--wait=false"],
+                capture_output=True, timeout=120, check=False)
+            self.installed = False
+        self.hub.stop()
+
+    # ---- helpers for tests and the demo ----
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.cluster.kubectl("apply", "-n", self.namespace, "-f", "-",
+                             input=json.dumps(manifest))
+
+    def cr(self, name: str) -> dict[str, Any]:
+        return get_json(self.cluster, "augmentationjob", name, "-n", self.namespace)
+
+    def wait_phase(self, name: str, phases: set[str], timeout: float = 180) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            cr = self.cr(name)
+            return cr if (cr.get("status") or {}).get("phase") in phases else None
+
+        return wait_for(reached, timeout=timeout, interval=1,
+                        what=f"{name} to reach {sorted(phases)}")
+
+    def jobs_of(self, name: str) -> list[dict[str, Any]]:
+        return get_json(self.cluster, "jobs", "-n", self.namespace, "-l",
+                        f"augment.dev/job={name}")["items"]
