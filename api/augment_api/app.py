@@ -1,0 +1,90 @@
+"""The FastAPI application: `create_app(settings)` wires settings, keys and the store.
+
+Everything a handler needs arrives by dependency injection from `app.state`, so tests
+build the app with the real store against a real apiserver, or with a stand-in store.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from augment_api.auth import KeyRing, KeyRingFile, KeySource
+from augment_api.errors import ServiceError, ValidationErrorResponse
+from augment_api.middleware import BodyLimitMiddleware, CatchAllMiddleware
+from augment_api.routes import health, jobs
+from augment_api.settings import Settings
+from augment_api.store import JobStore
+from augment_spec.model import validation_messages
+
+DESCRIPTION = """\
+Augment robot-learning datasets on GPUs. Each job is an `AugmentationJob` custom
+resource: jobs created here, with `kubectl apply` or by Argo CD are the same thing.
+
+Authenticate with the `X-Api-Key` header. Every error is JSON: `{"detail": "..."}`.
+"""
+
+
+def _version() -> str:
+    try:
+        return version("augment-operator")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _readable(error: dict[str, Any]) -> str:
+    """One line per problem, with the spec model's own messages."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":
+        return f"request body is not valid JSON: {(error.get('ctx') or {}).get('error', '')}"
+    if loc == ("body",) and error.get("type") == "missing":
+        return "a JSON request body is required"
+    return validation_messages(_OneError(error))[0]
+
+
+class _OneError:
+    """Adapter: validation_messages() wants an object with errors()."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        self._error = error
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [self._error]
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    body = ValidationErrorResponse(
+        detail="; ".join(_readable(e) for e in errors) or "invalid request",
+        errors=[{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+                 "type": str(e.get("type", ""))} for e in errors],
+    )
+    return JSONResponse(body.model_dump(), status_code=422)
+
+
+async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+def create_app(settings: Settings, *, store: JobStore | None = None,
+               keys: KeySource | None = None) -> FastAPI:
+    app = FastAPI(title="augment-operator API", version=_version(), description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.store = store or JobStore.from_settings(settings)
+    if keys is None:
+        # No keys file: every request is refused (fail closed) rather than open.
+        keys = KeyRingFile(settings.api_keys_file) if settings.api_keys_file else KeyRing([])
+    app.state.keys = keys
+    app.include_router(jobs)
+    app.include_router(health)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ServiceError, _service_error)
+    # Added last = outermost: the catch-all sees errors of everything inside it.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAllMiddleware)
+    return app

@@ -1,0 +1,68 @@
+"""`augment api`: serve the REST API with uvicorn.
+
+    augment api --namespace augment --api-keys /etc/augment/api-keys.yaml --port 8080
+
+Flags fall back to AUGMENT_NAMESPACE and AUGMENT_API_KEYS_FILE. Inside a pod the
+service account's in-cluster config is used; elsewhere --kubeconfig, $KUBECONFIG or
+~/.kube/config. The keys file format is described in augment_api.auth and
+examples/api-keys.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from augment_api.auth import KeyRingFile
+from augment_api.settings import Settings
+from augment_api.store import JobStore, kube_client
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (0.0.0.0 in a container)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--namespace", help="namespace of the AugmentationJobs "
+                        "(env AUGMENT_NAMESPACE, default: default)")
+    parser.add_argument("--api-keys", type=Path, metavar="FILE",
+                        help="YAML file of API key digests (env AUGMENT_API_KEYS_FILE)")
+    parser.add_argument("--kubeconfig", type=Path,
+                        help="kubeconfig to use instead of the in-cluster config")
+    parser.add_argument("--max-body-bytes", type=int,
+                        help="413 above this (env AUGMENT_MAX_BODY_BYTES, default 65536)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["critical", "error", "warning", "info", "debug"])
+
+
+def main(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from augment_api.app import create_app
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env(namespace=args.namespace, api_keys_file=args.api_keys,
+                                     kubeconfig=args.kubeconfig,
+                                     max_body_bytes=args.max_body_bytes)
+    except ValidationError as exc:
+        print(f"augment api: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if settings.api_keys_file is None:
+        print("augment api: no API keys: pass --api-keys FILE or set AUGMENT_API_KEYS_FILE",
+              file=sys.stderr)
+        return 2
+    try:
+        keys = KeyRingFile(settings.api_keys_file)
+        client = kube_client(settings)  # fail fast on a missing or broken kubeconfig
+    except Exception as exc:  # KeyFileError, ConfigException...: one line, no traceback
+        print(f"augment api: {exc}", file=sys.stderr)
+        return 2
+    store = JobStore(settings.namespace, lambda: client, settings.kube_timeout_s)
+    app = create_app(settings, store=store, keys=keys)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

@@ -1,0 +1,97 @@
+"""Response models, and the one function that turns a custom resource into a job view."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from augment_api.store import cancel_requested, phase_of, project_of
+from augment_spec.crd import spec_from_cr
+from augment_spec.model import AugmentationSpec, Phase, SpecError
+
+log = logging.getLogger(__name__)
+
+
+class AugmentationResponse(BaseModel):
+    """Response after creating an augmentation job."""
+
+    job_id: UUID = Field(description="Unique job identifier")
+    status: str = Field(description="Current job status")
+    message: str | None = Field(default=None)
+
+
+class Progress(BaseModel):
+    episodes_done: int = Field(default=0, description="Source episodes processed")
+    episodes_total: int = Field(default=0, description="Source episodes to process (0: not known)")
+    percent: int = Field(default=0, ge=0, le=100)
+
+
+class AugmentationJobStatus(BaseModel):
+    """A job as stored in its AugmentationJob custom resource."""
+
+    job_id: UUID = Field(description="Unique job identifier (the resource's metadata.uid)")
+    name: str = Field(description="Name of the AugmentationJob resource (for kubectl)")
+    namespace: str
+    project_id: UUID | None = Field(description="Project the job belongs to")
+    status: Phase = Field(description="Phase: Pending until the operator picks the job up")
+    message: str | None = Field(default=None, description="Latest message from the operator")
+    cancel_requested: bool = Field(
+        default=False, description="A cancel was requested (the operator stops the job)")
+    progress: Progress = Field(default_factory=Progress)
+    output_dataset_id: str | None = Field(
+        default=None, description="Hub dataset the output is (or will be) uploaded to")
+    job_name: str | None = Field(default=None, description="Kubernetes Job running the work")
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    spec: AugmentationSpec | None = Field(
+        default=None, description="The request, every default explicit (None if unreadable)")
+
+
+class AugmentationJobList(BaseModel):
+    items: list[AugmentationJobStatus]
+    total: int = Field(description="Jobs matching the filters, over all pages")
+    limit: int
+    offset: int
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+def _spec_of(cr: dict[str, Any]) -> AugmentationSpec | None:
+    try:
+        return spec_from_cr(cr.get("spec") or {})
+    except SpecError as exc:
+        # A resource written by hand can disagree with the model; show the rest of it.
+        log.warning("spec of %s does not parse: %s", cr["metadata"]["name"], exc)
+        return None
+
+
+def job_from_cr(cr: dict[str, Any]) -> AugmentationJobStatus:
+    meta, status = cr["metadata"], cr.get("status") or {}
+    spec = _spec_of(cr)
+    progress = status.get("progress") or {}
+    return AugmentationJobStatus(
+        job_id=meta["uid"],
+        name=meta["name"],
+        namespace=meta.get("namespace", ""),
+        project_id=project_of(cr),
+        status=phase_of(cr),
+        message=status.get("message"),
+        cancel_requested=cancel_requested(cr),
+        progress=Progress(episodes_done=progress.get("episodesDone", 0),
+                          episodes_total=progress.get("episodesTotal", 0),
+                          percent=progress.get("percent", 0)),
+        output_dataset_id=status.get("outputDatasetId") or (spec.target_dataset_id if spec
+                                                            else None),
+        job_name=status.get("jobName"),
+        created_at=meta.get("creationTimestamp"),
+        started_at=status.get("startTime"),
+        completed_at=status.get("completionTime"),
+        spec=spec,
+    )
