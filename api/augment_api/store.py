@@ -29,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from augment_api.errors import BadGateway, Conflict, Invalid, NotFound, ServiceError, Unavailable
 from augment_api.settings import Settings
 from augment_spec.crd import (
+    ANNOTATION_CANCEL,
     ANNOTATION_IDEMPOTENCY,
     ANNOTATION_REQUEST_HASH,
     API_VERSION,
@@ -44,11 +45,8 @@ from augment_spec.model import TERMINAL_PHASES, AugmentationSpec, Phase
 
 log = logging.getLogger(__name__)
 
-# Spec is immutable, so a cancel is metadata: this annotation set to "true", which the
-# operator acts on. Same value as the operator's; belongs in augment_spec.crd next to the
-# other shared names (import it from there once that module exports it).
-ANNOTATION_CANCEL = f"{GROUP}/cancel-requested"
-# The key's name on each job the API creates answers "who made this?".
+# Spec is immutable, so a cancel is metadata: ANNOTATION_CANCEL="true", which the operator
+# acts on. The key's name on each job the API creates answers "who made this?".
 ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
 MANAGED_BY = "augment-api"
 NAME_PREFIX = "aug-"

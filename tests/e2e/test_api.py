@@ -25,8 +25,9 @@ from pydantic.alias_generators import to_camel
 
 from augment_api.app import create_app
 from augment_api.settings import Settings
-from augment_api.store import ANNOTATION_CANCEL, idempotent_name
+from augment_api.store import idempotent_name
 from augment_spec.crd import (
+    ANNOTATION_CANCEL,
     ANNOTATION_IDEMPOTENCY,
     ANNOTATION_REQUEST_HASH,
     CAMEL,
