@@ -1,0 +1,93 @@
+"""kubectl apply -> operator -> GPU Job on the L4 node -> runner -> local Hub -> Succeeded."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from augment_runner.hub import download_dataset
+from augment_runner.validate import validate_dataset
+from augment_testing.cluster import EmbeddedCluster
+from augment_testing.datasets import make_lerobot_v3
+from augment_testing.kube import get_json, wait_for
+from augment_testing.stack import Stack, StackOptions
+
+EXAMPLE = Path("examples/augmentationjob.yaml")
+
+
+@pytest.fixture(scope="module")
+def stack(cluster: EmbeddedCluster) -> Iterator[Stack]:
+    cluster.kubectl("apply", "-f", "crds/augmentationjobs.augment.dev.yaml")
+    options = StackOptions(namespace="e2e", release="e2e", api=False)
+    with Stack(cluster, options) as running:
+        source = Path(tempfile.mkdtemp(prefix="src-")) / "pick-place"
+        make_lerobot_v3(source, episodes=3, frames=16, codec="libx264")
+        running.hub.seed("robotics-lab/pick-place", source)
+        running.hub.seed("robotics-lab/broken", {"meta/info.json": b"{not json"})
+        yield running
+
+
+def example_manifest(**spec_overrides: object) -> dict:
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    manifest["spec"].update(spec_overrides)
+    return manifest
+
+
+def runner_pods(stack: Stack, name: str) -> list[dict]:
+    return get_json(stack.cluster, "pods", "-n", stack.namespace, "-l",
+                    f"augment.dev/job={name}")["items"]
+
+
+def test_example_manifest_runs_on_the_l4_node_and_succeeds(
+        stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", str(EXAMPLE))
+    name = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
+    cr = stack.wait_phase(name, {"Succeeded", "Failed"}, timeout=240)
+    assert cr["status"]["phase"] == "Succeeded", cr["status"].get("message")
+    status = cr["status"]
+    assert status["progress"]["percent"] == 100
+    assert status["progress"]["episodesTotal"] == 3  # source episodes, each with 2 copies
+    assert status["outputDatasetId"] == "robotics-lab/pick-place-augmented"
+    assert status["startTime"] <= status["completionTime"]
+    (pod,) = runner_pods(stack, name)
+    assert pod["spec"]["nodeName"] == "gpu-l4-0"
+    output = tmp_path / "out"
+    for key, value in stack.hub.client_env().items():
+        monkeypatch.setenv(key, value)
+    download_dataset("robotics-lab/pick-place-augmented", output, token=stack.hub_token)
+    assert validate_dataset(output) == []
+    source_writes = [c for c in stack.hub.calls if c.is_write
+                     and c.repo == "robotics-lab/pick-place"]
+    assert source_writes == []
+    columns = stack.cluster.kubectl("get", "augjob", name, "-n", stack.namespace).stdout
+    assert "Succeeded" in columns and "100% (3/3)" in columns
+
+
+def test_corrupt_dataset_fails_with_the_runners_message(stack: Stack) -> None:
+    stack.apply(example_manifest(datasetId="robotics-lab/broken") | {
+        "metadata": {"name": "broken-source"}})
+    cr = stack.wait_phase("broken-source", {"Succeeded", "Failed"}, timeout=180)
+    assert cr["status"]["phase"] == "Failed"
+    assert "info.json" in cr["status"]["message"]
+    # Exit code 2 means bad input: the pod failure policy stops retries at once.
+    assert len(runner_pods(stack, "broken-source")) == 1
+
+
+def test_operator_restart_mid_job_adopts_the_job(stack: Stack) -> None:
+    stack.apply(example_manifest(augmentCopies=6) | {"metadata": {"name": "restarted"}})
+    wait_for(lambda: stack.jobs_of("restarted"), timeout=60, what="the Job")
+    (old,) = stack.running_pods("operator")
+    stack.cluster.kubectl("delete", "pod", old["metadata"]["name"], "-n", stack.namespace,
+                          "--wait=false")
+    wait_for(lambda: [p for p in stack.running_pods("operator")
+                      if p["metadata"]["uid"] != old["metadata"]["uid"]],
+             timeout=90, what="a new operator pod")
+    cr = stack.wait_phase("restarted", {"Succeeded", "Failed"}, timeout=240)
+    assert cr["status"]["phase"] == "Succeeded", cr["status"].get("message")
+    assert len(stack.jobs_of("restarted")) == 1
+    time.sleep(1)
