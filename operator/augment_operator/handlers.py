@@ -36,14 +36,18 @@ class Reconciler:
     def __init__(self, config: OperatorConfig, kube: Kube | None = None) -> None:
         self.config = config
         self.kube = kube or Kube()
+        self.phase_book = metrics.PhaseBook()
 
     def reconcile(self, namespace: str, name: str) -> Decision | None:
         started = time.monotonic()
         try:
             cr = self.kube.get_cr(namespace, name)
             if cr is None:  # deleted: the garbage collector removes its Job and pods
+                self.phase_book.record(f"{namespace}/{name}", None)
                 return None
-            return self._reconcile(cr)
+            decision = self._reconcile(cr)
+            self.phase_book.record(f"{namespace}/{name}", decision.phase.value)
+            return decision
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
             raise

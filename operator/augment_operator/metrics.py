@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from augment_spec.model import Phase
 
 TRANSITIONS = Counter(
     "augment_jobs_phase_transitions_total",
@@ -12,3 +14,21 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 RECONCILE_ERRORS = Counter(
     "augment_reconcile_errors_total", "Reconciles that raised (kopf retries them)")
+JOBS_BY_PHASE = Gauge(
+    "augment_jobs", "AugmentationJobs this operator replica has seen, by phase", ["phase"])
+
+
+class PhaseBook:
+    """The last phase seen per job, so the gauge counts jobs rather than events."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, str] = {}
+
+    def record(self, key: str, phase: str | None) -> None:
+        if phase is None:
+            self.phases.pop(key, None)
+        else:
+            self.phases[key] = phase
+        for known in Phase:
+            JOBS_BY_PHASE.labels(phase=known.value).set(
+                sum(1 for p in self.phases.values() if p == known.value))
