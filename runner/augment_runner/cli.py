@@ -36,6 +36,7 @@ from augment_spec.model import (
     parse_spec,
 )
 
+from . import status
 from .errors import AugmentError
 from .hub import HubError, download_dataset, resolve_token, upload_dataset
 
@@ -176,6 +177,8 @@ def _run(args: argparse.Namespace) -> int:
         else:
             source = workdir / "source"
             revision = download_dataset(src, source, spec.source_revision, resolve_token())
+        if push_to:
+            status.report_started(revision or "local", push_to)
         result = augment_dataset(
             spec,
             source,
@@ -198,6 +201,7 @@ def _run(args: argparse.Namespace) -> int:
                 "with augment-operator",
                 source_repo_id=None if local_source else src,
             )
+            status.report_output(commit)
             print(f"pushed: {push_to}@{commit}")
     finally:
         if local_source is None:
@@ -269,11 +273,7 @@ def _build_spec(
 
 def _progress() -> Callable[[int, int], None] | None:
     callbacks: list[Callable[[int, int], None]] = []
-    try:
-        from .status import cluster_progress_reporter
-    except ImportError:  # the status module ships with the cluster side
-        cluster_progress_reporter = None
-    reporter = cluster_progress_reporter() if cluster_progress_reporter else None
+    reporter = status.cluster_progress_reporter()
     if reporter is not None:
         callbacks.append(reporter)
     if sys.stderr.isatty():

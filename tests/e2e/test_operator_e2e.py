@@ -54,6 +54,7 @@ def test_example_manifest_runs_on_the_l4_node_and_succeeds(
     assert status["progress"]["episodesTotal"] == 3  # source episodes, each with 2 copies
     assert status["outputDatasetId"] == "robotics-lab/pick-place-augmented"
     assert status["startTime"] <= status["completionTime"]
+    assert len(status["sourceRevision"]) == 40 and len(status["outputRevision"]) == 40
     (pod,) = runner_pods(stack, name)
     assert pod["spec"]["nodeName"] == "gpu-l4-0"
     output = tmp_path / "out"
