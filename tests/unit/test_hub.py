@@ -11,8 +11,6 @@ from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
-from augment_runner.hub import HubError, download_dataset, resolve_token, upload_dataset
-from augment_testing.hub import LocalHub
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
@@ -21,6 +19,9 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+
+from augment_runner.hub import HubError, download_dataset, resolve_token, upload_dataset
+from augment_testing.hub import LocalHub
 
 TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
 README = b"---\nlicense: apache-2.0\ntags: [LeRobot]\n---\n# Test dataset\n"
