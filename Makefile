@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit e2e lint crd cluster run demo bench gpu-check clean
+.PHONY: install binaries judge test unit e2e lint crd cluster run demo bench gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the project with pinned dependencies
 
@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 binaries: $(STAMP)  ## build (once, cached) the Kubernetes control plane and helm
 	$(BIN)/python -m augment_testing.binaries
 
-test: $(STAMP) binaries lint  ## every test, the end-to-end ones included
+judge: $(STAMP)  ## build (once, cached) LeRobot's own reader, the judge of our output
+	$(BIN)/python -m augment_testing.judge
+
+test: $(STAMP) binaries judge lint  ## every test, the end-to-end ones included
 	$(BIN)/python -m augment_spec.check_crd
 	$(BIN)/pytest -q -p no:cacheprovider
 
