@@ -21,6 +21,9 @@ Definitions, identical on both backends:
   it, and the CUDA kernel reproduces the NumPy values up to 1-2 ulp of log/sin/cos.
 - blur: separable Gaussian, radius ceil(3*sigma), mirror borders without repeating the
   edge (NumPy's 'reflect', OpenCV's BORDER_REFLECT_101), rows first, then columns.
+  NumPy sums the taps as small banded matrix products (BLAS, fused multiply-adds in
+  its own order), CUDA pair by pair in tap order: the sums differ only by float32
+  rounding (~1e-5 grey levels), so after the final rounding they agree within one.
 - occlusion: rectangles filled with mid-grey (OCCLUSION_FILL) at the drawn fractions,
   the same for every frame of the copy. Rectangles never overlap, so together they
   cover the drawn area.
@@ -38,7 +41,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from types import ModuleType
 from typing import Any
 
@@ -60,6 +63,10 @@ _MIX2 = 0x94D049BB133111EB
 _TWO_PI32 = np.float32(2 * math.pi)
 _BAND_ELEMENTS = 1 << 16  # ~256 KiB of float32: a band's scratch stays in L2
 _MAX_THREADS = 8
+# Outputs per banded blur matrix, measured (bench/bench_transforms.py): smaller blocks
+# waste fewer multiplies on the band's zeros, larger ones make fewer BLAS calls.
+_BLUR_ROW_BLOCK = 8
+_BLUR_COLUMN_BLOCK = 8
 
 
 # --------------------------------------------------------------------------- parameters
@@ -334,24 +341,55 @@ def _bands(length: int, step: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + step, length)
 
 
-def _convolve_flat(
-    src: np.ndarray, taps: np.ndarray, step: int, dst: np.ndarray, tmp: np.ndarray
-) -> None:
-    """dst[p] = sum_j taps[j] * src[p + j * step], for 1-D contiguous arrays.
+@dataclass(frozen=True)
+class _BlurBlock:
+    """Outputs [out0, out1) of one axis = matrix @ inputs [src0, src1) along it."""
 
-    Symmetric taps: the centre, then each pair (-j, +j) added before scaling (the CUDA
-    kernel's order), so a pair costs three passes instead of four.
+    out0: int
+    out1: int
+    src0: int
+    src1: int
+    matrix: np.ndarray  # float32 (out1 - out0, src1 - src0), banded
+
+
+def blur_blocks(taps: np.ndarray, length: int, block: int) -> list[_BlurBlock]:
+    """The 1-D blur along an axis of `length`, cut into banded matrices of `block` outputs.
+
+    Mirroring is folded into the matrices: a tap that lands outside the axis adds its
+    weight to the column of the mirrored input, so no padded copy is ever made, and
+    axes shorter than the kernel (repeated mirroring) need no special case.
     """
-    r, n = (len(taps) - 1) // 2, len(dst)
-    np.multiply(src[r * step : r * step + n], taps[r], out=dst)
-    for j in range(1, r + 1):
-        np.add(
-            src[(r - j) * step : (r - j) * step + n],
-            src[(r + j) * step : (r + j) * step + n],
-            out=tmp,
-        )
-        tmp *= taps[r + j]
-        dst += tmp
+    r = (len(taps) - 1) // 2
+    weights = taps.astype(np.float64)
+    blocks = []
+    for out0 in range(0, length, block):
+        out1 = min(out0 + block, length)
+        positions = np.arange(out0, out1)[:, None] + np.arange(-r, r + 1)[None, :]
+        src = reflect_index(np, positions, length)
+        src0, src1 = int(src.min()), int(src.max()) + 1
+        matrix = np.zeros((out1 - out0, src1 - src0), np.float64)
+        rows = np.broadcast_to(np.arange(out1 - out0)[:, None], src.shape)
+        np.add.at(matrix, (rows, src - src0), np.broadcast_to(weights, src.shape))
+        blocks.append(_BlurBlock(out0, out1, src0, src1, matrix.astype(np.float32)))
+    return blocks
+
+
+@dataclass(frozen=True)
+class _BlurPlan:
+    """The banded matrices of both passes for one frame size (shared by the workers)."""
+
+    rows: list[_BlurBlock]  # left factors, over whole rows of H x (W*3)
+    cols: list[_BlurBlock]  # right factors for interleaved RGB: kron(matrix.T, I3)
+
+
+@lru_cache(maxsize=16)
+def _blur_plan(sigma: float, height: int, width: int) -> _BlurPlan:
+    taps = gaussian_kernel(sigma)
+    cols = [
+        _BlurBlock(b.out0, b.out1, b.src0, b.src1, np.kron(b.matrix.T, np.eye(3, dtype=np.float32)))
+        for b in blur_blocks(taps, width, _BLUR_COLUMN_BLOCK)
+    ]
+    return _BlurPlan(blur_blocks(taps, height, _BLUR_ROW_BLOCK), cols)
 
 
 class _Scratch:
@@ -359,18 +397,13 @@ class _Scratch:
     faults on fresh large arrays cost more than the arithmetic done in them."""
 
     def __init__(self, aug: Augmenter, height: int, width: int) -> None:
-        r, pairs = aug.radius, _BAND_ELEMENTS // 2
+        pairs = _BAND_ELEMENTS // 2
         self.height, self.width = height, width
-        self.band_rows = band_rows = max(1, _BAND_ELEMENTS // (width * 3))
-        self.row_index = reflect_index(np, np.arange(-r, height + r), height)
-        self.col_index = reflect_index(np, np.arange(-r, width + r), width)
+        self.band_rows = max(1, _BAND_ELEMENTS // (width * 3))
         self.rects = occlusion_pixels(aug.params.occlusion_rects, height, width)
         self.frames = [np.empty((height, width, 3), np.float32) for _ in range(2)]
-        self.vert = np.empty(band_rows * width * 3, np.float32)
-        self.rows = np.empty((band_rows + 2 * r, width, 3), np.float32)
-        self.hpad = np.empty((band_rows, width + 2 * r, 3), np.float32)
-        self.acc = np.empty(band_rows * (width + 2 * r) * 3, np.float32)
-        self.tmp = np.empty_like(self.acc)
+        if Transform.blur in aug.params.transforms:
+            self.blur = _blur_plan(aug.params.blur_sigma, height, width)
         self.z = np.empty(pairs, np.uint64)
         self.t = np.empty(pairs, np.uint64)
         self.r = np.empty(pairs, np.float32)
@@ -464,30 +497,23 @@ class _NumpyEngine:
         return buf
 
     def _blur(self, buf: np.ndarray, frame_index: int, s: _Scratch) -> np.ndarray:
-        """Row bands: the vertical pass over the band's rows (mirrored at the top and
-        bottom), then the horizontal pass over those rows with mirrored padding columns.
-        Both run on flattened contiguous arrays, where a tap is a shifted slice and
-        NumPy's fast loops apply; outputs that land in padding columns are dropped.
-        No BLAS: its own threads would fight the worker threads for the cores."""
-        h, w, r = s.height, s.width, self.aug.radius
-        dst = s.frames[1] if buf is s.frames[0] else s.frames[0]
-        for y0, y1 in _bands(h, s.band_rows):
-            m = y1 - y0
-            if y0 >= r and y1 + r <= h:
-                rows = buf[y0 - r : y1 + r]
-            else:  # at the top and bottom, mirror rows in
-                rows = np.take(buf, s.row_index[y0 : y1 + 2 * r], axis=0, out=s.rows[: m + 2 * r])
-            hpad = s.hpad[:m]
-            vert = s.vert[: m * w * 3]
-            _convolve_flat(rows.reshape(-1), self.aug.kernel, w * 3, vert, s.tmp[: vert.size])
-            hpad[:, r : r + w] = vert.reshape(m, w, 3)
-            hpad[:, :r] = hpad[:, s.col_index[:r] + r]
-            hpad[:, r + w :] = hpad[:, s.col_index[r + w :] + r]
-            n = hpad.size - 6 * r
-            _convolve_flat(hpad.reshape(-1), self.aug.kernel, 3, s.acc[:n], s.tmp[:n])
-            strides = ((w + 2 * r) * 12, 12, 4)  # float32 (m, w, 3) within the padded rows
-            dst[y0:y1] = np.lib.stride_tricks.as_strided(s.acc, (m, w, 3), strides)
-        return dst
+        """Both passes as products with small banded matrices (BLAS sgemm): FMA units
+        do the taps at several times the speed of one NumPy pass per tap, and the rows
+        of a block stream through the cache once instead of once per tap. Vertical:
+        M (B x B+2r) @ rows (B+2r x W*3), on interleaved RGB as it is. Horizontal: the
+        column band (H x 3(B+2r)) @ kron(M.T, I3): the zeros that keep channels apart
+        triple the multiplies, still cheaper than two transposes of the frame.
+        OpenBLAS may run a call on its own threads too; with the workers already on
+        every core that costs ~10% CPU (OPENBLAS_NUM_THREADS=1 avoids it)."""
+        other = s.frames[1] if buf is s.frames[0] else s.frames[0]
+        src, tmp = buf.reshape(s.height, -1), other.reshape(s.height, -1)
+        for b in s.blur.rows:
+            np.matmul(b.matrix, src[b.src0 : b.src1], out=tmp[b.out0 : b.out1])
+        for b in s.blur.cols:  # back into buf: its input is no longer needed
+            np.matmul(
+                tmp[:, 3 * b.src0 : 3 * b.src1], b.matrix, out=src[:, 3 * b.out0 : 3 * b.out1]
+            )
+        return buf
 
     def _occlusion(self, buf: np.ndarray, frame_index: int, s: _Scratch) -> np.ndarray:
         for y0, y1, x0, x1 in s.rects:
@@ -589,7 +615,8 @@ y = (U)(rnd ? rintf(v) : v);
 """
 
 # One axis of the separable blur; `stride` and `length` pick the axis (rows: W*3 and
-# H, columns: 3 and W). Same tap order as _convolve_flat.
+# H, columns: 3 and W). Mirrored pairs first, in tap order; NumPy's banded products
+# (_NumpyEngine._blur) sum the same terms in BLAS's order.
 _BLUR_OP = r"""
 const long long idx = (long long)i;
 const long long pos = (idx / stride) % length;
