@@ -17,12 +17,9 @@ from augment_api.models import (
     job_from_cr,
 )
 from augment_api.store import JobStore, newest_first, phase_of, project_of
-from augment_spec.model import AugmentationSpec, AugmentationType, Phase
+from augment_spec.model import GENERATIVE_DISABLED, AugmentationSpec, AugmentationType, Phase
 
-GENERATIVE_DISABLED = (
-    "generative augmentation (Cosmos Transfer2.5) is currently disabled; "
-    "use augmentation_type=deterministic"
-)
+GENERATIVE_DISABLED_HINT = f"{GENERATIVE_DISABLED}; use augmentation_type=deterministic"
 # Visible ASCII: the key is stored as an annotation value and hashed into the CR name.
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 
@@ -91,7 +88,7 @@ def create_job(
     """
     require_project(principal, spec.project_id)
     if spec.augmentation_type is AugmentationType.generative:
-        raise BadRequest(GENERATIVE_DISABLED)
+        raise BadRequest(GENERATIVE_DISABLED_HINT)
     result = store.create(spec, created_by=principal.name, idempotency_key=idempotency_key)
     if not result.created:
         response.status_code = status.HTTP_200_OK

@@ -13,15 +13,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from augment_spec.model import AugmentationType, validation_messages
+from augment_spec.model import GENERATIVE_DISABLED, AugmentationType, validation_messages
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 SMALL_INFERENCE_GPUS = ["NVIDIA-L4", "NVIDIA-A10G", "Tesla-T4", "NVIDIA-L40S"]
 LARGE_GPUS = ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H200", "NVIDIA-A100-SXM4-80GB"]
-GENERATIVE_DISABLED = (
-    "generative augmentation (Cosmos Transfer2.5) is currently disabled; "
-    "use augmentationType: deterministic"
-)
+GENERATIVE_DISABLED_HINT = f"{GENERATIVE_DISABLED}; use augmentationType: deterministic"
 
 
 class _Strict(BaseModel):
@@ -74,7 +71,7 @@ def default_profiles() -> dict[AugmentationType, GpuProfile]:
         AugmentationType.deterministic: GpuProfile(affinity=_gpu_affinity(SMALL_INFERENCE_GPUS)),
         AugmentationType.generative: GpuProfile(
             enabled=False,
-            disabledMessage=GENERATIVE_DISABLED,
+            disabledMessage=GENERATIVE_DISABLED_HINT,
             affinity=_gpu_affinity(LARGE_GPUS),
             resources={"requests": {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "8"},
                        "limits": {"memory": "256Gi", "nvidia.com/gpu": "8"}},

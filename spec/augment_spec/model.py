@@ -44,6 +44,7 @@ class Phase(StrEnum):
     Cancelled = "Cancelled"
 
 
+GENERATIVE_DISABLED = "generative augmentation (Cosmos Transfer2.5) is currently disabled"
 TERMINAL_PHASES = frozenset({Phase.Succeeded, Phase.Failed, Phase.Cancelled})
 TRANSFORM_NAMES = [t.value for t in Transform]
 
