@@ -31,23 +31,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from augment_runner.formats.base import KNOWN_DTYPES
+
 TOLERANCE_S = 1e-4  # LeRobot's default tolerance between a query and a frame timestamp
 REQUIRED_STATS = ("min", "max", "mean", "std", "count")
-NUMERIC = {
-    "bool",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float16",
-    "float32",
-    "float64",
-}
-KNOWN_DTYPES = NUMERIC | {"video", "image", "string", "language"}
 MAX_PROBLEMS = 50
 
 

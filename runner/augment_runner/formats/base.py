@@ -42,6 +42,8 @@ NUMERIC_DTYPES = frozenset(
     }
 )
 KNOWN_DTYPES = NUMERIC_DTYPES | {"video", "image", "string", "language"}
+# info.json keys both LeRobot versions need before anything else can be read.
+REQUIRED_INFO = ("fps", "features", "total_episodes", "total_frames", "data_path")
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,16 @@ def load_jsonl(path: Path, what: str) -> list[dict[str, Any]]:
 def write_jsonl(path: Path, rows: list[Mapping[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def load_info(root: Path) -> dict[str, Any]:
+    """meta/info.json with the keys every LeRobot reader needs, or a DatasetError."""
+    info = load_json(root / "meta/info.json", "meta/info.json")
+    missing = [key for key in REQUIRED_INFO if key not in info]
+    if missing:
+        raise DatasetError(f"meta/info.json lacks {', '.join(missing)}; the metadata is corrupt")
+    check_features(info["features"], "meta/info.json")
+    return info
 
 
 def check_features(features: Any, where: str) -> dict[str, dict[str, Any]]:

@@ -35,9 +35,8 @@ from .base import (
     OutputPlan,
     SourceEpisode,
     cameras_of,
-    check_features,
     copy_tree,
-    load_json,
+    load_info,
     load_jsonl,
     write_json,
     write_jsonl,
@@ -46,7 +45,6 @@ from .base import (
 VERSION = "v2.1"
 DEFAULT_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 DEFAULT_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
-REQUIRED_INFO = ("fps", "features", "total_episodes", "total_frames", "data_path")
 
 
 class LeRobotV21Reader(DatasetReader):
@@ -54,13 +52,7 @@ class LeRobotV21Reader(DatasetReader):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.info = load_json(self.root / "meta/info.json", "meta/info.json")
-        missing = [key for key in REQUIRED_INFO if key not in self.info]
-        if missing:
-            raise DatasetError(
-                f"meta/info.json lacks {', '.join(missing)}; the metadata is corrupt"
-            )
-        check_features(self.info["features"], "meta/info.json")
+        self.info = load_info(self.root)
         self.cameras = cameras_of(self.features)
         self.chunks_size = int(self.info.get("chunks_size", 1000))
         self.video_path = self.info.get("video_path") or DEFAULT_VIDEO_PATH

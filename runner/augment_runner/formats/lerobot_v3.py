@@ -38,9 +38,8 @@ from .base import (
     OutputPlan,
     SourceEpisode,
     cameras_of,
-    check_features,
     copy_tree,
-    load_json,
+    load_info,
     write_json,
 )
 
@@ -48,7 +47,6 @@ VERSION = "v3.0"
 DEFAULT_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 DEFAULT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-REQUIRED_INFO = ("fps", "features", "total_episodes", "total_frames", "data_path")
 # Rows buffered per output episode before a row group is written: bounds memory at
 # about copies x this for image datasets, while keeping row groups reasonably large.
 ROW_GROUP_BYTES = 4 * 2**20
@@ -64,13 +62,7 @@ class LeRobotV3Reader(DatasetReader):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.info = load_json(self.root / "meta/info.json", "meta/info.json")
-        missing = [key for key in REQUIRED_INFO if key not in self.info]
-        if missing:
-            raise DatasetError(
-                f"meta/info.json lacks {', '.join(missing)}; the metadata is corrupt"
-            )
-        check_features(self.info["features"], "meta/info.json")
+        self.info = load_info(self.root)
         self.cameras = cameras_of(self.features)
         self.video_path = self.info.get("video_path") or DEFAULT_VIDEO_PATH
         self.meta_table = self._load_episode_table()
