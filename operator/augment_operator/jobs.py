@@ -50,6 +50,9 @@ def runner_env(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
          "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "AUGMENT_WORKDIR", "value": f"{SCRATCH}/work"},
         {"name": "AUGMENT_TERMINATION_LOG", "value": "/dev/termination-log"},
+        # The pod sees the node's cores; size the transform threads to what it asked for.
+        {"name": "AUGMENT_THREADS", "valueFrom": {"resourceFieldRef": {
+            "containerName": RUNNER_CONTAINER, "resource": "requests.cpu", "divisor": "1"}}},
         {"name": "HOME", "value": SCRATCH},
         {"name": "HF_HOME", "value": f"{SCRATCH}/hf-home"},
     ]
