@@ -1,0 +1,253 @@
+"""The Helm chart: lint, rendered manifests, its values schema, and a real install.
+
+The static checks render the chart with the project's helm; the install runs on the
+embedded control plane through `Stack` (operator and API as pods of the chart's own
+Deployments), with two operator replicas to prove kopf peering lets only one act.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from augment_runner.hub import download_dataset
+from augment_runner.validate import validate_dataset
+from augment_testing import chart
+from augment_testing.cluster import EmbeddedCluster
+from augment_testing.datasets import make_lerobot_v3
+from augment_testing.kube import get_json, wait_for
+from augment_testing.stack import Stack, StackOptions
+
+ROOT = chart.REPO_ROOT
+CRD = "augmentationjobs.augment.dev.yaml"
+PROJECT = str(uuid.UUID(int=11))
+# Generative jobs are enabled but pinned to a GPU no node has: such a job stays Pending
+# with its Job created, while deterministic jobs still run on the L4 node.
+UNPLACEABLE_GENERATIVE = {"profiles": {"generative": {
+    "enabled": True, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-B200"},
+    "affinity": {}}}}
+# Every operator replica starts with kopf's default peering priority 0, and kopf pauses
+# ALL operators that see a peer of the same priority: with replicas >= 2 no replica acts.
+# Fix (operator/augment_operator/cli.py): give each replica a priority no other replica
+# has, e.g. kopf.run(priority=-(time.time_ns() // 1000)) when peering. Remove these
+# markers with the fix; strict, so the fixed tests fail until then.
+NEEDS_PEERING_PRIORITY = pytest.mark.xfail(
+    strict=True, reason="operator replicas tie at kopf peering priority 0 and all pause")
+# Every volume type the restricted Pod Security Standard allows.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                      "persistentVolumeClaim", "projected", "secret"}
+
+
+@pytest.fixture(scope="module")
+def helm_ready() -> None:
+    if chart.helm_binary() is None:
+        from augment_testing.binaries import ensure_binaries
+
+        ensure_binaries()
+
+
+def rendered(**values: Any) -> list[dict[str, Any]]:
+    everything = {"api": {"enabled": True, "ingress": {"enabled": True}},
+                  "networkPolicy": {"enabled": True},
+                  "watchNamespaces": ["team-a", "team-b"], **values}
+    return chart.template(everything)
+
+
+# ---- static: lint, CRD, Pod Security, RBAC, schema ----
+
+def test_helm_lint_passes(helm_ready: None) -> None:
+    result = chart.helm("lint", "--strict", str(chart.CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_chart_crd_is_byte_identical_to_the_generated_one(helm_ready: None) -> None:
+    assert filecmp.cmp(ROOT / "crds" / CRD, chart.CHART / "crds" / CRD, shallow=False), \
+        "run `make crd` to regenerate both copies"
+    crds = chart.of_kind(chart.template({}, "--include-crds"), "CustomResourceDefinition")
+    assert "augmentationjobs.augment.dev" in {c["metadata"]["name"] for c in crds}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What in a pod spec the `restricted` Pod Security Standard would refuse."""
+    problems = [f"{key} is set" for key in ("hostNetwork", "hostPID", "hostIPC") if pod.get(key)]
+    pod_sc = pod.get("securityContext") or {}
+    problems += [f"volume {v['name']} is not an allowed type" for v in pod.get("volumes", [])
+                 if not set(v) - {"name"} <= RESTRICTED_VOLUMES]
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        sc, name = container.get("securityContext") or {}, container["name"]
+
+        def effective(key: str, sc: dict[str, Any] = sc) -> Any:
+            return sc.get(key, pod_sc.get(key))
+
+        if sc.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        if effective("runAsNonRoot") is not True:
+            problems.append(f"{name}: runAsNonRoot is not true")
+        if effective("runAsUser") == 0:
+            problems.append(f"{name}: runAsUser is 0")
+        if (effective("seccompProfile") or {}).get("type") not in ("RuntimeDefault",
+                                                                    "Localhost"):
+            problems.append(f"{name}: seccompProfile is not RuntimeDefault or Localhost")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in caps.get("drop", []):
+            problems.append(f"{name}: capabilities do not drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: adds capabilities {caps['add']}")
+        if any(p.get("hostPort") for p in container.get("ports", [])):
+            problems.append(f"{name}: uses a hostPort")
+    return problems
+
+
+def test_every_deployment_meets_the_restricted_pod_security_standard(
+        helm_ready: None) -> None:
+    deployments = chart.of_kind(rendered(), "Deployment")
+    assert {d["metadata"]["name"] for d in deployments} == {"augment-operator", "augment-api"}
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        assert restricted_violations(pod) == [], deployment["metadata"]["name"]
+
+
+def test_rbac_has_no_wildcards_and_the_runner_only_reports_status(helm_ready: None) -> None:
+    manifests = rendered()
+    roles = chart.of_kind(manifests, "Role") + chart.of_kind(manifests, "ClusterRole")
+    for role in roles:
+        for rule in role["rules"]:
+            for key in ("verbs", "resources", "apiGroups"):
+                assert "*" not in rule.get(key, []), (role["metadata"]["name"], rule)
+    runner_roles = [r for r in roles if r["metadata"]["name"] == "augment-runner"]
+    assert {r["metadata"]["namespace"] for r in runner_roles} == {"team-a", "team-b"}
+    for role in runner_roles:
+        assert [(r["apiGroups"], r["resources"], sorted(r["verbs"])) for r in role["rules"]] \
+            == [(["augment.dev"], ["augmentationjobs/status"], ["get", "patch"])]
+
+
+@pytest.mark.parametrize(("setting", "where"), [
+    ("operator.replicas=zero", "/operator/replicas': got string, want integer"),
+    ("operator.replicas=0", "/operator/replicas': minimum"),
+    ("api.port=70000", "/api/port': maximum"),
+    ("profiles.gpu-large.image=x", "'gpu-large'"),
+    ("profiles.deterministic.backoffLimit=eleven", "/profiles/deterministic/backoffLimit"),
+    ("runner.runAsUser=0", "/runner/runAsUser': minimum"),
+    ("operater.replicas=1", "'operater'"),
+])
+def test_a_wrong_value_fails_with_a_readable_schema_error(
+        helm_ready: None, setting: str, where: str) -> None:
+    result = chart.helm("template", "augment", str(chart.CHART), "--set", setting)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert where in result.stderr, result.stderr
+
+
+def test_schema_types_each_gpu_profile_field_like_the_operator() -> None:
+    """values.schema.json's profile and the operator's GpuProfile list the same fields."""
+    import json
+
+    from augment_operator.config import GpuProfile
+
+    schema = json.loads((chart.CHART / "values.schema.json").read_text())
+    profile = schema["definitions"]["profile"]["properties"]
+    model = GpuProfile.model_json_schema(by_alias=True)["properties"]
+    assert set(profile) == set(model)
+    for name, field in model.items():
+        for bound, key in (("minimum", "minimum"), ("maximum", "maximum")):
+            assert profile[name].get(key) == field.get(bound), name
+
+
+# ---- a real install: two operator replicas, the API, a job end to end ----
+
+@pytest.fixture(scope="module")
+def stack(cluster: EmbeddedCluster) -> Iterator[Stack]:
+    cluster.kubectl("apply", "-f", str(ROOT / "crds" / CRD))
+    options = StackOptions(namespace="chart", release="chart", operator_replicas=2, api=True,
+                           extra_values=UNPLACEABLE_GENERATIVE)
+    with Stack(cluster, options) as running:
+        yield running
+
+
+def operator_logs(stack: Stack) -> dict[str, str]:
+    """Each operator pod's log, as the executor writes it (pods/<ns>_<pod>_<uid8>/)."""
+    logs = {}
+    for pod in stack.running_pods("operator"):
+        meta = pod["metadata"]
+        path = (Path(stack.cluster.workdir) / "pods"
+                / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}" / "operator.log")
+        logs[meta["name"]] = path.read_text(errors="replace") if path.exists() else ""
+    return logs
+
+
+def peers(stack: Stack) -> dict[str, Any]:
+    peering = get_json(stack.cluster, "kopfpeering", "augment-operator", "-n", stack.namespace)
+    return peering.get("status") or {}
+
+
+@NEEDS_PEERING_PRIORITY
+def test_two_operator_replicas_run_and_exactly_one_processes(stack: Stack) -> None:
+    wait_for(lambda: len(stack.running_pods("operator")) == 2, timeout=90,
+             what="two operator pods")
+    wait_for(lambda: len(peers(stack)) == 2, timeout=60, what="both replicas in the peering")
+    stack.apply({"apiVersion": "augment.dev/v1alpha1", "kind": "AugmentationJob",
+                 "metadata": {"name": "nowhere"},
+                 "spec": {"projectId": PROJECT, "datasetId": "robotics-lab/none",
+                          "augmentationType": "generative"}})
+    wait_for(lambda: stack.jobs_of("nowhere"), timeout=30, what="the Job")
+    mention = f"{stack.namespace}/nowhere"
+
+    def handlers() -> list[str]:
+        return [name for name, text in operator_logs(stack).items() if mention in text]
+
+    wait_for(handlers, timeout=30, what="a replica to log the job")
+    time.sleep(3 * 3)  # three resync periods: a second active replica would have acted
+    assert len(handlers()) == 1, operator_logs(stack)
+    assert len(stack.jobs_of("nowhere")) == 1
+    assert stack.cr("nowhere")["status"]["phase"] == "Pending"
+
+
+def api_get(stack: Stack, path: str) -> dict[str, Any]:
+    response = httpx.get(f"{stack.api_url}{path}", headers={"X-Api-Key": stack.api_key},
+                         timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+@NEEDS_PEERING_PRIORITY
+def test_a_job_submitted_through_the_api_succeeds(
+        stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = make_lerobot_v3(tmp_path / "src", episodes=2, frames=8, codec="libx264")
+    stack.hub.seed("robotics-lab/chart-src", source)
+    body = {"project_id": PROJECT, "dataset_id": "robotics-lab/chart-src",
+            "augment_transforms": "lighting,noise", "augment_copies": 1}
+    created = httpx.post(f"{stack.api_url}/v1/augmentation", json=body, timeout=10,
+                         headers={"X-Api-Key": stack.api_key})
+    assert created.status_code == 201, created.text
+    job_id = created.json()["job_id"]
+
+    def finished() -> dict[str, Any] | None:
+        job = api_get(stack, f"/v1/augmentation/{job_id}")
+        return job if job["status"] in ("Succeeded", "Failed", "Cancelled") else None
+
+    wait_for(lambda: api_get(stack, f"/v1/augmentation/{job_id}")["job_name"], timeout=30,
+             what="an operator replica to take the job")
+    job = wait_for(finished, timeout=180, interval=1, what="the API job to finish")
+    assert job["status"] == "Succeeded", job["message"]
+    assert job["progress"]["percent"] == 100
+    assert job["output_dataset_id"] == "robotics-lab/chart-src-augmented"
+    for key, value in stack.hub.client_env().items():
+        monkeypatch.setenv(key, value)
+    output = tmp_path / "out"
+    download_dataset(job["output_dataset_id"], output, token=stack.hub_token)
+    assert validate_dataset(output) == []
+
+
+def test_example_job_manifests_are_accepted_by_the_apiserver(stack: Stack) -> None:
+    result = stack.cluster.kubectl("apply", "--dry-run=server", "-n", stack.namespace,
+                                   "-f", str(ROOT / "examples" / "jobs"))
+    assert result.stdout.count("created (server dry run)") == 2, result.stdout
