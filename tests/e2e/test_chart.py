@@ -8,6 +8,7 @@ Deployments), with two operator replicas to prove kopf peering lets only one act
 from __future__ import annotations
 
 import filecmp
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from augment_testing import chart
 from augment_testing.cluster import EmbeddedCluster
 from augment_testing.datasets import make_lerobot_v3
 from augment_testing.kube import get_json, wait_for
+from augment_testing.readme import console_commands, program, simple_commands
 from augment_testing.stack import Stack, StackOptions
 
 ROOT = chart.REPO_ROOT
@@ -251,3 +253,32 @@ def test_example_job_manifests_are_accepted_by_the_apiserver(stack: Stack) -> No
     result = stack.cluster.kubectl("apply", "--dry-run=server", "-n", stack.namespace,
                                    "-f", str(ROOT / "examples" / "jobs"))
     assert result.stdout.count("created (server dry run)") == 2, result.stdout
+
+
+def readme_kubectl_commands() -> list[list[str]]:
+    """The README's kubectl lines, but Argo CD's (no Argo CD here: test_argocd_health.py)."""
+    return [argv[1:] for command in console_commands() for argv in simple_commands(command)
+            if program(argv) == "kubectl" and "argocd" not in argv]
+
+
+def test_readme_kubectl_commands_run_on_the_cluster(stack: Stack) -> None:
+    """As written, but in throwaway namespaces: one stands for the default namespace, the
+    other for `augment`, which the README's own `kubectl create namespace` makes."""
+    suffix = uuid.uuid4().hex[:6]
+    default, augment = f"readme-default-{suffix}", f"readme-augment-{suffix}"
+    stack.cluster.kubectl("create", "namespace", default)
+    outputs = []
+    try:
+        for argv in readme_kubectl_commands():
+            argv = [augment if word == "augment" else word for word in argv]
+            if argv[0] in ("get", "apply") and "nodes" not in argv:
+                argv += ["-n", default]
+            result = stack.cluster.kubectl(*argv, check=False)
+            assert result.returncode == 0, f"kubectl {' '.join(argv)}: {result.stderr}"
+            outputs.append(result.stdout)
+    finally:
+        for namespace in (default, augment):
+            stack.cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    shown = "\n".join(outputs)
+    assert re.search(r"NAME\s+TYPE\s+DATASET\s+PHASE\s+PROGRESS\s+OUTPUT\s+MESSAGE\s+AGE", shown)
+    assert "pick-place-lighting" in shown and "NVIDIA-L4" in shown

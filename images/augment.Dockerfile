@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# The control-plane image: the REST API (`augment api`) and the operator
+# (`augment operator`), as the Helm chart runs them. No CUDA: slim Python only.
+#
+#   docker build -f images/augment.Dockerfile -t ghcr.io/augment-operator/augment:0.1.0 .
+#
+# Package versions come from pyproject.toml's exact pins via `pip install .`.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- build: a virtualenv with the project
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY spec/ spec/
+COPY api/ api/
+COPY operator/ operator/
+COPY runner/ runner/
+COPY cli/ cli/
+COPY tests/augment_testing/ tests/augment_testing/
+RUN pip install --no-compile . \
+ && augment --help >/dev/null
+
+# ---- runtime: the interpreter and the virtualenv, no pip cache, no sources
+FROM ${PYTHON_IMAGE}
+RUN groupadd --gid 65532 augment \
+ && useradd --uid 65532 --gid 65532 --home-dir /tmp --no-create-home \
+      --shell /usr/sbin/nologin augment
+COPY --from=build /opt/venv /opt/venv
+# The chart mounts an emptyDir on /tmp: the only writable path under readOnlyRootFilesystem.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp
+LABEL org.opencontainers.image.title="augment" \
+      org.opencontainers.image.description="augment-operator REST API and operator"
+USER 65532:65532
+ENTRYPOINT ["augment"]
+CMD ["--help"]
