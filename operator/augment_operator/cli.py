@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from pathlib import Path
 
 import kopf
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peering", default=env("AUGMENT_PEERING", ""),
                         help="kopf peering name: replicas sharing it never double-process "
                              "(default: standalone)")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority: the highest acts, the others stand by "
+                             "(default: older replicas rank higher, so leadership is stable)")
     parser.add_argument("--liveness-port", type=int, default=int(env("AUGMENT_LIVENESS_PORT",
                                                                       "8080")))
     parser.add_argument("--metrics-port", type=int, default=int(env("AUGMENT_METRICS_PORT",
@@ -42,6 +46,12 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 60
     settings.execution.max_workers = 8
+
+
+def peering_priority(explicit: int | None) -> int:
+    """kopf pauses every replica that sees a peer of equal priority, so no two replicas
+    may share one: by default the earlier a replica started, the higher it ranks."""
+    return explicit if explicit is not None else -(time.time_ns() // 1_000_000)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -68,6 +78,7 @@ def main(args: argparse.Namespace) -> int:
         namespaces=namespaces,
         standalone=not args.peering,
         peering_name=args.peering or None,
+        priority=peering_priority(args.priority),
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz"
         if args.liveness_port else None,
     )

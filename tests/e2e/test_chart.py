@@ -35,13 +35,6 @@ PROJECT = str(uuid.UUID(int=11))
 UNPLACEABLE_GENERATIVE = {"profiles": {"generative": {
     "enabled": True, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-B200"},
     "affinity": {}}}}
-# Every operator replica starts with kopf's default peering priority 0, and kopf pauses
-# ALL operators that see a peer of the same priority: with replicas >= 2 no replica acts.
-# Fix (operator/augment_operator/cli.py): give each replica a priority no other replica
-# has, e.g. kopf.run(priority=-(time.time_ns() // 1000)) when peering. Remove these
-# markers with the fix; strict, so the fixed tests fail until then.
-NEEDS_PEERING_PRIORITY = pytest.mark.xfail(
-    strict=True, reason="operator replicas tie at kopf peering priority 0 and all pause")
 # Every volume type the restricted Pod Security Standard allows.
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
                       "persistentVolumeClaim", "projected", "secret"}
@@ -191,7 +184,6 @@ def peers(stack: Stack) -> dict[str, Any]:
     return peering.get("status") or {}
 
 
-@NEEDS_PEERING_PRIORITY
 def test_two_operator_replicas_run_and_exactly_one_processes(stack: Stack) -> None:
     wait_for(lambda: len(stack.running_pods("operator")) == 2, timeout=90,
              what="two operator pods")
@@ -220,7 +212,6 @@ def api_get(stack: Stack, path: str) -> dict[str, Any]:
     return response.json()
 
 
-@NEEDS_PEERING_PRIORITY
 def test_a_job_submitted_through_the_api_succeeds(
         stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = make_lerobot_v3(tmp_path / "src", episodes=2, frames=8, codec="libx264")
