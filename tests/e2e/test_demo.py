@@ -146,3 +146,20 @@ def test_ctrl_c_mid_job_stops_everything_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in output
     assert not (tmp_path / "preview.png").exists()
     assert_nothing_left(workdir)
+
+
+def test_sigterm_while_the_chart_installs_stops_everything_cleanly(tmp_path: Path) -> None:
+    """`kill` (SIGTERM) half-way through the set-up: the partial stack is removed too."""
+    demo = DemoProcess("--out", str(tmp_path))
+    try:
+        demo.wait_for_line(r"^\[2/6\] installing", timeout=300)
+        workdir = demo.workdir()
+        demo.proc.send_signal(signal.SIGTERM)
+        code = demo.wait(timeout=120)
+    finally:
+        demo.kill()
+    output = demo.output
+    assert code == 130, output
+    assert output.rstrip().endswith("everything was stopped and removed"), output
+    assert "Traceback" not in output
+    assert_nothing_left(workdir)
