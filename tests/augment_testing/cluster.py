@@ -11,6 +11,7 @@ real scheduler binds to them as local processes.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -93,6 +94,15 @@ DEFAULT_NODES = (
              instance_type="p5.48xlarge", extra_labels={"nvidia.com/gpu.family": "hopper"}),
     FakeNode("cpu-0", cpu="4", memory="16Gi", instance_type="m6i.xlarge"),
 )
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child: a killed test run must not leave a control plane spinning behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -219,7 +229,7 @@ class EmbeddedCluster:
         log = (self.logs / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
 
     def _start_etcd(self) -> None:
