@@ -40,6 +40,8 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+from augment_testing.cluster import die_with_parent
+
 HEARTBEAT_SECONDS = 10
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 DEFAULT_ENTRYPOINT = ["augment"]
@@ -268,6 +270,7 @@ class RunningPod:
             ["unshare", "--mount", "--propagation", "private", "--",
              sys.executable, "-m", "augment_testing.podlaunch", str(launch)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir,
+            preexec_fn=die_with_parent,  # the forking thread waits for it, so this is safe
         )
         self.procs[name] = proc
         code = proc.wait()
