@@ -36,11 +36,14 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+if not __package__:  # run as a script (bench/gpu_check.sh): make `bench` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from augment_runner import backend
 from augment_runner.transforms import (
@@ -51,6 +54,7 @@ from augment_runner.transforms import (
     occlusion_pixels,
 )
 from augment_spec.model import Transform
+from bench.common import verdict
 
 RESOLUTIONS = {"480p": (480, 640), "720p": (720, 1280)}
 ALL = (Transform.lighting, Transform.noise, Transform.blur, Transform.occlusion)
@@ -204,11 +208,24 @@ def cpu_impls(transforms: tuple[Transform, ...]) -> tuple[dict[str, Impl], dict[
 # ---------------------------------------------------------------------------- CPU
 
 
-def bench_cpu(quick: bool) -> dict[str, Any]:
-    batch, reps = (16, 2) if quick else (32, 5)
+@dataclass(frozen=True)
+class CpuConfig:
+    batch: int
+    reps: int
+    resolutions: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(RESOLUTIONS))
+
+
+FULL = CpuConfig(batch=32, reps=5)
+QUICK = CpuConfig(batch=16, reps=2)
+TARGET_STACKED_480P = 1.0  # ours (NumPy, all cores) / albumentations, stacked, 480p
+
+
+def bench_cpu(quick: bool, config: CpuConfig | None = None) -> dict[str, Any]:
+    cfg = config or (QUICK if quick else FULL)
+    batch, reps = cfg.batch, cfg.reps
     fps: dict[str, dict[str, dict[str, float]]] = {}
     unavailable: dict[str, str] = {}
-    for res, (h, w) in RESOLUTIONS.items():
+    for res, (h, w) in cfg.resolutions.items():
         frames = synthetic_frames(batch, h, w)
         fps[res] = {}
         for case, transforms in CASES.items():
@@ -382,18 +399,26 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def run(results: dict, quick: bool) -> dict:
+def stacked_target(ratios: dict[str, Any]) -> dict[str, Any] | None:
+    """NumPy stacked at 480p at least as fast as albumentations (when both ran)."""
+    ratio = ratios.get("480p", {}).get("stacked", {}).get("ours_vs_albumentations")
+    return None if ratio is None else verdict(ratio, TARGET_STACKED_480P, True)
+
+
+def run(results: dict, quick: bool, config: CpuConfig | None = None) -> dict:
     """Benchmark the transforms; adds results["transforms"] and returns results."""
+    cfg = config or (QUICK if quick else FULL)
     started = time.perf_counter()
-    cpu = bench_cpu(quick)
+    cpu = bench_cpu(quick, cfg)
     results["transforms"] = {
-        "ratios": cpu.pop("ratios"),
+        "ratios": cpu["ratios"],
+        "target": stacked_target(cpu.pop("ratios")),
         "fps": cpu.pop("fps"),
         "gpu": bench_gpu(quick),
         "config": {
             "quick": quick,
             **cpu,
-            "resolutions": {k: f"{w}x{h}" for k, (h, w) in RESOLUTIONS.items()},
+            "resolutions": {k: f"{w}x{h}" for k, (h, w) in cfg.resolutions.items()},
             "params": PARAMS.to_dict(),
             "timing": "best of the repetitions, implementations interleaved",
         },

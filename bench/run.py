@@ -1,0 +1,414 @@
+"""`make bench`: every benchmark in one run, on one machine, written side by side.
+
+    python -m bench.run [--quick] [--only transforms,pipeline,operator,api] [--out DIR]
+
+Writes DIR/results.json (everything measured), DIR/results.md (targets first, then
+ratios, then absolute figures and the machine) and DIR/results.png, and prints the
+markdown. DIR defaults to bench/. The operator and API benchmarks share one embedded
+control plane (no pod executor). A benchmark that fails is recorded with its error and
+the others still run; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import bench_api, bench_operator, bench_pipeline, bench_transforms
+from bench.common import bench_cluster, load_average, machine_info
+
+SECTIONS = ("transforms", "pipeline", "operator", "api")
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a fast look")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
+    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.* go")
+    args = parser.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    return args  # fmt: skip
+
+
+# ------------------------------------------------------------------------ running
+
+
+def guarded(results: dict, name: str, fn: Callable[[], Any]) -> None:
+    """Run one benchmark; a failure is recorded and does not stop the others."""
+    print(f"bench: {name} ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    try:
+        fn()
+    except Exception as exc:
+        results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        traceback.print_exc()
+    print(f"bench: {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def run_all(only: list[str], quick: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine_info(), "quick": quick, "sections": only}
+    started = time.perf_counter()
+    if "transforms" in only:
+        guarded(results, "transforms", lambda: bench_transforms.run(results, quick))
+    if "pipeline" in only:
+        guarded(results, "pipeline", lambda: bench_pipeline.run(results, quick))
+    cluster_benches = [s for s in ("operator", "api") if s in only]
+    if cluster_benches:
+        run_on_cluster(results, cluster_benches, quick)
+    results["machine"]["load_average_end"] = load_average()
+    results["seconds_total"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def run_on_cluster(results: dict, names: list[str], quick: bool) -> None:
+    """Operator first: the API bench then reads a namespace that holds its jobs too."""
+    try:
+        with bench_cluster(bench_operator.NAMESPACE) as cluster:
+            if "operator" in names:
+                guarded(results, "operator", lambda: bench_operator.run(results, quick, cluster))
+            if "api" in names:
+                guarded(results, "api", lambda: bench_api.run(results, quick, cluster))
+    except Exception as exc:  # the control plane itself did not start
+        for name in names:
+            results.setdefault(name, {"error": f"control plane: {type(exc).__name__}: {exc}"})
+
+
+# ------------------------------------------------------------------------ targets
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target with a verdict, in a fixed order, each with its unit."""
+    rows = []
+    transforms = results.get("transforms", {})
+    if transforms.get("target"):
+        rows.append(("Transforms: NumPy stacked 480p / albumentations", "x", transforms["target"]))
+    for codec, row in results.get("pipeline", {}).get("codecs", {}).items():
+        rows.append(
+            (f"Pipeline / codec floor ({row['source_codec']} source, {codec})", "x", row["target"])
+        )
+    operator = results.get("operator", {})
+    if operator.get("target"):
+        jobs = operator["config"]["jobs"]
+        rows.append(
+            (f"Operator: {jobs} AugmentationJobs until all have a Job", "s", operator["target"])
+        )
+    api = results.get("api", {})
+    if api.get("target"):
+        clients = api["config"]["concurrency"]
+        rows.append((f"API: POST p99 at {clients} concurrent clients", "ms", api["target"]))
+    return [{"name": n, "unit": u, **t} for n, u, t in rows]  # fmt: skip
+
+
+def margin_text(t: dict[str, Any]) -> str:
+    if t["value"] is None:
+        return "not measured"
+    if t["pass"]:
+        return f"{t['margin_pct']:+.0f}% headroom"
+    factor = t["value"] / t["target"] if t["op"] == "<=" else t["target"] / t["value"]
+    return f"misses by {-t['margin_pct']:.0f}% ({factor:.2f}x)"
+
+
+# ----------------------------------------------------------------------- markdown
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    def cell(v: Any) -> str:
+        return "—" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def with_unit(value: float | None, unit: str) -> str | None:
+    if value is None:
+        return None
+    return f"{value}x" if unit == "x" else f"{value} {unit}"
+
+
+def md_targets(results: dict) -> list[str]:
+    rows = [
+        [t["name"], with_unit(t["value"], t["unit"]),
+         f"{t['op']} {with_unit(t['target'], t['unit'])}",
+         "PASS" if t["pass"] else "MISS", margin_text(t)]
+        for t in targets(results)
+    ]  # fmt: skip
+    return ["## Targets", "", *table(["target", "measured", "goal", "verdict", "margin"], rows)]
+
+
+def md_transforms(r: dict) -> list[str]:
+    rows = []
+    for res, cases in r["fps"].items():
+        for case, fps in cases.items():
+            ratio = r["ratios"][res][case]
+            rows.append([
+                f"{res} {case}", ratio.get("ours_vs_albumentations"),
+                ratio.get("ours_1thread_vs_albumentations"), ratio.get("ours_vs_naive_pillow"),
+                fps["ours_numpy"], fps["ours_numpy_1thread"], fps.get("albumentations"),
+                fps["naive_pillow"],
+            ])  # fmt: skip
+    cfg = r["config"]
+    gpu = r["gpu"]
+    return [
+        "## Transforms (frames per second; ratios are ours / other, higher is better)", "",
+        *table(["case", "ours/albu", "ours 1-thread/albu", "ours/naive", "ours fps",
+                "ours 1-thread fps", "albu fps", "naive fps"], rows),
+        "",
+        f"Batch of {cfg['batch_frames']} frames, best of {cfg['repetitions']} interleaved "
+        f"repetitions; resolutions {cfg['resolutions']}; parameters {cfg['params']}. "
+        f"GPU: {gpu.get('device') if gpu.get('available') else gpu.get('reason')}.",
+    ]  # fmt: skip
+
+
+def md_pipeline(r: dict) -> list[str]:
+    cfg = r["config"]
+    ratio_rows, abs_rows = [], []
+    for codec, row in r["codecs"].items():
+        q, s, fps = row["ratios"], row["seconds"], row["output_fps"]
+        name = f"{row['source_codec']} ({codec})"
+        ratio_rows.append(
+            [
+                name,
+                q["pipeline_vs_floor"],
+                q["pipeline_minus_transforms_vs_floor"],
+                q["decode_per_copy_vs_decode_once"],
+                q["transforms_share_of_pipeline"],
+            ]
+        )
+        abs_rows.append(
+            [
+                name,
+                s["pipeline"],
+                s["floor"],
+                s["decode_per_copy"],
+                s["transforms"],
+                s["decode"],
+                fps["pipeline"],
+                fps["floor"],
+            ]
+        )
+    return [
+        f"## Pipeline (one episode, {cfg['frames']} frames {cfg['width']}x{cfg['height']}, "
+        f"{cfg['copies']} stacked copies of all four transforms)", "",
+        *table(["source", "pipeline / floor", "(pipeline - transforms) / floor",
+                "decode per copy / decode once", "transforms share"], ratio_rows),
+        "",
+        *table(["source", "pipeline s", "floor s", "decode-per-copy s", "transforms s",
+                "decode s", "pipeline out fps", "floor out fps"], abs_rows),
+        "",
+        "floor = decode once + encode the copies of the untransformed frames; "
+        "decode per copy = copies x (decode + encode); transforms = the pipeline's "
+        "augmenters alone on the decoded frames (NumPy here).",
+    ]  # fmt: skip
+
+
+def md_operator(r: dict) -> list[str]:
+    lat, rec, a, cpu = r["latency"], r["reconcile"], r["analysis"], r["cpu_cores"]
+    rows = [
+        ["AugmentationJobs created at once", r["config"]["jobs"]],
+        ["all of them have their Job after (s)", r["all_jobs_s"]],
+        ["Jobs per second", a["jobs_per_second"]],
+        ["create requests took (s)", r["create_requests_s"]],
+        ["CR create → Job p50 / p99 / max (ms)", f"{lat.get('p50_ms')} / {lat.get('p99_ms')} / "
+                                                  f"{lat.get('max_ms')}"],
+        ["reconcile duration p50 / p99 / mean (ms, operator histogram)",
+         f"{rec['p50_ms']} / {rec['p99_ms']} / {rec['mean_ms']}"],
+        ["reconciles per job", rec["per_job"]],
+        ["kopf max_workers", a["kopf_max_workers"]],
+        ["reconciles/s the workers allow (workers / mean)",
+         a["reconciles_per_second_allowed_by_workers"]],
+        ["reconciles/s the target needs", a["reconciles_per_second_needed_for_target"]],
+        ["worker busy fraction", a["worker_busy_fraction"]],
+        ["CPU cores used during the burst", ", ".join(f"{k} {v}" for k, v in cpu.items())],
+    ]  # fmt: skip
+    return ["## Operator (kopf, local process, real control plane, no pods run)", "",
+            *table(["figure", "value"], rows)]  # fmt: skip
+
+
+def md_api(r: dict) -> list[str]:
+    phases = [
+        ("POST /v1/augmentation", "post"),
+        ("POST via httpx.AsyncClient", "post_httpx_client"),
+        ("GET /v1/augmentation/{id}", "get_by_id"),
+        ("GET /healthz", "healthz"),
+        ("apiserver create (floor)", "apiserver_create"),
+    ]
+    rows = []
+    for label, key in phases:
+        p = r[key]
+        rows.append([label, p.get("p50_ms"), p.get("p90_ms"), p.get("p99_ms"), p.get("max_ms"),
+                     p.get("requests_per_second"), p.get("ok"), p.get("errors") or None,
+                     p.get("client_cpu_ms_per_request")])  # fmt: skip
+    q, a, log = r["ratios"], r["analysis"], r["server_log"]
+    cores = r["post"].get("server_cpu_cores", {})
+    return [
+        f"## API ({r['config']['concurrency']} concurrent closed-loop clients, loopback, "
+        "1 uvicorn worker)", "",
+        *table(["phase", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s", "ok", "errors",
+                "client CPU ms/req"], rows),
+        "",
+        *table(["figure", "value"], [
+            ["POST p50 / apiserver create p50", q["post_p50_vs_apiserver_create_p50"]],
+            ["POST p99 / apiserver create p99", q["post_p99_vs_apiserver_create_p99"]],
+            ["POST req/s / apiserver create req/s", q["post_rps_vs_apiserver_create_rps"]],
+            ["POST p99 via httpx / POST p99", q["post_httpx_p99_vs_post_p99"]],
+            ["mean-latency floor at the apiserver's create rate (ms)",
+             a["mean_ms_floor_at_apiserver_create_rps"]],
+            ["mean-latency floor at /healthz rate (ms)", a["mean_ms_floor_at_healthz_rps"]],
+            ["req/s needed for a mean under the target", a["rps_needed_for_mean_under_target"]],
+            ["apiserver connections discarded by the API's pool",
+             log["apiserver_connections_discarded"]],
+            ["CPU cores during POST", ", ".join(f"{k} {v}" for k, v in cores.items())],
+        ]),
+    ]  # fmt: skip
+
+
+def md_machine(results: dict) -> list[str]:
+    m = results["machine"]
+    return [
+        "## Machine", "",
+        f"{m['cpu_model']}, {m['cpus_usable']} usable cores, load average "
+        f"{m['load_average_1_5_15']} at start and {m.get('load_average_end')} at the end "
+        f"(1/5/15 min; the machine is shared, so figures are noisy: compare ratios), "
+        f"{m['date_utc']}, commit {m['commit']}, Python {m['python']}, NumPy {m['numpy']}; "
+        f"{'quick' if results['quick'] else 'full'} run of {', '.join(results['sections'])} "
+        f"in {results.get('seconds_total')} s.",
+    ]  # fmt: skip
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["# Benchmark results", "", "Written by `make bench` (`python -m bench.run`); "
+             "see bench/README.md for what each figure means.", ""]  # fmt: skip
+    lines += md_targets(results)
+    writers = {"transforms": md_transforms, "pipeline": md_pipeline,
+               "operator": md_operator, "api": md_api}  # fmt: skip
+    for name in results["sections"]:
+        section = results.get(name, {})
+        lines.append("")
+        if "error" in section:
+            lines += [f"## {name}", "", f"FAILED: {section['error']}"]
+        else:
+            lines += writers[name](section)
+    lines += ["", *md_machine(results), ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(15, 10))
+    panels = [("transforms", plot_transforms), ("pipeline", plot_pipeline),
+              ("operator", plot_operator), ("api", plot_api)]  # fmt: skip
+    for ax, (name, draw) in zip(axes.flat, panels, strict=True):
+        section = results.get(name)
+        if section is None or "error" in section:
+            ax.set_axis_off()
+            ax.set_title(f"{name}: {'not run' if section is None else 'failed'}")
+            continue
+        draw(ax, section)
+    m = results["machine"]
+    fig.suptitle(f"make bench — {m['cpu_model']}, {m['cpus_usable']} cores, "
+                 f"load {m['load_average_1_5_15'][0]}, {m['date_utc']}")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_transforms(ax: Any, r: dict) -> None:
+    labels, series = [], {"ours (NumPy)": [], "albumentations": [], "naive Pillow": []}
+    for res, cases in r["fps"].items():
+        for case, fps in cases.items():
+            labels.append(f"{res}\n{case}")
+            series["ours (NumPy)"].append(fps["ours_numpy"])
+            series["albumentations"].append(fps.get("albumentations", 0))
+            series["naive Pillow"].append(fps["naive_pillow"])
+    width = 0.27
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([x + (i - 1) * width for x in range(len(labels))], values, width, label=name)
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("frames / s (log)")
+    ax.set_title("Transforms: frames per second")
+    ax.legend(fontsize=8)
+
+
+def plot_pipeline(ax: Any, r: dict) -> None:
+    names = list(r["codecs"])
+    parts = ["floor", "decode_per_copy", "pipeline", "transforms"]
+    width = 0.2
+    for i, part in enumerate(parts):
+        values = [r["codecs"][c]["seconds"][part] for c in names]
+        ax.bar([x + (i - 1.5) * width for x in range(len(names))], values, width, label=part)
+    for x, c in enumerate(names):
+        limit = 1.25 * r["codecs"][c]["seconds"]["floor"]
+        ax.hlines(limit, x - 0.45, x + 0.45, colors="k", linestyles="--")
+    ax.set_xticks(range(len(names)), [f"{r['codecs'][c]['source_codec']} source" for c in names])
+    ax.set_ylabel("seconds (dashed: 1.25 x floor)")
+    ax.set_title("Pipeline: one episode, N copies, end to end vs the codec floor")
+    ax.legend(fontsize=8)
+
+
+def plot_operator(ax: Any, r: dict) -> None:
+    times = r["progress"]
+    ax.step([0, *times], range(len(times) + 1), where="post", label="Jobs created")
+    ax.axvline(r["config"]["target_seconds"], color="k", linestyle="--", label="target")
+    ax.set_xlabel("seconds since the first AugmentationJob was created")
+    ax.set_ylabel("AugmentationJobs with their Job")
+    ax.set_title(f"Operator: {r['config']['jobs']} AugmentationJobs at once")
+    ax.legend(fontsize=8)
+
+
+def plot_api(ax: Any, r: dict) -> None:
+    keys = ["post", "post_httpx_client", "get_by_id", "healthz", "apiserver_create"]
+    labels = ["POST", "POST\n(httpx)", "GET by id", "healthz", "apiserver\ncreate"]
+    width = 0.4
+    for i, q in enumerate(("p50_ms", "p99_ms")):
+        ax.bar([x + (i - 0.5) * width for x in range(len(keys))],
+               [r[k].get(q) or 0 for k in keys], width, label=q.removesuffix("_ms"))  # fmt: skip
+    ax.axhline(100, color="k", linestyle="--", label="target p99")
+    ax.set_xticks(range(len(keys)), labels, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (log)")
+    ax.set_title(f"API at {r['config']['concurrency']} concurrent clients")
+    ax.legend(fontsize=8)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def write(results: dict[str, Any], out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (out / "results.md").write_text(text)
+    plot(results, out / "results.png")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run_all(args.only, args.quick)
+    print(write(results, args.out))
+    return 1 if any("error" in results.get(s, {}) for s in args.only) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Smoke tests of `make bench`: every benchmark in a tiny mode, and the report it writes.
+
+Sizes here are far too small to mean anything about speed (DESIGN.md §5: speed is
+measured by `make bench`, never asserted in tests); the tests check that each benchmark
+runs end to end, returns the documented structure, and that its values are sane.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# bench/ is a folder of the repository (run as `python -m bench.run`), not an installed
+# package: make it importable however pytest was started.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench import bench_api, bench_operator, bench_pipeline, bench_transforms, run
+from bench.common import bench_cluster, latency_summary, verdict
+
+TINY_TRANSFORMS = bench_transforms.CpuConfig(batch=2, reps=1, resolutions={"480p": (24, 32)})
+TINY_PIPELINE = bench_pipeline.PipelineConfig(
+    frames=6, height=48, width=64, copies=2, codecs=("libx264",)
+)
+TINY_OPERATOR = bench_operator.OperatorBenchConfig(jobs=3, target_seconds=60, creators=3)
+TINY_API = bench_api.ApiBenchConfig(concurrency=4, posts=8, gets=4, healthz=8, apiserver_creates=8)
+
+
+@pytest.fixture(scope="module")
+def local_results() -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    bench_transforms.run(results, quick=True, config=TINY_TRANSFORMS)
+    bench_pipeline.run(results, quick=True, config=TINY_PIPELINE)
+    return results
+
+
+@pytest.fixture(scope="module")
+def cluster_results() -> Iterator[dict[str, Any]]:
+    results: dict[str, Any] = {}
+    with bench_cluster("bench-test") as cluster:
+        bench_operator.run(results, True, cluster, TINY_OPERATOR, namespace="bench-test")
+        bench_api.run(results, True, cluster, TINY_API, namespace="bench-test")
+        yield results
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and value > 0 and math.isfinite(value)
+
+
+def assert_latencies(summary: dict[str, Any], count: int) -> None:
+    assert summary["count"] == count
+    assert 0 < summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def test_verdict_margins_are_signed_relative_to_the_target():
+    assert verdict(1.5, 1.0, True) == {
+        "value": 1.5, "target": 1.0, "op": ">=", "pass": True, "margin_pct": 50.0
+    }  # fmt: skip
+    lower = verdict(150.0, 100.0, False)
+    assert not lower["pass"] and lower["margin_pct"] == -50.0 and lower["op"] == "<="
+    assert verdict(None, 30.0, False) == {
+        "value": None, "target": 30.0, "op": "<=", "pass": False, "margin_pct": None
+    }  # fmt: skip
+    assert run.margin_text(lower) == "misses by 50% (1.50x)"
+
+
+def test_latency_summary_is_in_milliseconds():
+    summary = latency_summary([0.001 * i for i in range(1, 101)])
+    assert summary["count"] == 100 and summary["max_ms"] == 100.0
+    assert summary["p50_ms"] == pytest.approx(50.5) and summary["p99_ms"] == pytest.approx(99.01)
+    assert latency_summary([]) == {"count": 0}
+
+
+def test_histogram_quantile_interpolates_within_buckets_like_prometheus():
+    text = "\n".join([
+        "# TYPE augment_reconcile_seconds histogram",
+        'augment_reconcile_seconds_bucket{le="0.1"} 10.0',
+        'augment_reconcile_seconds_bucket{le="0.5"} 30.0',
+        'augment_reconcile_seconds_bucket{le="+Inf"} 40.0',
+        "augment_reconcile_seconds_count 40.0",
+        "augment_reconcile_seconds_sum 8.0",
+    ])  # fmt: skip
+    after = bench_operator.parse_histogram(text, "augment_reconcile_seconds")
+    empty = {"buckets": [], "count": 0.0, "sum": 0.0}
+    delta = bench_operator.histogram_delta(empty, after)
+    assert delta["count"] == 40 and delta["sum"] == 8.0
+    assert bench_operator.histogram_quantile(0.5, delta["buckets"]) == pytest.approx(0.3)
+    assert bench_operator.histogram_quantile(0.99, delta["buckets"]) == 0.5  # in +Inf: its floor
+    summary = bench_operator.reconcile_summary(delta, jobs=20)
+    assert summary["per_job"] == 2.0 and summary["mean_ms"] == 200.0
+
+
+def test_cli_rejects_unknown_benchmarks():
+    assert run.parse_args(["--only", "api, operator"]).only == ["api", "operator"]
+    with pytest.raises(SystemExit):
+        run.parse_args(["--only", "transforms,gpu"])
+
+
+# ---------------------------------------------------------------------- benchmarks
+
+
+def test_transforms_bench_measures_every_case_and_implementation(local_results):
+    r = local_results["transforms"]
+    assert set(r["fps"]["480p"]) == set(bench_transforms.CASES)
+    for row in r["fps"]["480p"].values():
+        assert {"ours_numpy", "ours_numpy_1thread", "naive_pillow", "albumentations"} <= set(row)
+        assert all(positive(v) for v in row.values())
+    ratios = r["ratios"]["480p"]["stacked"]
+    assert positive(ratios["ours_vs_albumentations"]) and positive(ratios["ours_vs_naive_pillow"])
+    assert r["target"]["value"] == ratios["ours_vs_albumentations"]
+    assert r["target"]["op"] == ">=" and r["target"]["target"] == 1.0
+    assert r["gpu"]["available"] in (True, False)
+
+
+def test_pipeline_bench_compares_with_the_codec_floor(local_results):
+    r = local_results["pipeline"]["codecs"]["libx264"]
+    assert r["source_codec"] == "h264"
+    s = r["seconds"]
+    assert all(positive(s[k]) for k in ("pipeline", "floor", "decode_per_copy", "transforms"))
+    assert s["decode_per_copy"] >= s["decode"]  # it decodes at least once
+    # the seconds are rounded to the ms, the ratio computed before rounding
+    assert r["ratios"]["pipeline_vs_floor"] == pytest.approx(s["pipeline"] / s["floor"], rel=0.05)
+    assert 0 < r["ratios"]["transforms_share_of_pipeline"] < 1
+    assert r["target"]["value"] == r["ratios"]["pipeline_vs_floor"]
+    assert r["target"]["target"] == 1.25 and r["target"]["op"] == "<="
+
+
+@pytest.mark.e2e
+def test_operator_bench_sees_a_job_for_every_augmentation_job(cluster_results):
+    r = cluster_results["operator"]
+    assert r["complete"] and r["jobs_seen"] == TINY_OPERATOR.jobs
+    assert positive(r["all_jobs_s"]) and len(r["progress"]) == TINY_OPERATOR.jobs
+    assert r["progress"] == sorted(r["progress"])
+    assert r["progress"][-1] == pytest.approx(r["all_jobs_s"], abs=0.01)
+    assert_latencies(r["latency"], TINY_OPERATOR.jobs)
+    assert r["reconcile"]["count"] >= TINY_OPERATOR.jobs  # at least one per job
+    assert positive(r["reconcile"]["mean_ms"])
+    assert r["analysis"]["kopf_max_workers"] >= 1
+    assert "operator" in r["cpu_cores"] and "kube-apiserver" in r["cpu_cores"]
+    assert r["target"]["value"] == r["all_jobs_s"]
+
+
+@pytest.mark.e2e
+def test_api_bench_answers_every_request(cluster_results):
+    r = cluster_results["api"]
+    for key, count in [("post", TINY_API.posts), ("post_httpx_client", TINY_API.posts),
+                       ("get_by_id", TINY_API.gets), ("healthz", TINY_API.healthz),
+                       ("apiserver_create", TINY_API.apiserver_creates)]:  # fmt: skip
+        assert r[key]["ok"] == count and not r[key]["errors"], (key, r[key])
+        assert_latencies(r[key], count)
+        assert positive(r[key]["requests_per_second"])
+    assert r["target"]["value"] == r["post"]["p99_ms"]
+    assert positive(r["ratios"]["post_p50_vs_apiserver_create_p50"])
+    assert positive(r["analysis"]["mean_ms_floor_at_apiserver_create_rps"])
+    assert r["server_log"]["apiserver_connections_discarded"] >= 0
+
+
+@pytest.mark.e2e
+def test_report_has_targets_tables_and_a_plot(local_results, cluster_results, tmp_path: Path):
+    results = {
+        "machine": run.machine_info() | {"load_average_end": [0.0, 0.0, 0.0]},
+        "quick": True,
+        "sections": list(run.SECTIONS),
+        **local_results,
+        **cluster_results,
+        "seconds_total": 1.0,
+    }
+    text = run.write(results, tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["sections"] == list(run.SECTIONS)
+    assert (tmp_path / "results.md").read_text() == text
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert text.index("## Targets") < text.index("## Transforms") < text.index("## Machine")
+    assert [t["name"].split(":")[0] for t in run.targets(results)] == [
+        "Transforms", "Pipeline / codec floor (h264 source, libx264)", "Operator", "API"
+    ]  # fmt: skip
+    assert text.count("PASS") + text.count("MISS") >= 4
