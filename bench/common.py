@@ -94,6 +94,21 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def realtime_processes() -> list[str]:
+    """User processes at a real-time scheduling policy (kernel threads left out): such a
+    process spinning takes its core from everything else, this benchmark included."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        if proc.name == str(os.getpid()):
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            if not (proc / "cmdline").read_bytes():
+                continue  # a kernel thread
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[38]) != 0:
+                found.append(f"{proc.name} {(proc / 'comm').read_text().strip()}")
+    return found
+
+
 def machine_info() -> dict[str, Any]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
@@ -101,6 +116,7 @@ def machine_info() -> dict[str, Any]:
         "cpus_usable": usable,
         "cpus_total": os.cpu_count(),
         "load_average_1_5_15": load_average(),
+        "realtime_processes": realtime_processes(),
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bench_api, bench_operator, bench_pipeline, bench_transforms
-from bench.common import bench_cluster, load_average, machine_info
+from bench.common import bench_cluster, load_average, machine_info, realtime_processes
 
 SECTIONS = ("transforms", "pipeline", "operator", "api")
 BENCH_DIR = Path(__file__).resolve().parent
@@ -68,6 +68,7 @@ def run_all(only: list[str], quick: bool) -> dict[str, Any]:
     if cluster_benches:
         run_on_cluster(results, cluster_benches, quick)
     results["machine"]["load_average_end"] = load_average()
+    results["machine"]["realtime_processes_end"] = realtime_processes()
     results["seconds_total"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -277,7 +278,7 @@ def md_api(r: dict) -> list[str]:
 
 def md_machine(results: dict) -> list[str]:
     m = results["machine"]
-    return [
+    lines = [
         "## Machine", "",
         f"{m['cpu_model']}, {m['cpus_usable']} usable cores, load average "
         f"{m['load_average_1_5_15']} at start and {m.get('load_average_end')} at the end "
@@ -286,6 +287,11 @@ def md_machine(results: dict) -> list[str]:
         f"{'quick' if results['quick'] else 'full'} run of {', '.join(results['sections'])} "
         f"in {results.get('seconds_total')} s.",
     ]  # fmt: skip
+    busy = sorted(set(m.get("realtime_processes", [])) | set(m.get("realtime_processes_end", [])))
+    if busy:
+        lines += ["", f"Other processes at real-time priority during the run (they take whole "
+                      f"cores from the benchmark): {', '.join(busy)}."]  # fmt: skip
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
