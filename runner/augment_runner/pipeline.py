@@ -27,6 +27,7 @@ import pyarrow as pa
 from augment_spec.model import AugmentationSpec, DatasetMode, Transform
 
 from . import stats as stats_mod
+from .concurrency import CopyWorkers
 from .errors import AugmentError, DatasetError, OutputError
 from .formats.base import (
     Camera,
@@ -393,20 +394,39 @@ class _EpisodeJob:
         if not augmented and all(sink.reuse_source_video(camera) for sink in sinks):
             return
         encoders = [sink.open_video(camera) for sink in sinks]
-        offset = 0
-        for frames in self.reader.decode_video(episode, camera, self.batch_frames):
-            frames = _readonly(frames)
-            if augmented:
-                self.preview.add_source(episode.index, camera.key, frames, offset)
-            for slot, encoder in enumerate(encoders):
+        key, episode_index = camera.key, episode.index
+
+        def handler(slot: int, encoder: Any) -> Callable[[tuple[np.ndarray, int]], None]:
+            augmenter = augmenters.get((slot, key))
+            sampler = samplers.get((slot, key))
+
+            def handle(item: tuple[np.ndarray, int]) -> None:
+                frames, offset = item
                 if augmented:
-                    out = augmenters[(slot, camera.key)](frames, offset)
-                    samplers[(slot, camera.key)].add(out, offset)
-                    self.preview.add_copy(episode.index, camera.key, slot, out, offset)
+                    out = augmenter(frames, offset)
+                    sampler.add(out, offset)
+                    self.preview.add_copy(episode_index, key, slot, out, offset)
                 else:
                     out = frames  # a camera left out of augment_cameras keeps its frames
                 encoder.write(out)
-            offset += len(frames)
+
+            return handle
+
+        # One thread per copy (transform + encode) while this thread decodes: see
+        # concurrency.py. Each copy still sees its batches in order.
+        workers = CopyWorkers([handler(slot, enc) for slot, enc in enumerate(encoders)])
+        try:
+            offset = 0
+            for frames in self.reader.decode_video(episode, camera, self.batch_frames):
+                frames = _readonly(frames)
+                if augmented:
+                    self.preview.add_source(episode_index, key, frames, offset)
+                workers.put((frames, offset))
+                offset += len(frames)
+            workers.join()
+        except BaseException:
+            workers.close()
+            raise
         for encoder in encoders:
             encoder.close()  # at most one camera's encoders are open at a time
 
