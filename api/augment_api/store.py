@@ -35,6 +35,7 @@ from augment_spec.crd import (
     API_VERSION,
     GROUP,
     KIND,
+    LABEL_JOB_ID,
     LABEL_MANAGED_BY,
     LABEL_PROJECT,
     PLURAL,
@@ -262,8 +263,14 @@ class JobStore:
                     return items
 
     def find(self, uid: UUID) -> dict[str, Any] | None:
+        """By the job-id label the operator puts on every CR (the apiserver filters), else
+        by a scan: a CR the operator has not labelled yet (just created, or no operator)."""
         wanted = str(uid)
-        return next((cr for cr in self.list_all() if cr["metadata"].get("uid") == wanted), None)
+        with kube_errors("read AugmentationJobs"):
+            labelled = self._call("list_namespaced_custom_object",
+                                  label_selector=f"{LABEL_JOB_ID}={wanted}").get("items", [])
+        matches = labelled or self.list_all()
+        return next((cr for cr in matches if cr["metadata"].get("uid") == wanted), None)
 
     # ---- cancel ----
     def request_cancel(self, cr: dict[str, Any]) -> dict[str, Any]:

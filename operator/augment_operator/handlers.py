@@ -22,6 +22,7 @@ from augment_spec.crd import (
     ANNOTATION_CANCEL,
     GROUP,
     LABEL_JOB,
+    LABEL_JOB_ID,
     LABEL_PROJECT,
     PLURAL,
     VERSION,
@@ -71,7 +72,7 @@ class Reconciler:
             self.kube.create_job(build_job(cr, spec, profile, self.config))
         elif decision.action is Action.delete_job:
             self.kube.delete_job(namespace, jname)
-        self._label_project(cr, spec)
+        self._label(cr, spec)
         self._write_status(cr, decision, jname, spec)
         return decision
 
@@ -93,14 +94,16 @@ class Reconciler:
         owners = job["metadata"].get("ownerReferences") or []
         return any(o.get("uid") == cr["metadata"]["uid"] for o in owners)
 
-    def _label_project(self, cr: dict[str, Any], spec: AugmentationSpec | None) -> None:
-        """Label kubectl-made CRs too, so `kubectl get augjob -l ...project-id=` works."""
-        if spec is None:
-            return
+    def _label(self, cr: dict[str, Any], spec: AugmentationSpec | None) -> None:
+        """Label every CR, kubectl-made ones too, with its job id and project: the API
+        finds a job by label, and `kubectl get augjob -l augment.dev/project-id=` works."""
+        wanted = {LABEL_JOB_ID: cr["metadata"]["uid"]}
+        if spec is not None:
+            wanted[LABEL_PROJECT] = str(spec.project_id)
         labels = cr["metadata"].get("labels") or {}
-        if labels.get(LABEL_PROJECT) != str(spec.project_id):
+        if any(labels.get(k) != v for k, v in wanted.items()):
             self.kube.patch_cr_labels(cr["metadata"]["namespace"], cr["metadata"]["name"],
-                                      {LABEL_PROJECT: str(spec.project_id)})
+                                      wanted)
 
     def _write_status(self, cr: dict[str, Any], decision: Decision, jname: str,
                       spec: AugmentationSpec | None) -> None:

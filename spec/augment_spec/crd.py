@@ -31,6 +31,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Labels and annotations the API, operator and runner agree on.
 LABEL_PROJECT = f"{GROUP}/project-id"
 LABEL_JOB = f"{GROUP}/job"
+LABEL_JOB_ID = f"{GROUP}/job-id"  # the CR's uid, the API's job_id: found by label, not a scan
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_IDEMPOTENCY = f"{GROUP}/idempotency-key"
 ANNOTATION_REQUEST_HASH = f"{GROUP}/request-hash"

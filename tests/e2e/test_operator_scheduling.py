@@ -47,6 +47,9 @@ def test_unplaceable_profile_reports_the_schedulers_reason(stack: Stack) -> None
     assert scheduled["status"] == "False" and scheduled["reason"] == "Unschedulable"
     (job,) = stack.jobs_of("nowhere")
     assert job["metadata"]["ownerReferences"][0]["uid"] == cr["metadata"]["uid"]
+    labels = stack.cr("nowhere")["metadata"]["labels"]  # so the API finds it by label
+    assert labels["augment.dev/job-id"] == cr["metadata"]["uid"]
+    assert labels["augment.dev/project-id"] == PROJECT
     pod_spec = job["spec"]["template"]["spec"]
     assert pod_spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-B200"}
     container = pod_spec["containers"][0]
