@@ -190,6 +190,14 @@ def _frame_time(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> fl
     return float(frame.time or 0.0)
 
 
+def keep_normal_scheduling() -> None:
+    """Run as root, SVT-AV1 switches the thread that opens an encoder to real-time
+    SCHED_FIFO priority 99; every thread and process started from it later would inherit
+    that and could starve the machine. Put the calling thread back to normal."""
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 class VideoEncoder:
     """Encode frames into one new MP4 with the given format; frame i gets time i/fps."""
 
@@ -235,6 +243,8 @@ class VideoEncoder:
                     f"{fmt.encoder} cannot encode {fmt.width}x{fmt.height} {fmt.pix_fmt} video "
                     f"({exc}); re-encode the source videos to yuv420p first"
                 ) from None
+            if self.frames == 0:  # the first encode opened the codec
+                keep_normal_scheduling()
             self._mux(packets)
             self.frames += 1
 

@@ -100,9 +100,13 @@ PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """In the child: a killed test run must not leave a control plane spinning behind."""
+    """In the child: a killed test run must not leave a control plane spinning behind,
+    and a real-time policy the parent caught (SVT-AV1 sets one when run as root) must
+    not pass on to Go processes that would then starve the machine."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def free_port() -> int:
