@@ -95,6 +95,9 @@ def decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, 
         return Decision(Phase.Failed, finished[1].get("reason") or "JobFailed", why)
     if running(pods):
         return Decision(Phase.Running, "Running", "the runner is augmenting the dataset")
+    if any((p.get("status") or {}).get("phase") == "Succeeded" for p in pods):
+        # The pod is done but the Job controller has not marked the Job Complete yet.
+        return Decision(Phase.Running, "Finishing", "the runner finished; the Job is completing")
     waiting = unschedulable_reason(pods)
     if waiting:
         return Decision(Phase.Pending, "Unschedulable", f"waiting for a GPU node: {waiting}")

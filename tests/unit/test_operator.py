@@ -54,6 +54,11 @@ def test_unschedulable_pod_reports_the_scheduler() -> None:
                                 "Insufficient nvidia.com/gpu")
 
 
+def test_a_finished_pod_never_sends_the_job_back_to_pending() -> None:
+    decision = decide(cr(status={"phase": "Running"}), job(), [pod("Succeeded")], None, None)
+    assert (decision.phase, decision.reason) == (Phase.Running, "Finishing")
+
+
 def test_failed_job_carries_the_runners_last_line() -> None:
     pods = [pod("Failed", exit_code=2, message="warming up\ncannot read meta/info.json: "
                                                   "not JSON")]
