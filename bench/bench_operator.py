@@ -80,24 +80,30 @@ def kopf_max_workers() -> int:
 # ------------------------------------------------------------------ the operator
 
 
-def write_config(workdir: Path) -> Path:
-    """Runner settings that need nothing the bench namespace lacks."""
-    path = workdir / "operator.yaml"
-    config = {"runner": {"serviceAccountName": "default", "hubTokenSecretName": None}}
+BENCH_CONFIG: dict[str, Any] = {
+    # Runner settings that need nothing the bench namespace lacks.
+    "runner": {"serviceAccountName": "default", "hubTokenSecretName": None},
+}
+
+
+def write_config(workdir: Path, config: dict[str, Any]) -> Path:
+    path = workdir / f"operator-{secrets.token_hex(3)}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 class OperatorProcess:
-    def __init__(self, cluster: Any, workdir: Path, namespace: str) -> None:
+    def __init__(
+        self, cluster: Any, workdir: Path, namespace: str, config: dict[str, Any] | None = None
+    ) -> None:
         from augment_testing.cluster import free_port
 
         self.port = free_port()
-        self.log = workdir / "operator.log"
+        self.log = workdir / f"operator-{self.port}.log"
         args = [
             venv_tool("augment"), "operator", "--namespace", namespace,
             "--liveness-port", "0", "--metrics-port", str(self.port),
-            "--config", str(write_config(workdir)),
+            "--config", str(write_config(workdir, config or BENCH_CONFIG)),
         ]  # fmt: skip
         self.proc = start_process(args, self.log, {"KUBECONFIG": str(cluster.kubeconfig)})
 
