@@ -140,9 +140,15 @@ def kube_errors(action: str) -> Iterator[None]:
         raise Unavailable("cannot reach the Kubernetes API server; try again later") from exc
 
 
+API_POOL_CONNECTIONS = 40  # Starlette's threadpool runs up to 40 sync handlers at once
+
+
 def kube_client(settings: Settings) -> k8s.ApiClient:
     """In-cluster config when running in a pod, else the kubeconfig (flag, $KUBECONFIG, ~)."""
     configuration = k8s.Configuration()
+    # As many pooled apiserver connections as request threads: a smaller pool makes busy
+    # threads drop connections and pay a new TLS handshake on each request.
+    configuration.connection_pool_maxsize = API_POOL_CONNECTIONS
     if settings.kubeconfig is None:
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)

@@ -11,6 +11,7 @@ not grow with the episode length.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -191,11 +192,15 @@ def _frame_time(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> fl
 
 
 def keep_normal_scheduling() -> None:
-    """Run as root, SVT-AV1 switches the thread that opens an encoder to real-time
-    SCHED_FIFO priority 99; every thread and process started from it later would inherit
-    that and could starve the machine. Put the calling thread back to normal."""
-    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    """Run as root, SVT-AV1 switches the thread that opens an encoder, and its own
+    worker threads, to real-time SCHED_FIFO priority 99; every thread and process started
+    from them would inherit it and could starve the machine. Put all of ours back."""
+    if not hasattr(os, "sched_getscheduler"):
+        return
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if os.sched_getscheduler(int(task.name)) != os.SCHED_OTHER:
+                os.sched_setscheduler(int(task.name), os.SCHED_OTHER, os.sched_param(0))
 
 
 class VideoEncoder:
