@@ -31,8 +31,6 @@ import hashlib
 import json
 import resource
 import secrets
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -47,13 +45,12 @@ from bench.common import (
     BENCH_PROJECT,
     CpuMeter,
     apiserver_client,
-    bench_cluster,
     control_plane_pids,
     cr_manifest,
     cr_path,
     latency_summary,
     log_tail,
-    prepare_cluster,
+    measure_on_cluster,
     start_process,
     venv_tool,
     verdict,
@@ -360,16 +357,9 @@ def run(
     """Benchmark the API; adds results["api"] and returns results."""
     cfg = config or (QUICK if quick else FULL)
     started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="augment-bench-api-"))
-    try:
-        if cluster is None:
-            with bench_cluster(namespace) as own:
-                measured = _measure(own, cfg, workdir, namespace)
-        else:
-            prepare_cluster(cluster, namespace)
-            measured = _measure(cluster, cfg, workdir, namespace)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    measured = measure_on_cluster(
+        cluster, namespace, "augment-bench-api-",
+        lambda on, workdir: _measure(on, cfg, workdir, namespace))
     post = measured["post"]
     floor = measured["apiserver_create"]
     results["api"] = {

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,13 +34,12 @@ from augment_spec.crd import LABEL_MANAGED_BY
 from bench.common import (
     CpuMeter,
     apiserver_client,
-    bench_cluster,
     control_plane_pids,
     cr_manifest,
     cr_path,
     latency_summary,
     log_tail,
-    prepare_cluster,
+    measure_on_cluster,
     start_process,
     venv_tool,
     verdict,
@@ -350,16 +347,9 @@ def run(
     """Benchmark the operator; adds results["operator"] and returns results."""
     cfg = config or (QUICK if quick else FULL)
     started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="augment-bench-operator-"))
-    try:
-        if cluster is None:
-            with bench_cluster(namespace) as own:
-                measured = _measure(own, cfg, workdir, namespace)
-        else:
-            prepare_cluster(cluster, namespace)
-            measured = _measure(cluster, cfg, workdir, namespace)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    measured = measure_on_cluster(
+        cluster, namespace, "augment-bench-operator-",
+        lambda on, workdir: _measure(on, cfg, workdir, namespace))
     workers = kopf_max_workers()
     seconds = measured["all_jobs_s"]
     results["operator"] = {

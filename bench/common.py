@@ -292,3 +292,20 @@ def cr_manifest(name: str, namespace: str, index: int) -> dict[str, Any]:
 
 
 BENCH_PROJECT = "00000000-0000-0000-0000-0000000be4c0"
+
+
+def measure_on_cluster(cluster: Any, namespace: str, prefix: str,
+                       measure: Callable[[Any, Path], dict]) -> dict:
+    """Run measure(cluster, workdir) on the given cluster, or on one of its own."""
+    import shutil
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        if cluster is None:
+            with bench_cluster(namespace) as own:
+                return measure(own, workdir)
+        prepare_cluster(cluster, namespace)
+        return measure(cluster, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
