@@ -1,7 +1,8 @@
 """Render the Helm chart with the project's own helm binary; no cluster needed.
 
-The binary is the one `make binaries` builds (tests/augment_testing/binaries.py), so
-the chart is checked by the same helm that installs it in the end-to-end tests.
+The binary is the one `make binaries` builds (tests/augment_testing/binaries.py), and
+is built here when missing, so the chart is checked by the same helm that installs it
+in the end-to-end tests, and never skipped.
 """
 
 from __future__ import annotations
@@ -13,24 +14,20 @@ from typing import Any
 
 import yaml
 
-from augment_testing.binaries import bin_dir
+from augment_testing.binaries import ensure_binaries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "augment-operator"
 
 
-def helm_binary() -> Path | None:
-    """The built helm, or None when `make binaries` has not run yet."""
-    path = bin_dir() / "helm"
-    return path if path.exists() else None
+def helm_binary() -> Path:
+    """The project's helm, built (once, cached) if it is not there yet."""
+    return ensure_binaries() / "helm"
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     """Run helm without raising: callers assert on the return code and stderr."""
-    binary = helm_binary()
-    if binary is None:
-        raise FileNotFoundError(f"no helm at {bin_dir()}: run `make binaries`")
-    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, timeout=120)
 
 
 def template(values: dict[str, Any] | None = None, *extra: str,

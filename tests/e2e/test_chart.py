@@ -42,14 +42,6 @@ RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral"
                       "persistentVolumeClaim", "projected", "secret"}
 
 
-@pytest.fixture(scope="module")
-def helm_ready() -> None:
-    if chart.helm_binary() is None:
-        from augment_testing.binaries import ensure_binaries
-
-        ensure_binaries()
-
-
 def rendered(**values: Any) -> list[dict[str, Any]]:
     everything = {"api": {"enabled": True, "ingress": {"enabled": True}},
                   "networkPolicy": {"enabled": True},
@@ -59,12 +51,12 @@ def rendered(**values: Any) -> list[dict[str, Any]]:
 
 # ---- static: lint, CRD, Pod Security, RBAC, schema ----
 
-def test_helm_lint_passes(helm_ready: None) -> None:
+def test_helm_lint_passes() -> None:
     result = chart.helm("lint", "--strict", str(chart.CHART))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_chart_crd_is_byte_identical_to_the_generated_one(helm_ready: None) -> None:
+def test_chart_crd_is_byte_identical_to_the_generated_one() -> None:
     assert filecmp.cmp(ROOT / "crds" / CRD, chart.CHART / "crds" / CRD, shallow=False), \
         "run `make crd` to regenerate both copies"
     crds = chart.of_kind(chart.template({}, "--include-crds"), "CustomResourceDefinition")
@@ -104,8 +96,7 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
     return problems
 
 
-def test_every_deployment_meets_the_restricted_pod_security_standard(
-        helm_ready: None) -> None:
+def test_every_deployment_meets_the_restricted_pod_security_standard() -> None:
     deployments = chart.of_kind(rendered(), "Deployment")
     assert {d["metadata"]["name"] for d in deployments} == {"augment-operator", "augment-api"}
     for deployment in deployments:
@@ -113,7 +104,7 @@ def test_every_deployment_meets_the_restricted_pod_security_standard(
         assert restricted_violations(pod) == [], deployment["metadata"]["name"]
 
 
-def test_rbac_has_no_wildcards_and_the_runner_only_reports_status(helm_ready: None) -> None:
+def test_rbac_has_no_wildcards_and_the_runner_only_reports_status() -> None:
     manifests = rendered()
     roles = chart.of_kind(manifests, "Role") + chart.of_kind(manifests, "ClusterRole")
     for role in roles:
@@ -137,7 +128,7 @@ def test_rbac_has_no_wildcards_and_the_runner_only_reports_status(helm_ready: No
     ("operater.replicas=1", "'operater'"),
 ])
 def test_a_wrong_value_fails_with_a_readable_schema_error(
-        helm_ready: None, setting: str, where: str) -> None:
+        setting: str, where: str) -> None:
     result = chart.helm("template", "augment", str(chart.CHART), "--set", setting)
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr

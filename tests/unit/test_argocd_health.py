@@ -125,8 +125,6 @@ def test_chart_application_installs_the_chart_with_its_crds_first() -> None:
 
 
 def test_chart_application_values_pass_the_chart_schema() -> None:
-    if chart.helm_binary() is None:
-        pytest.skip("helm is not built yet: `make binaries` (make test does it first)")
     values = application("chart")["spec"]["source"]["helm"]["valuesObject"]
     assert chart.of_kind(chart.template(values), "Deployment")
 

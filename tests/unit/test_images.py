@@ -194,8 +194,6 @@ def assert_accepted(argv: list[str]) -> None:
 
 
 def rendered_deployments() -> dict[str, dict[str, Any]]:
-    if chart.helm_binary() is None:
-        pytest.skip("helm is not built yet: `make binaries` (make test does it first)")
     values = {"operator": {"replicas": 2, "logLevel": "debug"},
               "watchNamespaces": ["team-a", "team-b"]}
     return {d["metadata"]["name"]: d for d in chart.of_kind(chart.template(values),
