@@ -11,6 +11,7 @@ import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from PIL import Image
 
 from ..errors import DatasetError
 from ..stats import Stats
-from ..video import VideoEncoder, VideoFormat
+from ..video import VideoEncoder, VideoFormat, probe_video
 
 CAMERA_DTYPES = ("video", "image")
 # Feature dtypes LeRobot knows; anything else is a dataset we cannot faithfully rewrite.
@@ -161,7 +162,21 @@ class DatasetReader(ABC):
     ) -> Iterator[np.ndarray]: ...
 
     @abstractmethod
-    def video_format(self, camera: Camera) -> VideoFormat: ...
+    def video_file(self, episode: SourceEpisode, camera: Camera) -> Path: ...
+
+    @cached_property
+    def _video_formats(self) -> dict[str, VideoFormat]:
+        return {}
+
+    def video_format(self, camera: Camera) -> VideoFormat:
+        """The camera's codec, pixel format, fps and size, probed once from its first file."""
+        formats = self._video_formats
+        if camera.key not in formats:
+            path = self.video_file(self.episodes[0], camera)
+            if not path.exists():
+                raise DatasetError(f"video {path} is missing; re-download the dataset")
+            formats[camera.key] = probe_video(path)
+        return formats[camera.key]
 
     @abstractmethod
     def episode_stats(self, episode: SourceEpisode) -> dict[str, Stats]: ...
@@ -307,13 +322,16 @@ def image_column(frames: np.ndarray, type_: pa.DataType) -> pa.Array:
     return pa.array([{"bytes": encode_png(f), "path": None} for f in frames], type=type_)
 
 
-def copy_tree(source: Path, dest: Path, skip: Any = None) -> None:
-    """Byte-for-byte copy of a dataset folder, leaving out hidden folders (hub caches)."""
+def copy_tree(source: Path, dest: Path, rewritten_meta: tuple[str, ...] = ()) -> None:
+    """Byte-for-byte copy of a dataset folder, leaving out hidden folders (hub caches)
+    and the files the writer rewrites anyway: the card and preview at the top (also those
+    of a source that was itself augmented) and `rewritten_meta` under meta/."""
 
     def ignore(folder: str, names: list[str]) -> list[str]:
-        hidden = [n for n in names if n.startswith(".")]
-        extra = list(skip(Path(folder), names)) if skip else []
-        return hidden + extra
+        where = Path(folder)
+        rewritten = ("README.md", "preview.png") if where == source else (
+            rewritten_meta if where == source / "meta" else ())
+        return [n for n in names if n.startswith(".") or n in rewritten]
 
     shutil.copytree(source, dest, ignore=ignore, dirs_exist_ok=True, copy_function=shutil.copyfile)
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from .. import stats as stats_mod
 from ..errors import DatasetError
-from ..video import VideoEncoder, VideoFormat, decode_episode, probe_video
+from ..video import VideoEncoder, decode_episode
 from .base import (
     Camera,
     DatasetReader,
@@ -45,6 +45,11 @@ from .base import (
 VERSION = "v2.1"
 DEFAULT_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 DEFAULT_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+
+
+# Metadata the writer rewrites (a previous run's augmentation.json included).
+V21_REWRITTEN_META = ("info.json", "stats.json", "augmentation.json", "episodes.jsonl",
+                      "episodes_stats.jsonl")
 
 
 class LeRobotV21Reader(DatasetReader):
@@ -80,7 +85,6 @@ class LeRobotV21Reader(DatasetReader):
             self.root / "meta/episodes_stats.jsonl", "meta/episodes_stats.jsonl"
         )
         self.stats_rows = {int(r["episode_index"]): r for r in stats_rows if "episode_index" in r}
-        self._formats: dict[str, VideoFormat] = {}
 
     def path_of(self, template: str, episode_index: int, **extra: Any) -> str:
         return template.format(
@@ -124,14 +128,6 @@ class LeRobotV21Reader(DatasetReader):
             batch_frames=batch_frames,
         )
 
-    def video_format(self, camera: Camera) -> VideoFormat:
-        if camera.key not in self._formats:
-            path = self.video_file(self.episodes[0], camera)
-            if not path.exists():
-                raise DatasetError(f"video {path} is missing; re-download the dataset")
-            self._formats[camera.key] = probe_video(path)
-        return self._formats[camera.key]
-
     def episode_stats(self, episode: SourceEpisode) -> dict[str, stats_mod.Stats]:
         row = self.stats_rows.get(episode.index)
         if row is None:
@@ -159,24 +155,10 @@ class LeRobotV21Writer(DatasetWriter):
 
     def start(self) -> None:
         if self.plan.keep_originals:
-            copy_tree(self.reader.root, self.output, skip=self._not_copied)
+            copy_tree(self.reader.root, self.output, V21_REWRITTEN_META)
         else:
             (self.output / "meta").mkdir(parents=True)
             shutil.copyfile(self.reader.root / "meta/tasks.jsonl", self.output / "meta/tasks.jsonl")
-
-    def _not_copied(self, folder: Path, names: list[str]) -> list[str]:
-        if folder == self.reader.root:
-            return [n for n in names if n in ("README.md", "preview.png")]
-        if folder == self.reader.root / "meta":
-            rewritten = (
-                "info.json",
-                "stats.json",
-                "augmentation.json",
-                "episodes.jsonl",
-                "episodes_stats.jsonl",
-            )
-            return [n for n in names if n in rewritten]
-        return []
 
     def open_episode(
         self, slot: int, source: SourceEpisode, episode_index: int, first_frame: int

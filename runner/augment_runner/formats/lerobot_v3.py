@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from .. import stats as stats_mod
 from ..errors import DatasetError
-from ..video import VideoConcatenator, VideoEncoder, VideoFormat, decode_episode, probe_video
+from ..video import VideoConcatenator, VideoEncoder, decode_episode
 from .base import (
     Camera,
     DatasetReader,
@@ -57,6 +57,10 @@ def next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
     return (chunk + 1, 0) if file >= chunks_size - 1 else (chunk, file + 1)
 
 
+# Metadata the writer rewrites (a previous run's augmentation.json included).
+V3_REWRITTEN_META = ("info.json", "stats.json", "augmentation.json")
+
+
 class LeRobotV3Reader(DatasetReader):
     format_name = "LeRobot v3.0"
 
@@ -74,7 +78,6 @@ class LeRobotV3Reader(DatasetReader):
             for r in self.rows
         ]
         self._check_episodes()
-        self._formats: dict[str, VideoFormat] = {}
 
     def _load_episode_table(self) -> pa.Table:
         files = sorted((self.root / "meta/episodes").glob("*/*.parquet"))
@@ -167,14 +170,6 @@ class LeRobotV3Reader(DatasetReader):
             batch_frames=batch_frames,
         )
 
-    def video_format(self, camera: Camera) -> VideoFormat:
-        if camera.key not in self._formats:
-            path = self.video_file(self.episodes[0], camera)
-            if not path.exists():
-                raise DatasetError(f"video {path} is missing; re-download the dataset")
-            self._formats[camera.key] = probe_video(path)
-        return self._formats[camera.key]
-
     def episode_stats(self, episode: SourceEpisode) -> dict[str, stats_mod.Stats]:
         out: dict[str, stats_mod.Stats] = {}
         for column in self.meta_table.column_names:
@@ -234,20 +229,12 @@ class LeRobotV3Writer(DatasetWriter):
     def start(self) -> None:
         self.staging.mkdir(parents=True)
         if self.plan.keep_originals:
-            copy_tree(self.reader.root, self.output, skip=self._not_copied)
+            copy_tree(self.reader.root, self.output, V3_REWRITTEN_META)
         else:
             (self.output / "meta").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(
                 self.reader.root / "meta/tasks.parquet", self.output / "meta/tasks.parquet"
             )
-
-    def _not_copied(self, folder: Path, names: list[str]) -> list[str]:
-        # Metadata we rewrite anyway; augmentation files of a source that was itself augmented.
-        if folder == self.reader.root:
-            return [n for n in names if n in ("README.md", "preview.png")]
-        if folder == self.reader.root / "meta":
-            return [n for n in names if n in ("info.json", "stats.json", "augmentation.json")]
-        return []
 
     def reuse_source_videos(self, camera: Camera) -> bool:
         # In place, episodes keep their lengths and order, so an unaugmented camera's
