@@ -3,9 +3,10 @@
 This is the only module that talks to Kubernetes. It speaks in CR dicts and raises
 `ServiceError`s with readable details; it knows nothing about HTTP requests.
 
-Lookups by job id (the CR's metadata.uid) list the namespace, because the apiserver
-cannot select custom resources by uid and jobs created with `kubectl apply` carry no
-labels. That is one LIST per request; at thousands of jobs an informer cache belongs here.
+A job id is the CR's metadata.uid, which the apiserver cannot select on; the operator
+copies it into the job-id label of every CR, so a lookup is one label-selected LIST.
+Only a CR the operator has not labelled yet (just created, `kubectl apply`, no operator
+running) costs a chunked scan of the namespace.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -90,7 +91,10 @@ def test_cr_spec_is_camel_case_and_round_trips() -> None:
     cr_spec = cr_spec_from_spec(original)
     assert cr_spec["augmentTransforms"] == "noise,blur"
     assert cr_spec["projectId"] == PROJECT
-    assert all(key == CAMEL[snake] for snake, key in CAMEL.items() if key in cr_spec)
+    set_fields = original.model_dump(exclude_none=True)
+    assert set(cr_spec) == {CAMEL[name] for name in set_fields}
+    assert all(re.fullmatch(r"[a-z][A-Za-z0-9]*", key) for key in cr_spec)
+    assert cr_spec["augmentCameras"] == ["observation.images.top"]
     assert spec_from_cr(cr_spec) == original
 
 
