@@ -8,7 +8,8 @@ In a pod:  the full spec comes from AUGMENT_SPEC (JSON) or --spec-file; the outp
 Flags left unset take the spec model's defaults (they are not repeated here). A bad
 input exits with code 2 and one line on stderr saying what is wrong and what to do;
 an unexpected error exits with 1. Either line also goes to AUGMENT_TERMINATION_LOG
-when set (Kubernetes shows it as the pod's termination message).
+when set (Kubernetes shows it as the pod's termination message), and neither ever holds
+the Hub token (see errors.redact).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from augment_spec.model import (
 )
 
 from . import status
-from .errors import AugmentError
+from .errors import AugmentError, redact
 from .hub import HubError, download_dataset, resolve_token, upload_dataset
 
 # A local run belongs to no project; the spec still needs a project id.
@@ -134,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
     except Exception as exc:  # a bug: still one line, with the traceback only on request
         if os.environ.get("AUGMENT_DEBUG"):
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
         return _fail(
             f"unexpected error: {type(exc).__name__}: {exc} (a bug; rerun with "
             f"AUGMENT_DEBUG=1 for the traceback and report it)",
@@ -143,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    line = " ".join(f"augment run: {message}".split())
+    line = redact(" ".join(f"augment run: {message}".split()))
     print(line, file=sys.stderr)
     log = os.environ.get("AUGMENT_TERMINATION_LOG")
     if log:
@@ -158,6 +159,7 @@ def _fail(message: str, code: int) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import augment_dataset
 
+    token = resolve_token()  # a malformed token fails here, before any download or GPU work
     base = _spec_from_pod(args.spec_file)
     in_pod = base is not None
     src = args.dataset or (base or {}).get("dataset_id")
@@ -176,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
             source, revision = local_source, spec.source_revision
         else:
             source = workdir / "source"
-            revision = download_dataset(src, source, spec.source_revision, resolve_token())
+            revision = download_dataset(src, source, spec.source_revision, token)
         if push_to:
             status.report_started(revision or "local", push_to)
         result = augment_dataset(
@@ -195,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
             commit = upload_dataset(
                 result.output,
                 push_to,
-                resolve_token(),
+                token,
                 f"Augment {spec.dataset_id} ({spec.augment_transforms}, "
                 f"{spec.augment_dataset_mode.value}/{spec.augment_mode.value}) "
                 "with augment-operator",

@@ -3,12 +3,15 @@
 Built on the real ``huggingface_hub`` client. The Hub address comes from ``HF_ENDPOINT`` (read at
 call time) and the token from the caller or ``HF_TOKEN``; a token saved on disk by ``hf auth
 login`` is deliberately not used, so a run only ever acts with the credentials it was given.
-Every Hub failure is raised as a ``HubError`` whose message is one line a user can act on.
+Every Hub failure is raised as a ``HubError`` whose message is one line a user can act on and
+never holds the token: the messages are fixed sentences naming the dataset, the HTTP status or
+the kind of network error, not the client's exception text (which can quote request headers).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,12 +28,21 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile
 
+from .errors import redact, register_secret
+
 REPO_TYPE = "dataset"
 # Above either limit, LFS contents are uploaded in batches before the single final commit.
 BATCH_FILES = 256
 BATCH_BYTES = 1024**3
 # Local folders the Hub client keeps inside a download folder; never part of a dataset.
 _LOCAL_ONLY = (".cache/huggingface", ".git")
+# A Hub token is one word of printable ASCII; anything else (a PEM key, a file with inner
+# newlines) was read from the wrong Secret and must not be sent in a header or quoted back.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+MALFORMED_TOKEN = (
+    "the Hub token is malformed: HF_TOKEN must hold one Hugging Face access token (one line,"
+    " no spaces); check the Secret it comes from"
+)
 
 
 class HubError(RuntimeError):
@@ -38,8 +50,19 @@ class HubError(RuntimeError):
 
 
 def resolve_token(explicit: str | None = None) -> str | None:
-    """The token to use: ``explicit``, else ``HF_TOKEN``, else None (anonymous)."""
-    return explicit or os.environ.get("HF_TOKEN") or None
+    """The token to use: ``explicit``, else ``HF_TOKEN``, else None (anonymous).
+
+    Surrounding whitespace is dropped (a Secret made with ``--from-file`` ends in a newline);
+    a token with whitespace or control characters inside is refused with ``MALFORMED_TOKEN``.
+    """
+    raw = explicit or os.environ.get("HF_TOKEN") or ""
+    register_secret(raw)
+    token = raw.strip()
+    if not token:
+        return None
+    if not _TOKEN.fullmatch(token):
+        raise HubError(MALFORMED_TOKEN)
+    return token
 
 
 def download_dataset(
@@ -194,10 +217,10 @@ def _remove_empty_dirs(folder: Path) -> None:
             path.rmdir()
 
 
-def _first_line(err: BaseException) -> str:
-    server = getattr(err, "server_message", None)
-    text = (server or str(err) or type(err).__name__).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+def _server_says(err: HfHubHTTPError) -> str:
+    """The first line of the Hub's own error message (never the client's request details)."""
+    text = (err.server_message or "").strip()
+    return redact(text.splitlines()[0]) if text else "no message"
 
 
 @contextmanager
@@ -229,7 +252,7 @@ def _hub_errors(
         )
         raise HubError(f"{where} not found on {endpoint}: {hint}") from err
     except RemoteEntryNotFoundError as err:
-        raise HubError(f"a file of {where} is missing on the Hub ({_first_line(err)})") from err
+        raise HubError(f"a file of {where} is missing on the Hub ({_server_says(err)})") from err
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
         if status == 401:
@@ -247,9 +270,9 @@ def _hub_errors(
             raise HubError(
                 f"{where} changed on the Hub during the upload (412): run the upload again"
             ) from err
-        raise HubError(f"Hub {action} of {where} failed ({status}): {_first_line(err)}") from err
+        raise HubError(f"Hub {action} of {where} failed ({status}): {_server_says(err)}") from err
     except (httpx2.TransportError, LocalEntryNotFoundError, ConnectionError) as err:
         raise HubError(
-            f"cannot reach the Hub at {endpoint} to {action} {where}: {_first_line(err)};"
+            f"cannot reach the Hub at {endpoint} to {action} {where} ({type(err).__name__});"
             " check the network and HF_ENDPOINT"
         ) from err

@@ -20,6 +20,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from augment_cli.main import main as augment_main
+from augment_runner.errors import REDACTED, redact
 from augment_runner.hub import HubError, download_dataset, resolve_token, upload_dataset
 from augment_testing.hub import LocalHub
 
@@ -214,5 +216,58 @@ def test_resolve_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "from-env")
     assert resolve_token("explicit") == "explicit"
     assert resolve_token() == "from-env"
+    monkeypatch.setenv("HF_TOKEN", "  from-file\n")  # kubectl create secret --from-file
+    assert resolve_token() == "from-file"
+    monkeypatch.setenv("HF_TOKEN", "\n")
+    assert resolve_token() is None
     monkeypatch.delenv("HF_TOKEN")
     assert resolve_token() is None
+    for bad in ("hf_a\nhf_b", "hf a", "hf_\x00a", "hf_\u00e9"):
+        with pytest.raises(HubError, match=r"^the Hub token is malformed"):
+            resolve_token(bad)
+
+
+# A Secret that is not a Hub token at all, as a wrong hf_token_secret_name would give.
+PEM = (
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAq7BFUpkGp3+LQmlQ\n"
+    "Yx2eqzDV+xeG8kx/sQFV18S5JhzGeIRg3YBhd8Q2Cw9HlD6YH2pRWw7YHnJx8lVz\n"
+    "-----END PRIVATE KEY-----\n"
+)
+
+
+def secret_pieces(secret: str) -> list[str]:
+    return [p for p in [secret.strip(), *secret.split()] if len(p) >= 6]
+
+
+def test_token_with_a_trailing_newline_works(hub: LocalHub, tmp_path: Path) -> None:
+    sha = hub.seed("alice/secret", {"a.txt": b"a"}, private=True)
+    assert download_dataset("alice/secret", tmp_path / "dl", token="tok-alice\n") == sha
+
+
+def test_a_malformed_token_never_reaches_a_message(
+    hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    hub.seed("alice/src", {"a.txt": b"a"})
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("HF_TOKEN", PEM)
+    monkeypatch.setenv("AUGMENT_TERMINATION_LOG", str(log))
+    code = augment_main(["run", "--dataset", "alice/src", "--output", str(tmp_path / "out")])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert err == log.read_text()
+    assert err.startswith("augment run: the Hub token is malformed")
+    for piece in secret_pieces(PEM):
+        assert piece not in err
+    assert hub.calls == []  # refused before any request carried it
+
+
+def test_redact_removes_a_secret_however_it_is_quoted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", PEM)
+    header = f"Bearer {PEM}".encode()
+    for text in (f"Illegal header value {header!r}", f"bad token {PEM}", str(PEM.splitlines())):
+        cleaned = redact(text)
+        assert REDACTED in cleaned
+        for piece in secret_pieces(PEM):
+            assert piece not in cleaned
+    assert redact("dataset 'alice/src' not found") == "dataset 'alice/src' not found"
