@@ -33,13 +33,14 @@ from augment_spec.model import (
     AugmentationSpec,
     AugmentMode,
     DatasetMode,
+    OutputVisibility,
     SpecError,
     parse_spec,
 )
 
 from . import status
 from .errors import AugmentError, redact
-from .hub import HubError, download_dataset, resolve_token, upload_dataset
+from .hub import HubError, check_output, download_dataset, resolve_token, upload_dataset
 
 # A local run belongs to no project; the spec still needs a project id.
 LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
@@ -110,6 +111,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-push", action="store_true", help="with a spec, write the output but do not upload it"
     )
+    parser.add_argument(
+        "--public",
+        action="store_true",
+        help="create the pushed dataset public (only when the source is public, or a folder)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow pushing into an existing dataset this tool did not make (its files are kept)",
+    )
     parser.add_argument("--project-id", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--batch-frames",
@@ -168,6 +179,9 @@ def _run(args: argparse.Namespace) -> int:
     local_source = _local_folder(src)
     spec = _build_spec(base or {}, args, src, local_source)
     push_to = args.push_to or (spec.target_dataset_id if in_pod and not args.no_push else None)
+    source_id = None if local_source else src
+    if push_to:
+        _check_push(spec, push_to, token, source_id)
     workdir = Path(os.environ.get("AUGMENT_WORKDIR") or tempfile.mkdtemp(prefix="augment-"))
     owns_workdir = not os.environ.get("AUGMENT_WORKDIR")
     output = (args.output or workdir / "output").resolve()
@@ -187,7 +201,7 @@ def _run(args: argparse.Namespace) -> int:
             output,
             progress=_progress(),
             batch_frames=args.batch_frames,
-            source_id=None if local_source else src,
+            source_id=source_id,
             source_revision=revision,
         )
         _check_valid(result.output)
@@ -201,7 +215,9 @@ def _run(args: argparse.Namespace) -> int:
                 f"Augment {spec.dataset_id} ({spec.augment_transforms}, "
                 f"{spec.augment_dataset_mode.value}/{spec.augment_mode.value}) "
                 "with augment-operator",
-                source_repo_id=None if local_source else src,
+                source_repo_id=source_id,
+                public=spec.output_visibility is OutputVisibility.public,
+                overwrite=spec.overwrite,
             )
             status.report_output(commit)
             print(f"pushed: {push_to}@{commit}")
@@ -211,6 +227,18 @@ def _run(args: argparse.Namespace) -> int:
         if owns_workdir and args.output is not None:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _check_push(
+    spec: AugmentationSpec, push_to: str, token: str | None, source_id: str | None
+) -> None:
+    """Refuse an output this job may not write now, when it costs no download or GPU time."""
+    public = spec.output_visibility is OutputVisibility.public
+    private = check_output(
+        push_to, token, source_repo_id=source_id, public=public, overwrite=spec.overwrite
+    )
+    if public and private:
+        print(f"note: {push_to} will be private: the source dataset is private or gated")
 
 
 def _clear_scratch(output: Path) -> None:
@@ -270,6 +298,10 @@ def _build_spec(
             data[field] = value
     if args.push_to:
         data["output_dataset_id"] = args.push_to
+    if args.public:
+        data["output_visibility"] = OutputVisibility.public.value
+    if args.overwrite:
+        data["overwrite"] = True
     return parse_spec(data)
 
 

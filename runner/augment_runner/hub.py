@@ -10,8 +10,10 @@ the kind of network error, not the client's exception text (which can quote requ
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,9 +28,10 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.hf_api import DatasetInfo, RepoFile
 
 from .errors import redact, register_secret
+from .provenance import PROVENANCE_PATH, TOOL_NAME
 
 REPO_TYPE = "dataset"
 # Above either limit, LFS contents are uploaded in batches before the single final commit.
@@ -106,6 +109,34 @@ def download_dataset(
     return sha
 
 
+def check_output(
+    repo_id: str,
+    token: str | None,
+    *,
+    source_repo_id: str | None = None,
+    public: bool = False,
+    overwrite: bool = False,
+) -> bool:
+    """Refuse, before any work, an output this job may not write; True if it must be private.
+
+    The rules are `upload_dataset`'s, which checks them again at commit time: this early
+    check only makes a refusal cost no download and no GPU time.
+    """
+    _check_not_source(repo_id, source_repo_id)
+    token = _upload_token(repo_id, token)
+    api = _api(token)
+    private = _must_be_private(api, token, public, source_repo_id)
+    with _hub_errors(repo_id, None, token, "upload"):
+        try:
+            info = api.dataset_info(repo_id)
+        except RepositoryNotFoundError:
+            return private
+        if info.sha is not None:
+            remote = _remote_files(api, repo_id, info.sha)
+            _check_may_write(api, repo_id, info, remote, private, public, overwrite)
+    return private
+
+
 def upload_dataset(
     folder: Path,
     repo_id: str,
@@ -113,56 +144,48 @@ def upload_dataset(
     commit_message: str,
     source_repo_id: str | None = None,
     *,
-    private: bool | None = None,
+    public: bool = False,
+    overwrite: bool = False,
     batch_files: int = BATCH_FILES,
     batch_bytes: int = BATCH_BYTES,
 ) -> str:
-    """Make dataset ``repo_id``'s main branch hold exactly ``folder``, in one atomic commit.
+    """Make dataset ``repo_id``'s main branch hold ``folder``'s files, in one atomic commit.
 
-    Creates the repo if it does not exist (``private`` only applies then). Remote files
-    missing from ``folder`` are deleted in the same commit (``.gitattributes`` is kept). When
-    the output is large (more than ``batch_files`` files or ``batch_bytes`` bytes) the LFS
-    contents are uploaded first in batches of that size; re-running after an interruption
-    skips what the Hub already has. The commit names the head it was built on, so a
-    concurrent change makes it fail instead of being overwritten. Nothing is visible
-    on the repo until the final commit succeeds. Returns the commit sha.
+    Creates the repo if it does not exist: private unless ``public`` and the source (when
+    it is a Hub dataset) is public and not gated. An existing repo is written only when it
+    holds no files yet or this tool made it (its ``meta/augmentation.json`` names us), or
+    when ``overwrite``; a public one only when the output may be public. In a repo we made,
+    remote files missing from ``folder`` are deleted in the same commit (``.gitattributes``
+    is kept); in another, they are kept. When the output is large (more than
+    ``batch_files`` files or ``batch_bytes`` bytes) the LFS contents are uploaded first in
+    batches of that size; re-running after an interruption skips what the Hub already has.
+    The commit names the head it was built on, so a concurrent change makes it fail
+    instead of being overwritten. Nothing is visible on the repo until the final commit
+    succeeds. Returns the commit sha.
     """
-    if (
-        source_repo_id is not None
-        and repo_id.strip("/").lower() == source_repo_id.strip("/").lower()
-    ):
-        raise HubError(
-            f"refusing to upload to '{repo_id}': it is the source dataset, which is never"
-            " written; choose another output dataset id"
-        )
+    _check_not_source(repo_id, source_repo_id)
     folder = Path(folder)
     if not folder.is_dir():
         raise HubError(f"cannot upload '{folder}': it is not a folder")
-    token = resolve_token(token)
-    if token is None:
-        raise HubError(
-            f"no Hugging Face token to upload '{repo_id}': set HF_TOKEN to a token with write"
-            f" access to the '{repo_id.split('/')[0]}' namespace"
-        )
+    token = _upload_token(repo_id, token)
     local = _local_files(folder)
     if not local:
         raise HubError(f"cannot upload '{folder}': it holds no files")
     api = _api(token)
+    private = _must_be_private(api, token, public, source_repo_id)
     with _hub_errors(repo_id, None, token, "upload"):
         try:
-            parent = api.dataset_info(repo_id).sha
+            info = api.dataset_info(repo_id)
         except RepositoryNotFoundError:
             # Only create when missing: no write call on an existing repo.
             api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
-            parent = api.dataset_info(repo_id).sha
-        remote: set[str] = set()
-        if parent is not None:
-            tree = api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=parent, recursive=True)
-            remote = {f.path for f in tree if isinstance(f, RepoFile)}
+            info = api.dataset_info(repo_id)
+        parent = info.sha
+        remote = _remote_files(api, repo_id, parent) if parent is not None else set()
+        ours = _check_may_write(api, repo_id, info, remote, private, public, overwrite)
         additions = [CommitOperationAdd(rel, str(path)) for rel, path in sorted(local.items())]
-        deletions = [
-            CommitOperationDelete(path) for path in sorted(remote - set(local) - {".gitattributes"})
-        ]
+        doomed = remote - set(local) - {".gitattributes"} if ours else set()
+        deletions = [CommitOperationDelete(path) for path in sorted(doomed)]
         total = sum(op.upload_info.size for op in additions)
         if len(additions) > batch_files or total > batch_bytes:
             for batch in _batches(additions, batch_files, batch_bytes):
@@ -177,6 +200,88 @@ def upload_dataset(
             parent_commit=parent,
         )
     return commit.oid
+
+
+def _check_not_source(repo_id: str, source_repo_id: str | None) -> None:
+    if source_repo_id is not None and repo_id.strip("/").lower() == source_repo_id.strip(
+        "/"
+    ).lower():
+        raise HubError(
+            f"refusing to upload to '{repo_id}': it is the source dataset, which is never"
+            " written; choose another output dataset id"
+        )
+
+
+def _upload_token(repo_id: str, token: str | None) -> str:
+    resolved = resolve_token(token)
+    if resolved is None:
+        raise HubError(
+            f"no Hugging Face token to upload '{repo_id}': set HF_TOKEN to a token with write"
+            f" access to the '{repo_id.split('/')[0]}' namespace"
+        )
+    return resolved
+
+
+def _must_be_private(api: HfApi, token: str, public: bool, source_repo_id: str | None) -> bool:
+    """Private unless asked for public and the source is public (a local folder is the
+    caller's own data): what is derived from a private or gated dataset, provenance
+    naming it included, is never published."""
+    if not public:
+        return True
+    if source_repo_id is None:
+        return False
+    with _hub_errors(source_repo_id, None, token, "download"):
+        info = api.dataset_info(source_repo_id)
+    return bool(info.private or info.gated)
+
+
+def _remote_files(api: HfApi, repo_id: str, revision: str) -> set[str]:
+    tree = api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True)
+    return {f.path for f in tree if isinstance(f, RepoFile)}
+
+
+def _check_may_write(
+    api: HfApi,
+    repo_id: str,
+    info: DatasetInfo,
+    remote: set[str],
+    private: bool,
+    public: bool,
+    overwrite: bool,
+) -> bool:
+    """Refuse writing into an existing repo we may not write; True if its files are ours."""
+    if private and not info.private:
+        why = "the source dataset is private or gated" if public else "output_visibility is private"
+        raise HubError(
+            f"output dataset '{repo_id}' is public, but this job's output must be private"
+            f" ({why}): make it private on the Hub, or choose another output_dataset_id"
+        )
+    ours = _made_by_us(api, repo_id, info.sha, remote)
+    if not ours and not overwrite:
+        raise HubError(
+            f"output dataset '{repo_id}' already exists and was not made by {TOOL_NAME} (its"
+            f" {PROVENANCE_PATH} does not name it): choose another output_dataset_id, or set"
+            " overwrite to write into it (its other files are kept)"
+        )
+    return ours
+
+
+def _made_by_us(api: HfApi, repo_id: str, revision: str | None, remote: set[str]) -> bool:
+    """The repo holds nothing yet (only the Hub's ``.gitattributes``) or our provenance."""
+    if not remote - {".gitattributes"}:
+        return True
+    if revision is None or PROVENANCE_PATH not in remote:
+        return False
+    with tempfile.TemporaryDirectory(prefix="augment-provenance-") as tmp:
+        path = api.hf_hub_download(
+            repo_id, PROVENANCE_PATH, repo_type=REPO_TYPE, revision=revision, local_dir=tmp
+        )
+        try:
+            provenance = json.loads(Path(path).read_text())
+        except (ValueError, UnicodeDecodeError):
+            return False
+    tool = provenance.get("tool") if isinstance(provenance, dict) else None
+    return isinstance(tool, dict) and tool.get("name") == TOOL_NAME
 
 
 def _api(token: str | None) -> HfApi:

@@ -41,10 +41,9 @@ from .formats.base import (
 from .formats.detect import open_dataset
 from .formats.plain import PlainReader, augment_plain
 from .preview import PreviewCollector
-from .provenance import write_card, write_provenance
+from .provenance import TOOL_NAME, write_card, write_provenance
 
 Progress = Callable[[int, int], None]
-TOOL_NAME = "augment-operator"
 
 
 def tool_version() -> str:

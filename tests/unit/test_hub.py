@@ -22,11 +22,19 @@ from huggingface_hub.errors import (
 
 from augment_cli.main import main as augment_main
 from augment_runner.errors import REDACTED, redact
-from augment_runner.hub import HubError, download_dataset, resolve_token, upload_dataset
+from augment_runner.hub import (
+    HubError,
+    check_output,
+    download_dataset,
+    resolve_token,
+    upload_dataset,
+)
 from augment_testing.hub import LocalHub
 
 TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
 README = b"---\nlicense: apache-2.0\ntags: [LeRobot]\n---\n# Test dataset\n"
+# The provenance file every output of ours holds: it marks a Hub dataset as ours to replace.
+OURS = b'{"tool": {"name": "augment-operator", "version": "1.0"}}'
 
 
 @pytest.fixture
@@ -45,6 +53,7 @@ def write_dataset(folder: Path, video: bytes, info: str = '{"fps": 30}') -> dict
         "README.md": README,
         "meta/info.json": info.encode(),
         "meta/tasks.jsonl": b'{"task_index": 0, "task": "pick"}\n',
+        "meta/augmentation.json": OURS,
         "data/chunk-000/episode_000000.parquet": bytes(range(256)) * 8,
         "videos/chunk-000/observation.images.top/episode_000000.mp4": video,
     }
@@ -73,7 +82,10 @@ def test_upload_then_download_pinned_revisions(hub: LocalHub, tmp_path: Path) ->
     assert hub.head("alice/out") == sha1
     # Binary files went through LFS: uploaded to storage, committed as pointers.
     assert any(c.method == "PUT" and c.path.startswith("/_storage/upload/") for c in hub.calls)
-    info = HfApi(endpoint=hub.endpoint).dataset_info("alice/out", files_metadata=True)
+    info = HfApi(endpoint=hub.endpoint, token="tok-alice").dataset_info(
+        "alice/out", files_metadata=True
+    )
+    assert info.private  # outputs are private unless asked otherwise
     lfs = {s.rfilename for s in info.siblings if s.lfs}
     assert lfs == {
         "data/chunk-000/episode_000000.parquet",
@@ -81,7 +93,7 @@ def test_upload_then_download_pinned_revisions(hub: LocalHub, tmp_path: Path) ->
     }
 
     dest = tmp_path / "dl"
-    assert download_dataset("alice/out", dest) == sha1
+    assert download_dataset("alice/out", dest, token="tok-alice") == sha1
     downloaded = read_folder(dest)
     assert downloaded.pop(".gitattributes")  # made by the Hub at repo creation
     assert downloaded == v1
@@ -95,11 +107,11 @@ def test_upload_then_download_pinned_revisions(hub: LocalHub, tmp_path: Path) ->
     v2["meta/stats.json"] = b"{}"
     sha2 = upload_dataset(v2_dir, "alice/out", "tok-alice", "Augment v2")
     assert sha2 != sha1
-    assert download_dataset("alice/out", dest, revision="main") == sha2
+    assert download_dataset("alice/out", dest, revision="main", token="tok-alice") == sha2
     assert {k: v for k, v in read_folder(dest).items() if k != ".gitattributes"} == v2
 
     # The old commit is still there, byte for byte, even downloaded over the newer one.
-    assert download_dataset("alice/out", dest, revision=sha1) == sha1
+    assert download_dataset("alice/out", dest, revision=sha1, token="tok-alice") == sha1
     assert {k: v for k, v in read_folder(dest).items() if k != ".gitattributes"} == v1
 
 
@@ -115,7 +127,7 @@ def test_failed_commit_leaves_repo_unchanged(hub: LocalHub, tmp_path: Path) -> N
         upload_dataset(tmp_path / "v2", "alice/out", "tok-alice", "v2")
     assert hub.head("alice/out") == sha1
     assert hub.files("alice/out") == before
-    assert download_dataset("alice/out", tmp_path / "dl") == sha1
+    assert download_dataset("alice/out", tmp_path / "dl", token="tok-alice") == sha1
 
     # Running it again finishes the job without sending the stored LFS content again.
     puts = sum(c.method == "PUT" for c in hub.calls)
@@ -159,7 +171,7 @@ def test_large_output_uploads_lfs_in_batches_then_one_commit(hub: LocalHub, tmp_
 
 
 def test_hub_errors_are_one_line_and_actionable(hub: LocalHub, tmp_path: Path) -> None:
-    public = hub.seed("alice/public", {"a.txt": b"a"})
+    public = hub.seed("alice/public", {"a.txt": b"a", "meta/augmentation.json": OURS})
     hub.seed("alice/secret", {"a.txt": b"a"}, private=True)
     write_dataset(tmp_path / "out", b"\0video")
     dest = tmp_path / "dl"
@@ -172,7 +184,10 @@ def test_hub_errors_are_one_line_and_actionable(hub: LocalHub, tmp_path: Path) -
         (lambda: upload_dataset(tmp_path / "out", "alice/x", None, "m"), "no Hugging Face token"),
         (lambda: upload_dataset(tmp_path / "out", "alice/x", "bad", "m"), "rejected the token"),
         (lambda: upload_dataset(tmp_path / "out", "alice/x", "tok-bob", "m"), "denied (403)"),
-        (lambda: upload_dataset(tmp_path / "out", "alice/public", "tok-bob", "m"), "denied (403)"),
+        (
+            lambda: upload_dataset(tmp_path / "out", "alice/public", "tok-bob", "m", public=True),
+            "denied (403)",
+        ),
     ]
     for call, expected in cases:
         with pytest.raises(HubError) as err:
@@ -271,3 +286,97 @@ def test_redact_removes_a_secret_however_it_is_quoted(monkeypatch: pytest.Monkey
         for piece in secret_pieces(PEM):
             assert piece not in cleaned
     assert redact("dataset 'alice/src' not found") == "dataset 'alice/src' not found"
+
+
+def is_private(hub: LocalHub, repo_id: str) -> bool:
+    return hub.store.meta("dataset", repo_id)["private"]
+
+
+def test_output_is_private_unless_public_is_asked_and_the_source_is_public(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    write_dataset(tmp_path / "out", b"\0video")
+    hub.seed("alice/open", {"a.txt": b"a"})
+    hub.seed("alice/closed", {"a.txt": b"a"}, private=True)
+    hub.seed("alice/gated", {"a.txt": b"a"})
+    hub.set_gated("alice/gated", approved_users=["bob"])
+
+    def upload(repo_id: str, source: str | None, public: bool) -> None:
+        upload_dataset(tmp_path / "out", repo_id, "tok-alice", "m", source, public=public)
+
+    upload("alice/default", "alice/open", public=False)
+    upload("alice/local-public", None, public=True)  # a folder: the caller's own data
+    upload("alice/open-public", "alice/open", public=True)
+    upload("alice/closed-public", "alice/closed", public=True)
+    upload("alice/gated-public", "alice/gated", public=True)
+    assert {repo: is_private(hub, repo) for repo in [
+        "alice/default", "alice/local-public", "alice/open-public", "alice/closed-public",
+        "alice/gated-public",
+    ]} == {
+        "alice/default": True,
+        "alice/local-public": False,
+        "alice/open-public": False,
+        "alice/closed-public": True,
+        "alice/gated-public": True,
+    }
+    # The provenance of a private source is not published through an existing public output.
+    head = hub.head("alice/open-public")
+    for check in (
+        lambda: upload("alice/open-public", "alice/closed", public=True),
+        lambda: check_output("alice/open-public", "tok-alice", source_repo_id="alice/closed",
+                             public=True),
+        lambda: upload("alice/open-public", "alice/open", public=False),
+    ):
+        with pytest.raises(HubError, match="is public, but this job's output must be private"):
+            check()
+    assert hub.head("alice/open-public") == head
+    assert not is_private(hub, "alice/open-public")
+
+
+def test_a_dataset_made_elsewhere_is_written_only_with_overwrite(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    files = write_dataset(tmp_path / "out", b"\0video")
+    theirs = hub.seed("alice/theirs", {"notes.txt": b"mine"}, private=True)
+    forged = hub.seed("alice/forged", {"meta/augmentation.json": b'{"tool": {"name": "x"}}'},
+                      private=True)
+    for repo_id in ("alice/theirs", "alice/forged"):
+        for check in (
+            lambda r=repo_id: check_output(r, "tok-alice"),
+            lambda r=repo_id: upload_dataset(tmp_path / "out", r, "tok-alice", "m"),
+        ):
+            with pytest.raises(HubError, match=r"not made by augment-operator.*set overwrite"):
+                check()
+    assert (hub.head("alice/theirs"), hub.head("alice/forged")) == (theirs, forged)
+    assert writes_to(hub, "alice/theirs") == writes_to(hub, "alice/forged") == []
+
+    # With overwrite, the output goes in and nothing of theirs is deleted.
+    assert check_output("alice/theirs", "tok-alice", overwrite=True) is True
+    upload_dataset(tmp_path / "out", "alice/theirs", "tok-alice", "m", overwrite=True)
+    assert hub.files("alice/theirs") == {**files, "notes.txt": b"mine", ".gitattributes": ANY}
+
+    # A repo that holds nothing yet (created ahead of the job) is no one's work to lose.
+    HfApi(endpoint=hub.endpoint, token="tok-alice").create_repo(
+        "alice/empty", repo_type="dataset", private=True
+    )
+    upload_dataset(tmp_path / "out", "alice/empty", "tok-alice", "m")
+
+    # In a dataset of ours, files the new output no longer has are deleted.
+    (tmp_path / "out/meta/tasks.jsonl").unlink()
+    upload_dataset(tmp_path / "out", "alice/empty", "tok-alice", "m2")
+    assert "meta/tasks.jsonl" not in hub.files("alice/empty")
+    assert "meta/tasks.jsonl" in hub.files("alice/theirs")
+
+
+def test_run_refuses_a_foreign_output_before_downloading(
+    hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    hub.seed("alice/src", {"a.txt": b"a"})
+    hub.seed("alice/theirs", {"notes.txt": b"mine"})
+    monkeypatch.setenv("HF_TOKEN", "tok-alice")
+    args = ["run", "--dataset", "alice/src", "--output", str(tmp_path / "o"), "--public"]
+    assert augment_main([*args, "--push-to", "alice/theirs"]) == 2
+    assert "'alice/theirs' already exists and was not made by" in capfd.readouterr().err
+    source_paths = [c.path for c in hub.calls if c.repo == "dataset:alice/src"]
+    assert not [p for p in source_paths if "/resolve/" in p or "/tree/" in p]
+    assert writes_to(hub, "alice/theirs") == []
