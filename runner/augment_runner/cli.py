@@ -6,7 +6,8 @@ In a pod:  the full spec comes from AUGMENT_SPEC (JSON) or --spec-file; the outp
            written under AUGMENT_WORKDIR and pushed to the spec's output dataset.
 
 Flags left unset take the spec model's defaults (they are not repeated here). A bad
-input exits with code 2 and one line on stderr saying what is wrong and what to do;
+input exits with code 2 and one line on stderr saying what is wrong and what to do; a
+Hub that stays unavailable after retries exits with 3 (the Job tries the pod again);
 an unexpected error exits with 1. Either line also goes to AUGMENT_TERMINATION_LOG
 when set (Kubernetes shows it as the pod's termination message), and neither ever holds
 the Hub token (see errors.redact).
@@ -39,8 +40,15 @@ from augment_spec.model import (
 )
 
 from . import status
-from .errors import AugmentError, redact
-from .hub import HubError, check_output, download_dataset, resolve_token, upload_dataset
+from .errors import EXIT_HUB_UNAVAILABLE, AugmentError, redact
+from .hub import (
+    HubError,
+    HubUnavailable,
+    check_output,
+    download_dataset,
+    resolve_token,
+    upload_dataset,
+)
 
 # A local run belongs to no project; the spec still needs a project id.
 LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
@@ -142,6 +150,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         return _run(args)
+    except HubUnavailable as exc:
+        return _fail(str(exc), EXIT_HUB_UNAVAILABLE)
     except (AugmentError, SpecError, HubError) as exc:
         return _fail(str(exc), 2)
     except Exception as exc:  # a bug: still one line, with the traceback only on request

@@ -11,7 +11,7 @@ from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
-from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub import CommitOperationAdd, HfApi, close_session, hf_hub_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     HfHubHTTPError,
@@ -21,14 +21,16 @@ from huggingface_hub.errors import (
 )
 
 from augment_cli.main import main as augment_main
-from augment_runner.errors import REDACTED, redact
+from augment_runner.errors import EXIT_HUB_UNAVAILABLE, REDACTED, redact
 from augment_runner.hub import (
     HubError,
+    HubUnavailable,
     check_output,
     download_dataset,
     resolve_token,
     upload_dataset,
 )
+from augment_runner.hubretry import MAX_RETRY_AFTER_SECONDS, TIMEOUT_ENV, Retry
 from augment_testing.hub import LocalHub
 
 TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
@@ -123,8 +125,8 @@ def test_failed_commit_leaves_repo_unchanged(hub: LocalHub, tmp_path: Path) -> N
 
     # The commit is received and stored, then fails just before the branch would move.
     hub.fail_next(r"^POST /api/datasets/alice/out/commit/", stage="publish")
-    with pytest.raises(HubError, match="500"):
-        upload_dataset(tmp_path / "v2", "alice/out", "tok-alice", "v2")
+    with pytest.raises(HubUnavailable, match="HTTP 500"):
+        upload_dataset(tmp_path / "v2", "alice/out", "tok-alice", "v2", retry=Retry(attempts=1))
     assert hub.head("alice/out") == sha1
     assert hub.files("alice/out") == before
     assert download_dataset("alice/out", tmp_path / "dl", token="tok-alice") == sha1
@@ -380,3 +382,89 @@ def test_run_refuses_a_foreign_output_before_downloading(
     source_paths = [c.path for c in hub.calls if c.repo == "dataset:alice/src"]
     assert not [p for p in source_paths if "/resolve/" in p or "/tree/" in p]
     assert writes_to(hub, "alice/theirs") == []
+
+
+def test_hub_hiccups_are_retried_honouring_retry_after(hub: LocalHub, tmp_path: Path) -> None:
+    files = write_dataset(tmp_path / "seed", os.urandom(300_000))
+    sha = hub.seed("alice/src", tmp_path / "seed")
+    waits: list[float] = []
+    retry = Retry(sleep=waits.append)
+
+    # Download: repo info rate limited, then the tree listing and a file fail once each.
+    hub.fail_next(r"^GET /api/datasets/alice/src$", 429, retry_after="7")
+    hub.fail_next(r"^GET /api/datasets/alice/src/tree/", 503)
+    hub.fail_next(r"/resolve/.*/meta/info\.json$", 502)
+    dest = tmp_path / "dl"
+    assert download_dataset("alice/src", dest, token="tok-alice", retry=retry) == sha
+    assert {k: v for k, v in read_folder(dest).items() if k != ".gitattributes"} == files
+    assert waits[0] == 7  # as the Hub asked
+    assert [c.status for c in hub.calls if c.status >= 400] == [429, 503, 502]
+
+    # Upload: an LFS upload fails, the commit is refused once, then lands but its answer is
+    # lost: the next try finds the branch moved to exactly this commit, which is success.
+    waits.clear()
+    output = write_dataset(tmp_path / "out", os.urandom(300_000))  # new LFS content to send
+    hub.fail_next(r"^PUT /_storage/upload/", 503, retry_after="0")
+    hub.fail_next(r"^POST /api/datasets/alice/out/commit/", 503, retry_after="3")
+    hub.fail_next(r"^POST /api/datasets/alice/out/commit/", 504, stage="response")
+    commit = upload_dataset(tmp_path / "out", "alice/out", "tok-alice", "m", retry=retry)
+    assert hub.head("alice/out") == commit
+    assert {k: v for k, v in hub.files("alice/out").items() if k != ".gitattributes"} == output
+    assert waits[0] == 3 and len(waits) == 2
+    assert [c.status for c in hub.calls if c.path.startswith("/_storage/upload/")][:1] == [503]
+    # Refused, landed with its answer lost, found landed (the branch moved to it): one commit.
+    assert [c.status for c in hub.calls if "/commit/" in c.path] == [503, 504, 412]
+
+
+def test_a_hub_that_keeps_failing_is_unavailable_not_bad_input(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    hub.seed("alice/src", {"a.txt": b"a"})
+    waits: list[float] = []
+    hub.fail_next(r"^GET /api/datasets/alice/src", 503, times=3)
+    with pytest.raises(HubUnavailable, match=r"\(HTTP 503\), retried with backoff") as err:
+        download_dataset("alice/src", tmp_path / "dl", retry=Retry(3, 2.0, 60.0, waits.append))
+    assert "\n" not in str(err.value)
+    assert 1.0 <= waits[0] <= 2.0 and 2.0 <= waits[1] <= 4.0 and len(waits) == 2
+
+    # A Hub asking for a longer pause than a pod waits: give up now, the Job retries later.
+    waits.clear()
+    too_long = str(MAX_RETRY_AFTER_SECONDS + 1)
+    hub.fail_next(r"^GET /api/datasets/alice/src", 429, retry_after=too_long)
+    with pytest.raises(HubUnavailable, match="HTTP 429"):
+        download_dataset("alice/src", tmp_path / "dl", retry=Retry(sleep=waits.append))
+    assert waits == []
+
+    # Not a passing failure: no retry.
+    with pytest.raises(HubError) as err:
+        download_dataset("alice/missing", tmp_path / "dl", retry=Retry(sleep=waits.append))
+    assert not isinstance(err.value, HubUnavailable) and waits == []
+
+
+@pytest.fixture
+def short_timeout(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(TIMEOUT_ENV, "0.5")
+    close_session()  # the next request makes a client with this timeout
+    yield
+    monkeypatch.delenv(TIMEOUT_ENV)
+    close_session()
+
+
+def test_a_request_without_an_answer_times_out_and_is_retried(
+    hub: LocalHub, tmp_path: Path, short_timeout: None
+) -> None:
+    sha = hub.seed("alice/src", {"a.txt": b"a"})
+    waits: list[float] = []
+    hub.fail_next(r"^GET /api/datasets/alice/src$", delay=2.0)
+    assert download_dataset("alice/src", tmp_path / "dl", retry=Retry(sleep=waits.append)) == sha
+    assert len(waits) == 1  # the stalled request was given up on and sent again
+
+
+def test_run_exits_with_the_retryable_code_when_the_hub_stays_down(
+    hub: LocalHub, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    hub.seed("alice/src", {"a.txt": b"a"})
+    hub.fail_next(r"^GET /api/datasets/alice/src", 503, times=100, retry_after="0")
+    code = augment_main(["run", "--dataset", "alice/src", "--output", str(tmp_path / "o")])
+    assert code == EXIT_HUB_UNAVAILABLE != 2
+    assert "kept failing to download dataset 'alice/src' (HTTP 503)" in capfd.readouterr().err

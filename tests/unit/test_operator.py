@@ -11,6 +11,7 @@ import pytest
 from augment_operator.config import ConfigError, OperatorConfig, load_config
 from augment_operator.jobs import EXIT_BAD_INPUT, build_job, job_name
 from augment_operator.status import Action, decide, differs, status_patch
+from augment_runner.errors import EXIT_HUB_UNAVAILABLE
 from augment_spec.model import AugmentationType, Phase, parse_spec
 
 PROJECT = str(uuid.uuid4())
@@ -126,6 +127,7 @@ def test_job_is_restricted_owned_and_fails_fast_on_bad_input() -> None:
     rule = built["spec"]["podFailurePolicy"]["rules"][0]
     assert rule["action"] == "FailJob"
     assert rule["onExitCodes"]["values"] == [EXIT_BAD_INPUT]
+    assert EXIT_HUB_UNAVAILABLE not in rule["onExitCodes"]["values"]  # a Hub outage is retried
 
 
 def test_long_names_give_short_stable_job_names() -> None:
