@@ -5,8 +5,9 @@ credentials, so the Node authorizer and NodeRestriction apply), and runs every p
 real scheduler binds to one of them as local processes:
 
 - The container image is NOT pulled: every container runs in this project's own Python
-  environment (its `bin/` first on PATH). A container without `command` runs `augment`,
-  the entrypoint of the project's images.
+  environment (its `bin/` first on PATH, and the tests' PYTHONPATH, so that pods run the
+  checkout under test). A container without `command` runs `augment`, the entrypoint of
+  the project's images.
 - Each container runs in a private mount namespace (`unshare --mount`) where the pod's
   volumes (emptyDir, configMap, secret, projected ServiceAccount token, downwardAPI) and
   the termination-message file are bind-mounted at their `mountPath`, so in-cluster
@@ -315,7 +316,7 @@ class RunningPod:
             "KUBERNETES_SERVICE_PORT": str(self.executor.cluster.port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.executor.cluster.port),
         }
-        for key in ("LANG", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AUGMENT_BACKEND"):
+        for key in ("LANG", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AUGMENT_BACKEND", "PYTHONPATH"):
             if key in os.environ:
                 env[key] = os.environ[key]
         for source in container.get("envFrom") or []:
