@@ -81,7 +81,7 @@ def _point_kernel(
     cupy: ModuleType, names: tuple[str, ...], snippets: tuple[CudaSnippet, ...]
 ) -> Any:
     params = ", ".join([_POINT_PARAMS, *(s.params for s in snippets if s.params)])
-    blocks = "".join(f"{{  // {n}{s.code}}}\n" for n, s in zip(names, snippets, strict=True))
+    blocks = "".join(f"{{  // {n}\n{s.code}\n}}\n" for n, s in zip(names, snippets, strict=True))
     preamble = "".join(dict.fromkeys(s.preamble for s in snippets))
     return cupy.ElementwiseKernel(
         params, "U y", _POINT_HEAD + blocks + _POINT_TAIL, "augment_" + "_".join(names),
