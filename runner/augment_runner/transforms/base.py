@@ -75,19 +75,23 @@ def no_args(xp: ModuleType, frames: Any) -> tuple[Any, ...]:
 
 @dataclass(frozen=True)
 class Pointwise:
+    """A map of each value on its own; `cuda_args` gives its snippet's parameter values."""
+
     numpy: StepFactory
     cuda: CudaSnippet
     cuda_args: PointArgs = no_args
+
+
+CUDA_AXIS_PARAMS = "raw T x, raw float32 taps, int32 r, int64 length, int64 stride, int32 rnd"
 
 
 @dataclass(frozen=True)
 class Separable:
     """Convolution with symmetric `taps` along rows, then columns.
 
-    `cuda_axis` is an ElementwiseKernel body over the signature
-    `raw T x, raw float32 taps, int32 r, int64 length, int64 stride, int32 rnd -> U y`:
-    one output value of one axis, where `stride` and `length` pick the axis (rows:
-    W*3 and H, columns: 3 and W), `r` is the radius, and `rnd` asks for rounding.
+    `cuda_axis` is an ElementwiseKernel body with inputs CUDA_AXIS_PARAMS and output
+    `U y`: one value of one axis, where `stride` and `length` pick the axis (rows: W*3
+    and H, columns: 3 and W), `r` is the radius, and `rnd` asks for rounding.
     """
 
     numpy: StepFactory
@@ -107,7 +111,7 @@ Apply = Pointwise | Separable | Fill
 
 @dataclass(frozen=True)
 class TransformDef:
-    """One transform. Its spec counterpart is the `Transform` member of the same name."""
+    """One transform; the spec lists it by its name (a `Transform` member)."""
 
     name: str
     prepare: Callable[[CopyParams], Apply]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Apply, CudaSnippet, Fill, Pointwise, Separable
+from .base import CUDA_AXIS_PARAMS, Apply, CudaSnippet, Fill, Pointwise, Separable
 
 # The fused point kernel: the snippets' shared variables, then each snippet in its own
 # block, then one write (rounded when it is the last computing pass).
@@ -29,7 +29,6 @@ const int c = (int)(e % 3);
 float v = (float)x;
 """
 _POINT_TAIL = "y = (U)(rnd ? rintf(v) : v);\n"
-_AXIS_PARAMS = "raw T x, raw float32 taps, int32 r, int64 length, int64 stride, int32 rnd"
 
 
 @dataclass
@@ -92,7 +91,7 @@ def _point_kernel(
 @cache
 def _axis_kernel(cupy: ModuleType, name: str, code: str, preamble: str) -> Any:
     return cupy.ElementwiseKernel(
-        _AXIS_PARAMS, "U y", code, f"augment_{name}_axis", preamble=preamble
+        CUDA_AXIS_PARAMS, "U y", code, f"augment_{name}_axis", preamble=preamble
     )
 
 

@@ -1,8 +1,10 @@
 """The transforms, by name, and the order their parameters are drawn in.
 
-Adding a transform: a module defining its `TransformDef`, a line here, and a member
-of the spec's `Transform` enum (augment_spec.model, which imports nothing of the
-runner); tests/unit/test_transform_registry.py checks the two lists agree.
+Adding a transform: a module defining its `TransformDef`, a line in REGISTRY, and a
+member of the spec's `Transform` enum (augment_spec.model, which imports nothing of
+the runner); tests/unit/test_transform_registry.py checks the two lists agree. One
+with parameters also needs their CopyParams fields, the spec fields they are drawn
+from, and its drawing stages appended to DRAW_ORDER.
 """
 
 from __future__ import annotations
