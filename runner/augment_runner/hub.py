@@ -77,14 +77,12 @@ class _Hub:
 
     def files(self, repo_id: str, revision: str) -> dict[str, RepoFile]:
         """The files of ``repo_id`` at ``revision`` (every page of the listing, retried whole)."""
-        tree = self(
-            lambda: list(
-                self.api.list_repo_tree(
-                    repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True
-                )
-            )
-        )
-        return {f.path: f for f in tree if isinstance(f, RepoFile)}
+        return self(_files, self.api, repo_id, revision)
+
+
+def _files(api: HfApi, repo_id: str, revision: str) -> dict[str, RepoFile]:
+    tree = api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True)
+    return {f.path: f for f in tree if isinstance(f, RepoFile)}
 
 
 def resolve_token(explicit: str | None = None) -> str | None:
@@ -281,9 +279,12 @@ def _commit(
 def _head_holding(
     hub: _Hub, repo_id: str, expected: set[str], additions: list[CommitOperationAdd]
 ) -> str | None:
-    """The head's sha if it holds exactly ``expected``, with ``additions``' contents."""
+    """The head's sha if it holds exactly ``expected``, with ``additions``' contents.
+
+    Called inside the commit's own retries: these calls are not retried on their own.
+    """
     head = hub.api.dataset_info(repo_id).sha
-    files = hub.files(repo_id, head) if head is not None else {}
+    files = _files(hub.api, repo_id, head) if head is not None else {}
     if set(files) != expected:
         return None
     for op in additions:
@@ -305,9 +306,10 @@ def _hub(token: str | None, retry: Retry) -> _Hub:
 
 
 def _check_not_source(repo_id: str, source_repo_id: str | None) -> None:
-    if source_repo_id is not None and repo_id.strip("/").lower() == source_repo_id.strip(
-        "/"
-    ).lower():
+    def same(a: str, b: str) -> bool:  # Hub ids are case-insensitive
+        return a.strip("/").lower() == b.strip("/").lower()
+
+    if source_repo_id is not None and same(repo_id, source_repo_id):
         raise HubError(
             f"refusing to upload to '{repo_id}': it is the source dataset, which is never"
             " written; choose another output dataset id"
