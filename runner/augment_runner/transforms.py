@@ -48,13 +48,13 @@ from typing import Any
 import numpy as np
 
 from augment_runner.backend import array_module, is_cupy, to_host
+from augment_spec.contract import ENV_THREADS
 from augment_spec.model import AugmentationSpec, Transform
 
 LUMA = (0.2126, 0.7152, 0.0722)  # BT.709 luma weights
 OCCLUSION_FILL = 128
 ENCODING_GAMMA = 2.2
 REFERENCE_KELVIN = 6500
-THREADS_ENV = "AUGMENT_THREADS"
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: SplitMix64's Weyl increment
@@ -326,7 +326,7 @@ def _check_frames(frames: Any, array_type: type) -> None:
 
 def _thread_count(frames: int) -> int:
     """Worker threads: AUGMENT_THREADS, else the usable cores (capped), <= frames."""
-    env = os.environ.get(THREADS_ENV, "").strip()
+    env = os.environ.get(ENV_THREADS, "").strip()
     if env:
         wanted = int(env)
     elif hasattr(os, "sched_getaffinity"):
