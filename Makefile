@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install binaries judge test unit e2e lint crd cluster run demo bench gpu-check clean
+.PHONY: install binaries judge test unit e2e lint crd generate cluster run demo bench gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the project with pinned dependencies
 
@@ -22,6 +22,7 @@ judge: $(STAMP)  ## build (once, cached) LeRobot's own reader, the judge of our 
 
 test: $(STAMP) binaries judge lint  ## every test, the end-to-end ones included
 	$(BIN)/python -m augment_spec.check_crd
+	$(BIN)/python -m augment_operator.check_values
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: $(STAMP)
@@ -35,6 +36,9 @@ lint: $(STAMP)
 
 crd: $(STAMP)  ## regenerate crds/ and the chart's copy from the spec model
 	$(BIN)/augment crd --write
+
+generate: crd  ## also regenerate the chart's default GPU profiles from the operator's
+	$(BIN)/python -m augment_operator.check_values --write
 
 cluster: $(STAMP) binaries  ## a real control plane with fake GPU nodes, until Ctrl-C
 	$(BIN)/augment dev-cluster

@@ -416,7 +416,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def wait_labelled(cluster: Any, namespace: str, timeout: float) -> float | None:
     """Seconds until the operator has put its job-id label on every CR of the namespace
     (the label GET looks jobs up by), or None after `timeout`."""
-    from augment_spec.crd import LABEL_JOB_ID
+    from augment_spec.contract import LABEL_JOB_ID
 
     started = time.monotonic()
     params = {"labelSelector": f"!{LABEL_JOB_ID}", "limit": "1"}

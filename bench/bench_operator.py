@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from augment_spec.crd import LABEL_MANAGED_BY
+from augment_spec.contract import LABEL_MANAGED_BY, MANAGED_BY_OPERATOR
 from bench.common import (
     CpuMeter,
     apiserver_client,
@@ -47,7 +47,7 @@ from bench.common import (
 )
 
 NAMESPACE = "bench"
-JOB_SELECTOR = f"{LABEL_MANAGED_BY}=augment-operator"
+JOB_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_OPERATOR}"
 HISTOGRAM = "augment_reconcile_seconds"
 
 

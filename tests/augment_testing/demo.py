@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from augment_spec.contract import TERMINAL_PHASES
 from augment_testing.binaries import BUILDS, bin_dir
 from augment_testing.cluster import EmbeddedCluster
 from augment_testing.stack import REPO_ROOT, Stack, StackOptions
@@ -34,7 +35,6 @@ CRD = REPO_ROOT / "crds" / "augmentationjobs.augment.dev.yaml"
 SOURCE_ID = "robotics-lab/sample"
 PROJECT_ID = "0b5c6f0e-8a53-4a0c-9a43-7a3f0f0f2c11"
 NAMESPACE = "augment"
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
 STEPS = 6
 
 
@@ -134,7 +134,7 @@ class Demo:
             if line != last:
                 say(f"      [{time.monotonic() - started:5.1f}s] {line}")
                 last = line
-            if job["status"] in TERMINAL:
+            if job["status"] in TERMINAL_PHASES:
                 return job
             time.sleep(0.5)
         return None

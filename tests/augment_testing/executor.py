@@ -315,7 +315,10 @@ class RunningPod:
             "KUBERNETES_SERVICE_PORT": str(self.executor.cluster.port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.executor.cluster.port),
         }
-        for key in ("LANG", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AUGMENT_BACKEND"):
+        # PYTHONPATH: a pod runs the code the tests import, also when that is a checkout
+        # placed over the installed one.
+        for key in ("LANG", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AUGMENT_BACKEND",
+                    "PYTHONPATH"):
             if key in os.environ:
                 env[key] = os.environ[key]
         for source in container.get("envFrom") or []:

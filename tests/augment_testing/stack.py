@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from augment_spec.contract import LABEL_JOB
 from augment_testing.cluster import EmbeddedCluster, free_port
 from augment_testing.hub import LocalHub
 from augment_testing.kube import get_json, wait_for
@@ -169,4 +170,4 @@ class Stack:
 
     def jobs_of(self, name: str) -> list[dict[str, Any]]:
         return get_json(self.cluster, "jobs", "-n", self.namespace, "-l",
-                        f"augment.dev/job={name}")["items"]
+                        f"{LABEL_JOB}={name}")["items"]

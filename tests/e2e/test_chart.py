@@ -22,6 +22,7 @@ import pytest
 from augment_operator.config import GpuProfile
 from augment_runner.hub import download_dataset
 from augment_runner.validate import validate_dataset
+from augment_spec.contract import TERMINAL_PHASES
 from augment_testing import chart
 from augment_testing.cluster import EmbeddedCluster
 from augment_testing.datasets import make_lerobot_v3
@@ -230,7 +231,7 @@ def test_a_job_submitted_through_the_api_succeeds(
 
     def finished() -> dict[str, Any] | None:
         job = api_get(stack, f"/v1/augmentation/{job_id}")
-        return job if job["status"] in ("Succeeded", "Failed", "Cancelled") else None
+        return job if job["status"] in TERMINAL_PHASES else None
 
     wait_for(lambda: api_get(stack, f"/v1/augmentation/{job_id}")["job_name"], timeout=30,
              what="an operator replica to take the job")

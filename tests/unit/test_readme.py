@@ -27,7 +27,8 @@ from augment_api.settings import Settings
 from augment_cli.main import SUBCOMMANDS, build_parser
 from augment_operator.config import GpuProfile
 from augment_runner.validate import validate_dataset
-from augment_spec.model import AugmentationSpec, Phase
+from augment_spec.contract import Phase
+from augment_spec.model import AugmentationSpec
 from augment_testing import chart
 from augment_testing.readme import README, console_commands, program, simple_commands
 
