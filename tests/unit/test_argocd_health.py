@@ -14,9 +14,9 @@ import pytest
 import yaml
 from lupa.lua51 import LuaRuntime
 
+from augment_dev import chart
 from augment_spec.crd import API_VERSION, KIND, spec_from_cr
 from augment_spec.model import Phase
-from augment_testing import chart
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "deploy" / "argocd"
