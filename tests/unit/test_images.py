@@ -16,6 +16,7 @@ import os
 import pkgutil
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -197,6 +198,44 @@ def test_build_context_holds_every_package_of_the_distribution(dockerfile: str) 
     for source in copied:
         assert (ROOT / source).exists(), source
         assert str(source) in allowed, f"{source} is excluded by .dockerignore"
+
+
+def copy_build_context(dockerfile: str, into: Path) -> None:
+    """What the build stage COPYs into its WORKDIR, copied to the same paths under `into`."""
+    for args in stages(dockerfile)[0].all("COPY"):
+        *sources, dest = [a for a in args.split() if not a.startswith("--")]
+        for source in sources:
+            assert dest in ("./", source), args
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, into / source,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            else:
+                (into / source).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / source, into / source)
+
+
+@pytest.mark.parametrize("dockerfile", IMAGE_EXTRAS)
+def test_the_build_context_makes_a_distribution_of_every_product_module(
+        dockerfile: str, tmp_path: Path) -> None:
+    """What `pip install` builds from the image's context (setuptools' build_py and
+    egg_info, the steps of a wheel): every module of the product, subpackages included,
+    no development tools, the one `augment` command."""
+    context, lib, egg = tmp_path / "context", tmp_path / "lib", tmp_path / "egg"
+    copy_build_context(dockerfile, context)
+    egg.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", "from setuptools import setup; setup()", "-q",
+         "build_py", "-d", str(lib), "egg_info", "-e", str(egg)],
+        cwd=context, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    built = {path.relative_to(lib).as_posix() for path in lib.rglob("*.py")}
+    product = {f"{package}/{path.relative_to(ROOT / folder).as_posix()}"
+               for package, folder in PYPROJECT["tool"]["setuptools"]["package-dir"].items()
+               for path in (ROOT / folder).rglob("*.py") if "__pycache__" not in path.parts}
+    assert built == product
+    (entry_points,) = egg.glob("*.egg-info/entry_points.txt")
+    assert entry_points.read_text().split() == [
+        "[console_scripts]", "augment", "=", PYPROJECT["project"]["scripts"]["augment"]]
 
 
 def test_neither_the_tests_nor_the_development_tools_reach_an_image() -> None:
