@@ -83,7 +83,7 @@ QUICK = ApiBenchConfig(concurrency=50, posts=150, gets=50, healthz=150, apiserve
 
 class ApiProcess:
     def __init__(self, cluster: Any, workdir: Path, namespace: str) -> None:
-        from augment_testing.cluster import free_port
+        from augment_dev.cluster import free_port
 
         self.key = f"bench_{secrets.token_hex(16)}"
         keys = workdir / "api-keys.yaml"
@@ -111,7 +111,7 @@ class ApiProcess:
             raise RuntimeError(f"API did not start: {exc}\n{log_tail(self.log)}") from None
 
     def stop(self) -> None:
-        from augment_testing.cluster import stop_process
+        from augment_dev.cluster import stop_process
 
         stop_process(self.proc)
 

@@ -93,7 +93,7 @@ class OperatorProcess:
     def __init__(
         self, cluster: Any, workdir: Path, namespace: str, config: dict[str, Any] | None = None
     ) -> None:
-        from augment_testing.cluster import free_port
+        from augment_dev.cluster import free_port
 
         self.port = free_port()
         self.log = workdir / f"operator-{self.port}.log"
@@ -120,7 +120,7 @@ class OperatorProcess:
         return httpx.get(self.metrics_url, timeout=10).text
 
     def stop(self) -> None:
-        from augment_testing.cluster import stop_process
+        from augment_dev.cluster import stop_process
 
         stop_process(self.proc)
 

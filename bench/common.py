@@ -223,7 +223,7 @@ def log_tail(path: Path, chars: int = 2000) -> str:
 def bench_cluster(namespace: str) -> Iterator[Any]:
     """A real control plane without the pod executor, the CRD established and
     `namespace` created: what the operator and API benchmarks talk to."""
-    from augment_testing.cluster import EmbeddedCluster
+    from augment_dev.cluster import EmbeddedCluster
 
     ensure_normal_scheduling()  # the control plane inherits this thread's policy
     with EmbeddedCluster(run_pods=False) as cluster:

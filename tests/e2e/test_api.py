@@ -26,6 +26,8 @@ from pydantic.alias_generators import to_camel
 from augment_api.app import create_app
 from augment_api.settings import Settings
 from augment_api.store import idempotent_name
+from augment_dev.cluster import EmbeddedCluster, free_port
+from augment_dev.kube import get_json, wait_for
 from augment_spec.contract import (
     ANNOTATION_CANCEL,
     ANNOTATION_IDEMPOTENCY,
@@ -37,8 +39,6 @@ from augment_spec.contract import (
 )
 from augment_spec.crd import CAMEL, cr_spec_from_spec
 from augment_spec.model import AugmentationSpec
-from augment_testing.cluster import EmbeddedCluster, free_port
-from augment_testing.kube import get_json, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -19,16 +19,16 @@ from typing import Any
 import httpx
 import pytest
 
+from augment_dev import chart
+from augment_dev.cluster import EmbeddedCluster
+from augment_dev.datasets import make_lerobot_v3
+from augment_dev.kube import get_json, wait_for
+from augment_dev.readme import console_commands, program, simple_commands
+from augment_dev.stack import Stack, StackOptions
 from augment_operator.config import GpuProfile
 from augment_runner.hub import download_dataset
 from augment_runner.validate import validate_dataset
 from augment_spec.contract import TERMINAL_PHASES
-from augment_testing import chart
-from augment_testing.cluster import EmbeddedCluster
-from augment_testing.datasets import make_lerobot_v3
-from augment_testing.kube import get_json, wait_for
-from augment_testing.readme import console_commands, program, simple_commands
-from augment_testing.stack import Stack, StackOptions
 
 ROOT = chart.REPO_ROOT
 CRD = "augmentationjobs.augment.dev.yaml"

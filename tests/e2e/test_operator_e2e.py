@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from augment_dev.cluster import EmbeddedCluster
+from augment_dev.datasets import make_lerobot_v3
+from augment_dev.kube import get_json, wait_for
+from augment_dev.stack import Stack, StackOptions
 from augment_runner.hub import download_dataset
 from augment_runner.validate import validate_dataset
 from augment_spec.contract import LABEL_JOB
-from augment_testing.cluster import EmbeddedCluster
-from augment_testing.datasets import make_lerobot_v3
-from augment_testing.kube import get_json, wait_for
-from augment_testing.stack import Stack, StackOptions
 
 EXAMPLE = Path("examples/augmentationjob.yaml")
 

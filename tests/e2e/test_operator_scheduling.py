@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from augment_dev.cluster import EmbeddedCluster
+from augment_dev.stack import Stack, StackOptions
 from augment_spec.contract import ENV_HF_TOKEN, LABEL_JOB_ID, LABEL_PROJECT
-from augment_testing.cluster import EmbeddedCluster
-from augment_testing.stack import Stack, StackOptions
 
 PROJECT = str(uuid.UUID(int=7))
 B200_ONLY = {"profiles": {"deterministic": {
@@ -40,7 +40,7 @@ def test_unplaceable_profile_reports_the_schedulers_reason(stack: Stack) -> None
         return status if "didn't match Pod's node affinity/selector" in status.get(
             "message", "") else None
 
-    from augment_testing.kube import wait_for
+    from augment_dev.kube import wait_for
 
     status = wait_for(reason_reported, timeout=60, what="the scheduler's reason")
     assert status["message"].startswith("waiting for a GPU node:")
@@ -73,7 +73,7 @@ def test_generative_fails_with_a_clear_message_and_no_job(stack: Stack) -> None:
 
 
 def test_deleting_the_cr_removes_its_job(stack: Stack) -> None:
-    from augment_testing.kube import wait_for
+    from augment_dev.kube import wait_for
 
     stack.apply(job_cr("short-lived"))
     wait_for(lambda: stack.jobs_of("short-lived"), timeout=60, what="the Job")

@@ -15,6 +15,9 @@ import yaml
 from lupa.lua51 import LuaRuntime
 
 from augment_spec.contract import (
+from augment_dev import chart
+from augment_spec.crd import API_VERSION, KIND, spec_from_cr
+from augment_spec.model import Phase
     API_VERSION,
     KIND,
     STATUS_PROGRESS,
@@ -23,7 +26,6 @@ from augment_spec.contract import (
     progress_status,
 )
 from augment_spec.crd import spec_from_cr
-from augment_testing import chart
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "deploy" / "argocd"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from augment_dev import chart
 from augment_operator import check_values
 from augment_operator.config import OperatorConfig, load_config
-from augment_testing import chart
 
 VALUES = chart.CHART / "values.yaml"
 

@@ -214,7 +214,7 @@ def test_progress_as_kubectl_shows_it() -> None:
 
 PACKAGES = {"spec": "augment_spec", "api": "augment_api", "operator": "augment_operator",
             "runner": "augment_runner"}
-OURS = set(PACKAGES.values()) | {"augment_cli", "augment_testing", "bench"}
+OURS = set(PACKAGES.values()) | {"augment_cli", "augment_dev", "bench"}
 
 
 def imported(path: Path) -> set[str]:

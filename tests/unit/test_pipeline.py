@@ -14,6 +14,11 @@ import pytest
 from PIL import Image
 
 from augment_cli.main import main as augment_main
+from augment_dev.datasets import (
+    make_lerobot_v3,
+    make_lerobot_v21,
+    make_plain_image_dataset,
+)
 from augment_runner import pipeline
 from augment_runner.errors import DatasetError, OutputError
 from augment_runner.formats.detect import open_dataset
@@ -28,11 +33,6 @@ from augment_spec.contract import (
     EXIT_BAD_INPUT,
 )
 from augment_spec.model import parse_spec
-from augment_testing.datasets import (
-    make_lerobot_v3,
-    make_lerobot_v21,
-    make_plain_image_dataset,
-)
 
 PROJECT = "00000000-0000-0000-0000-00000000abcd"
 TOP, WRIST, SIDE = "observation.images.top", "observation.images.wrist", "observation.images.side"
@@ -417,7 +417,7 @@ def test_cli_refuses_a_busy_output_and_a_missing_folder(
 
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from augment_testing.hub import LocalHub
+    from augment_dev.hub import LocalHub
 
     with LocalHub(tmp_path / "hub", tokens={"tok-alice": "alice"}) as server:
         for key, value in server.client_env().items():
