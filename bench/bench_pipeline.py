@@ -71,7 +71,7 @@ def bench_spec(copies: int) -> AugmentationSpec:
 
 
 def make_source(root: Path, codec: str, cfg: PipelineConfig) -> Path:
-    from augment_testing.datasets import make_lerobot_v3
+    from augment_dev.datasets import make_lerobot_v3
 
     return make_lerobot_v3(
         root / f"source-{codec}", episodes=1, frames=cfg.frames, cameras=(CAMERA,),

@@ -16,8 +16,9 @@ from augment_api.models import (
     Health,
     job_from_cr,
 )
-from augment_api.store import JobStore, newest_first, phase_of, project_of
-from augment_spec.model import GENERATIVE_DISABLED, AugmentationSpec, AugmentationType, Phase
+from augment_api.store import JobStore, newest_first, project_of
+from augment_spec.contract import Phase, phase_of
+from augment_spec.model import GENERATIVE_DISABLED, AugmentationSpec, AugmentationType
 
 GENERATIVE_DISABLED_HINT = f"{GENERATIVE_DISABLED}; use augmentation_type=deterministic"
 # Visible ASCII: the key is stored as an annotation value and hashed into the CR name.

@@ -18,16 +18,19 @@ from augment_operator.config import OperatorConfig
 from augment_operator.jobs import build_job, job_name
 from augment_operator.kube import Kube
 from augment_operator.status import Action, Decision, decide, differs, status_patch
-from augment_spec.crd import (
+from augment_spec.contract import (
     ANNOTATION_CANCEL,
     GROUP,
     LABEL_JOB,
     LABEL_JOB_ID,
     LABEL_PROJECT,
     PLURAL,
+    STATUS_PHASE,
+    TERMINAL_PHASES,
     VERSION,
-    spec_from_cr,
+    Phase,
 )
+from augment_spec.crd import spec_from_cr
 from augment_spec.model import AugmentationSpec, SpecError
 
 log = logging.getLogger("augment.operator")
@@ -110,11 +113,11 @@ class Reconciler:
         patch = status_patch(cr, decision, jname, spec.target_dataset_id if spec else None)
         if not differs(cr, patch):
             return
-        before = (cr.get("status") or {}).get("phase")
+        before = (cr.get("status") or {}).get(STATUS_PHASE)
         self.kube.patch_cr_status(cr["metadata"]["namespace"], cr["metadata"]["name"], patch)
         if before != decision.phase.value:
             metrics.TRANSITIONS.labels(phase=decision.phase.value).inc()
-            event = kopf.warn if decision.phase.value in ("Failed",) else kopf.info
+            event = kopf.warn if decision.phase is Phase.Failed else kopf.info
             event(cr, reason=decision.phase.value, message=decision.message[:1000])
             log.info("%s/%s: %s -> %s (%s)", cr["metadata"]["namespace"],
                      cr["metadata"]["name"], before or "-", decision.phase.value,
@@ -138,8 +141,8 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
     # Missed events converge: every unfinished job is looked at again on a timer.
     kopf.timer(*cr, interval=reconciler.config.resync_seconds,
                registry=registry, id="resync",
-               when=lambda status, **_: (status or {}).get("phase") not in
-               ("Succeeded", "Failed", "Cancelled"))(on_cr)
+               when=lambda status, **_: (status or {}).get(STATUS_PHASE) not in
+               TERMINAL_PHASES)(on_cr)
     kopf.on.event("batch", "v1", "jobs", labels={LABEL_JOB: kopf.PRESENT},
                   registry=registry)(on_child)
     kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT},

@@ -8,7 +8,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from augment_spec.crd import GROUP, PLURAL, VERSION
+from augment_spec.contract import GROUP, PLURAL, VERSION
 
 
 def load_kube_config() -> None:

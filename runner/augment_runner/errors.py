@@ -3,7 +3,8 @@
 Every problem caused by the input (a dataset, a spec, a folder, a token) is an
 `AugmentError` with a one-line message that names the problem and what to do; the CLI
 prints that line and exits with code 2. A Hub that stays unavailable exits with
-EXIT_HUB_UNAVAILABLE. Anything else is a bug (exit code 1).
+EXIT_HUB_UNAVAILABLE. Anything else is a bug (exit code 1). The codes are
+augment_spec.contract's.
 
 The runner's last line becomes the pod's termination message, which the operator copies
 into the job's status and Events: whatever Secret the Hub token was read from must never
@@ -13,11 +14,6 @@ appear there. `redact` removes every registered secret (and HF_TOKEN) from a lin
 from __future__ import annotations
 
 import os
-
-# The runner's exit codes besides 0 (done), 1 (a bug) and 2 (bad input, which the Job's
-# podFailurePolicy fails at once): the Hub kept failing for a passing reason, so the Job
-# tries the pod again (this code counts against its backoffLimit like any failure).
-EXIT_HUB_UNAVAILABLE = 3
 
 REDACTED = "[redacted]"
 # Pieces of a secret shorter than this are left alone: they would match ordinary words.

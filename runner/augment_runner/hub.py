@@ -34,6 +34,8 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import DatasetInfo, RepoFile
 
+from augment_spec.contract import ENV_HF_TOKEN
+
 from . import hubretry
 from .errors import redact, register_secret
 from .hubretry import RETRY, Retry
@@ -91,7 +93,7 @@ def resolve_token(explicit: str | None = None) -> str | None:
     Surrounding whitespace is dropped (a Secret made with ``--from-file`` ends in a newline);
     a token with whitespace or control characters inside is refused with ``MALFORMED_TOKEN``.
     """
-    raw = explicit or os.environ.get("HF_TOKEN") or ""
+    raw = explicit or os.environ.get(ENV_HF_TOKEN) or ""
     register_secret(raw)
     token = raw.strip()
     if not token:

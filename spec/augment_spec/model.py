@@ -44,16 +44,7 @@ class OutputVisibility(StrEnum):
     public = "public"
 
 
-class Phase(StrEnum):
-    Pending = "Pending"
-    Running = "Running"
-    Succeeded = "Succeeded"
-    Failed = "Failed"
-    Cancelled = "Cancelled"
-
-
 GENERATIVE_DISABLED = "generative augmentation (Cosmos Transfer2.5) is currently disabled"
-TERMINAL_PHASES = frozenset({Phase.Succeeded, Phase.Failed, Phase.Cancelled})
 TRANSFORM_NAMES = [t.value for t in Transform]
 
 # A Hub repo id: "name" or "namespace/name" (Hub rules: letters, digits, '-', '_', '.').

@@ -21,7 +21,8 @@ from huggingface_hub.errors import (
 )
 
 from augment_cli.main import main as augment_main
-from augment_runner.errors import EXIT_HUB_UNAVAILABLE, REDACTED, redact
+from augment_dev.hub import LocalHub
+from augment_runner.errors import REDACTED, redact
 from augment_runner.hub import (
     HubError,
     HubUnavailable,
@@ -31,7 +32,7 @@ from augment_runner.hub import (
     upload_dataset,
 )
 from augment_runner.hubretry import MAX_RETRY_AFTER_SECONDS, TIMEOUT_ENV, Retry
-from augment_testing.hub import LocalHub
+from augment_spec.contract import EXIT_BAD_INPUT, EXIT_HUB_UNAVAILABLE
 
 TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
 README = b"---\nlicense: apache-2.0\ntags: [LeRobot]\n---\n# Test dataset\n"
@@ -271,7 +272,7 @@ def test_a_malformed_token_never_reaches_a_message(
     monkeypatch.setenv("AUGMENT_TERMINATION_LOG", str(log))
     code = augment_main(["run", "--dataset", "alice/src", "--output", str(tmp_path / "out")])
     err = capfd.readouterr().err
-    assert code == 2
+    assert code == EXIT_BAD_INPUT
     assert err == log.read_text()
     assert err.startswith("augment run: the Hub token is malformed")
     for piece in secret_pieces(PEM):
@@ -377,7 +378,7 @@ def test_run_refuses_a_foreign_output_before_downloading(
     hub.seed("alice/theirs", {"notes.txt": b"mine"})
     monkeypatch.setenv("HF_TOKEN", "tok-alice")
     args = ["run", "--dataset", "alice/src", "--output", str(tmp_path / "o"), "--public"]
-    assert augment_main([*args, "--push-to", "alice/theirs"]) == 2
+    assert augment_main([*args, "--push-to", "alice/theirs"]) == EXIT_BAD_INPUT
     assert "'alice/theirs' already exists and was not made by" in capfd.readouterr().err
     source_paths = [c.path for c in hub.calls if c.repo == "dataset:alice/src"]
     assert not [p for p in source_paths if "/resolve/" in p or "/tree/" in p]
@@ -466,5 +467,5 @@ def test_run_exits_with_the_retryable_code_when_the_hub_stays_down(
     hub.seed("alice/src", {"a.txt": b"a"})
     hub.fail_next(r"^GET /api/datasets/alice/src", 503, times=100, retry_after="0")
     code = augment_main(["run", "--dataset", "alice/src", "--output", str(tmp_path / "o")])
-    assert code == EXIT_HUB_UNAVAILABLE != 2
+    assert code == EXIT_HUB_UNAVAILABLE != EXIT_BAD_INPUT
     assert "kept failing to download dataset 'alice/src' (HTTP 503)" in capfd.readouterr().err

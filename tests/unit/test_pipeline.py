@@ -14,18 +14,25 @@ import pytest
 from PIL import Image
 
 from augment_cli.main import main as augment_main
+from augment_dev.datasets import (
+    make_lerobot_v3,
+    make_lerobot_v21,
+    make_plain_image_dataset,
+)
 from augment_runner import pipeline
 from augment_runner.errors import DatasetError, OutputError
 from augment_runner.formats.detect import open_dataset
 from augment_runner.preview import sheet_size
 from augment_runner.validate import validate_dataset
 from augment_runner.video import probe_video
-from augment_spec.model import parse_spec
-from augment_testing.datasets import (
-    make_lerobot_v3,
-    make_lerobot_v21,
-    make_plain_image_dataset,
+from augment_spec.contract import (
+    ENV_HF_TOKEN,
+    ENV_SPEC,
+    ENV_TERMINATION_LOG,
+    ENV_WORKDIR,
+    EXIT_BAD_INPUT,
 )
+from augment_spec.model import parse_spec
 
 PROJECT = "00000000-0000-0000-0000-00000000abcd"
 TOP, WRIST, SIDE = "observation.images.top", "observation.images.wrist", "observation.images.side"
@@ -381,10 +388,10 @@ def test_cli_bad_input_exits_2_with_one_line(
         breakage(source)
     before = tree_hash(source)
     log = tmp_path / "termination-log"
-    monkeypatch.setenv("AUGMENT_TERMINATION_LOG", str(log))
+    monkeypatch.setenv(ENV_TERMINATION_LOG, str(log))
     code = cli("--dataset", str(source), "--output", str(tmp_path / "out"), *flags)
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == EXIT_BAD_INPUT
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert message in err
     assert log.read_text().strip() == err.strip()
@@ -397,9 +404,11 @@ def test_cli_refuses_a_busy_output_and_a_missing_folder(
 ) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x").write_text("x")
-    assert cli("--dataset", str(sources["v21"]), "--output", str(tmp_path / "out")) == 2
+    code = cli("--dataset", str(sources["v21"]), "--output", str(tmp_path / "out"))
+    assert code == EXIT_BAD_INPUT
     assert "not empty" in capsys.readouterr().err
-    assert cli("--dataset", str(tmp_path / "nope"), "--output", str(tmp_path / "o2")) == 2
+    code = cli("--dataset", str(tmp_path / "nope"), "--output", str(tmp_path / "o2"))
+    assert code == EXIT_BAD_INPUT
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -408,12 +417,12 @@ def test_cli_refuses_a_busy_output_and_a_missing_folder(
 
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from augment_testing.hub import LocalHub
+    from augment_dev.hub import LocalHub
 
     with LocalHub(tmp_path / "hub", tokens={"tok-alice": "alice"}) as server:
         for key, value in server.client_env().items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setenv("HF_TOKEN", "tok-alice")
+        monkeypatch.setenv(ENV_HF_TOKEN, "tok-alice")
         yield server
 
 
@@ -465,8 +474,8 @@ def test_pod_mode_takes_the_spec_from_the_environment(
         "output_dataset_id": "alice/arm-aug",
         "augment_dataset_mode": "inplace",
     }
-    monkeypatch.setenv("AUGMENT_SPEC", json.dumps(spec))
-    monkeypatch.setenv("AUGMENT_WORKDIR", str(tmp_path / "work"))
+    monkeypatch.setenv(ENV_SPEC, json.dumps(spec))
+    monkeypatch.setenv(ENV_WORKDIR, str(tmp_path / "work"))
     assert augment_main(["run"]) == 0, capsys.readouterr().err
     assert hub.head("alice/arm-aug") is not None
     files = hub.files("alice/arm-aug")
@@ -491,10 +500,10 @@ def test_hub_problems_exit_2(
     message: str,
 ) -> None:
     hub.seed("lab/robot", sources["v3-h264"])
-    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setenv(ENV_HF_TOKEN, token)
     code = cli(*args, "--output", str(tmp_path / "out"))
     err = capsys.readouterr().err
-    assert code == 2, err
+    assert code == EXIT_BAD_INPUT, err
     assert len(err.strip().splitlines()) == 1 and message.lower() in err.lower()
 
 

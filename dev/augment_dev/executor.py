@@ -5,9 +5,8 @@ credentials, so the Node authorizer and NodeRestriction apply), and runs every p
 real scheduler binds to one of them as local processes:
 
 - The container image is NOT pulled: every container runs in this project's own Python
-  environment (its `bin/` first on PATH, and the tests' PYTHONPATH, so that pods run the
-  checkout under test). A container without `command` runs `augment`, the entrypoint of
-  the project's images.
+  environment (its `bin/` first on PATH). A container without `command` runs `augment`,
+  the entrypoint of the project's images.
 - Each container runs in a private mount namespace (`unshare --mount`) where the pod's
   volumes (emptyDir, configMap, secret, projected ServiceAccount token, downwardAPI) and
   the termination-message file are bind-mounted at their `mountPath`, so in-cluster
@@ -41,7 +40,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from augment_testing.cluster import die_with_parent
+from augment_dev.cluster import die_with_parent
 
 HEARTBEAT_SECONDS = 10
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
@@ -269,7 +268,7 @@ class RunningPod:
         started = now()
         proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--",
-             sys.executable, "-m", "augment_testing.podlaunch", str(launch)],
+             sys.executable, "-m", "augment_dev.podlaunch", str(launch)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir,
             preexec_fn=die_with_parent,  # the forking thread waits for it, so this is safe
         )
@@ -316,7 +315,10 @@ class RunningPod:
             "KUBERNETES_SERVICE_PORT": str(self.executor.cluster.port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.executor.cluster.port),
         }
-        for key in ("LANG", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AUGMENT_BACKEND", "PYTHONPATH"):
+        # PYTHONPATH: a pod runs the code the tests import, also when that is a checkout
+        # placed over the installed one.
+        for key in ("LANG", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AUGMENT_BACKEND",
+                    "PYTHONPATH"):
             if key in os.environ:
                 env[key] = os.environ[key]
         for source in container.get("envFrom") or []:
