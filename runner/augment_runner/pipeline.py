@@ -146,14 +146,14 @@ def augment_dataset(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    augmented = sum(1 for e in episodes if e.get("copy_index") is not None)
+    copies_written = sum(1 for e in episodes if e.get("copy_index") is not None)
     return AugmentResult(
         output,
         output / preview_path.name,
         reader.format_name,
         totals[0],
         totals[1],
-        augmented,
+        copies_written,
         time.monotonic() - started,
     )
 
@@ -246,8 +246,7 @@ def _augment_lerobot(
             }
             for ep in reader.episodes
         ]
-    augmented_keys = {c.key for c in cameras}
-    job = _EpisodeJob(reader, plan, augmented_keys, batch_frames, preview)
+    job = _EpisodeJob(reader, plan, {c.key for c in cameras}, batch_frames, preview)
     _report(progress, 0, len(reader.episodes))
     frames_before = 0
     for done, episode in enumerate(reader.episodes, 1):
@@ -288,13 +287,13 @@ class _EpisodeJob:
         self,
         reader: DatasetReader,
         plan: OutputPlan,
-        augmented: set[str],
+        augmented_cameras: set[str],
         batch_frames: int,
         preview: PreviewCollector,
     ) -> None:
         self.reader = reader
         self.plan = plan
-        self.augmented = augmented
+        self.augmented_cameras = augmented_cameras
         self.batch_frames = batch_frames
         self.preview = preview
         self.with_quantiles = reader.info.get("codebase_version") == "v3.0"
@@ -315,7 +314,7 @@ class _EpisodeJob:
             (slot, camera.key): copies.augmenter(slot)
             for slot in range(len(sinks))
             for camera in self.reader.cameras
-            if camera.key in self.augmented
+            if camera.key in self.augmented_cameras
         }
         samplers: dict[tuple[int, str], stats_mod.FrameSampler] = {
             key: stats_mod.FrameSampler(episode.length) for key in augmenters
@@ -338,7 +337,9 @@ class _EpisodeJob:
         samplers: Mapping[tuple[int, str], stats_mod.FrameSampler],
     ) -> dict[str, np.ndarray]:
         image_keys = [
-            c.key for c in self.reader.cameras if c.storage == "image" and c.key in self.augmented
+            c.key
+            for c in self.reader.cameras
+            if c.storage == "image" and c.key in self.augmented_cameras
         ]
         numeric: dict[str, list[np.ndarray]] = {k: [] for k in self.numeric}
         offset = 0
@@ -358,10 +359,10 @@ class _EpisodeJob:
             for slot, sink in enumerate(sinks):
                 replaced: dict[str, pa.Array] = self._index_columns(batch, episode, slot, offset)
                 for key, frames in decoded.items():
-                    augmented = augmenters[(slot, key)](frames, offset)
-                    samplers[(slot, key)].add(augmented, offset)
-                    self.preview.add_copy(episode.index, key, slot, augmented, offset)
-                    replaced[key] = image_column(augmented, self.schema.field(key).type)
+                    frames_out = augmenters[(slot, key)](frames, offset)
+                    samplers[(slot, key)].add(frames_out, offset)
+                    self.preview.add_copy(episode.index, key, slot, frames_out, offset)
+                    replaced[key] = image_column(frames_out, self.schema.field(key).type)
                 sink.write_rows(_with_columns(batch, replaced, self.schema))
             offset += batch.num_rows
         return {k: np.concatenate(v) for k, v in numeric.items()}
@@ -390,8 +391,8 @@ class _EpisodeJob:
         augmenters: Mapping[tuple[int, str], Any],
         samplers: Mapping[tuple[int, str], stats_mod.FrameSampler],
     ) -> None:
-        augmented = camera.key in self.augmented
-        if not augmented and all(sink.reuse_source_video(camera) for sink in sinks):
+        is_augmented = camera.key in self.augmented_cameras
+        if not is_augmented and all(sink.reuse_source_video(camera) for sink in sinks):
             return
         encoders = [sink.open_video(camera) for sink in sinks]
         key, episode_index = camera.key, episode.index
@@ -402,7 +403,7 @@ class _EpisodeJob:
 
             def handle(item: tuple[np.ndarray, int]) -> None:
                 frames, offset = item
-                if augmented:
+                if is_augmented:
                     out = augmenter(frames, offset)
                     sampler.add(out, offset)
                     self.preview.add_copy(episode_index, key, slot, out, offset)
@@ -419,7 +420,7 @@ class _EpisodeJob:
             offset = 0
             for frames in self.reader.decode_video(episode, camera, self.batch_frames):
                 frames = _readonly(frames)
-                if augmented:
+                if is_augmented:
                     self.preview.add_source(episode_index, key, frames, offset)
                 workers.put((frames, offset))
                 offset += len(frames)
