@@ -336,10 +336,6 @@ def copy_tree(source: Path, dest: Path, rewritten_meta: tuple[str, ...] = ()) ->
     shutil.copytree(source, dest, ignore=ignore, dirs_exist_ok=True, copy_function=shutil.copyfile)
 
 
-def stats_to_lists(stats: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    return {key: np.asarray(value).tolist() for key, value in stats.items()}
-
-
 @dataclass
 class EpisodeRecord:
     """What the writer remembers of an output episode until the metadata is written."""
