@@ -69,7 +69,7 @@ def decoded_frames(root: Path, episode_index: int, camera: str) -> np.ndarray:
     reader = open_dataset(root)
     episode = reader.episodes[episode_index]
     cam = next(c for c in reader.cameras if c.key == camera)
-    return np.concatenate(list(reader.decode_video(episode, cam, 64)))
+    return np.concatenate(list(reader.decode_frames(episode, cam, 64)))
 
 
 def episode_stats(root: Path, episode_index: int) -> dict[str, dict[str, np.ndarray]]:
