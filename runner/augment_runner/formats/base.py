@@ -74,7 +74,8 @@ class SourceEpisode:
     index: int
     length: int
     tasks: tuple[str, ...]
-    # Plain `datasets` folders number their episodes within each split; LeRobot has none.
+    # The split a plain `datasets` episode is numbered within; None for LeRobot, which
+    # numbers episodes across the dataset.
     split: str | None = None
 
 
