@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install binaries judge test unit e2e lint crd generate cluster run demo bench gpu-check clean
+.PHONY: install binaries judge test unit e2e lint typecheck crd generate cluster run demo bench gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the project with pinned dependencies
 
@@ -22,7 +22,7 @@ binaries: $(STAMP)  ## build (once, cached) the Kubernetes control plane and hel
 judge: $(STAMP)  ## build (once, cached) LeRobot's own reader, the judge of our output
 	$(BIN)/python -m augment_dev.judge
 
-test: $(STAMP) binaries judge lint  ## every test, the end-to-end ones included
+test: $(STAMP) binaries judge lint typecheck  ## every test, the end-to-end ones included
 	$(BIN)/python -m augment_spec.check_crd
 	$(BIN)/python -m augment_operator.check_values
 	$(BIN)/pytest -q -p no:cacheprovider
@@ -35,6 +35,9 @@ e2e: $(STAMP) binaries
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+typecheck: $(STAMP)  ## mypy (configuration in pyproject.toml)
+	$(BIN)/mypy
 
 crd: $(STAMP)  ## regenerate crds/ and the chart's copy from the spec model
 	$(BIN)/augment crd --write

@@ -176,10 +176,12 @@ class JobStore:
                 self._objects = k8s.CustomObjectsApi(self._client_factory())
             return self._objects
 
-    def _call(self, method: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        """One CustomObjectsApi call on this namespace's CRs; the client returns JSON dicts."""
         fn = getattr(self._api, method)
-        return fn(GROUP, VERSION, self.namespace, PLURAL, _request_timeout=self._timeout,
-                  **kwargs)
+        result: dict[str, Any] = fn(GROUP, VERSION, self.namespace, PLURAL,
+                                    _request_timeout=self._timeout, **kwargs)
+        return result
 
     # ---- create ----
     def _manifest(self, name: str, spec: AugmentationSpec, created_by: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -118,7 +119,9 @@ class Reconciler:
         if before != decision.phase.value:
             metrics.TRANSITIONS.labels(phase=decision.phase.value).inc()
             event = kopf.warn if decision.phase is Phase.Failed else kopf.info
-            event(cr, reason=decision.phase.value, message=decision.message[:1000])
+            # kopf's hints name its Body wrapper; it reads any mapping with metadata.
+            event(cr, reason=decision.phase.value,  # type: ignore[arg-type]
+                  message=decision.message[:1000])
             log.info("%s/%s: %s -> %s (%s)", cr["metadata"]["namespace"],
                      cr["metadata"]["name"], before or "-", decision.phase.value,
                      decision.message)
@@ -127,10 +130,14 @@ class Reconciler:
 def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
     """Wire the handlers into a kopf registry (kept explicit for tests and the CLI)."""
 
-    def on_cr(namespace: str, name: str, **_: Any) -> None:
+    # kopf passes every handler kwarg; namespace is None only for cluster-scoped
+    # objects, and every object these handlers watch is namespaced.
+    def on_cr(namespace: str | None, name: str, **_: Any) -> None:
+        assert namespace is not None
         reconciler.reconcile(namespace, name)
 
-    def on_child(labels: dict[str, str], namespace: str, **_: Any) -> None:
+    def on_child(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+        assert namespace is not None
         reconciler.reconcile(namespace, labels[LABEL_JOB])
 
     cr = (GROUP, VERSION, PLURAL)

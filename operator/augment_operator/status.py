@@ -63,7 +63,7 @@ def termination_message(pods: list[dict[str, Any]]) -> str:
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (status.get("state") or {}).get("terminated") or {}
             if terminated.get("exitCode") and terminated.get("message"):
-                return terminated["message"].strip().splitlines()[-1][:1000]
+                return str(terminated["message"]).strip().splitlines()[-1][:1000]
     return ""
 
 

@@ -339,9 +339,3 @@ class VideoConcatenator:
         if self._container is not None:
             self._container.close()
             self._container = None
-
-
-def count_frames(path: Path) -> int:
-    """Packets of the first video stream (one per frame for the codecs we write)."""
-    with _open_input(path) as container:
-        return sum(1 for p in container.demux(container.streams.video[0]) if p.dts is not None)

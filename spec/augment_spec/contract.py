@@ -65,7 +65,7 @@ def cancel_annotations() -> dict[str, str]:
 def cancel_requested(cr: dict[str, Any]) -> bool:
     """Whether the CR asks to be stopped (any letter case, as a human may type it)."""
     annotations = (cr.get("metadata") or {}).get("annotations") or {}
-    return annotations.get(ANNOTATION_CANCEL, "").lower() == CANCEL_REQUESTED
+    return str(annotations.get(ANNOTATION_CANCEL, "")).lower() == CANCEL_REQUESTED
 
 
 # ---- the runner pod: environment set by the operator's Job, read by the runner ----

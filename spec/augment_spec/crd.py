@@ -83,7 +83,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
 
 def spec_schema() -> dict[str, Any]:
     raw = AugmentationSpec.model_json_schema()
-    schema = _structural(raw, raw.get("$defs", {}))
+    schema: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
     schema.pop("description", None)
     schema["description"] = "What to augment and how; immutable once created."
     props = schema["properties"]

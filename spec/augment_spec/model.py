@@ -245,7 +245,7 @@ class DiffersRule:
         self.field, self.other = field, other
 
     def holds(self, spec: AugmentationSpec) -> bool:
-        return getattr(spec, self.field) != getattr(spec, self.other)
+        return bool(getattr(spec, self.field) != getattr(spec, self.other))
 
     @property
     def message(self) -> str:
@@ -271,7 +271,7 @@ class SpecError(ValueError):
     """A spec that fails validation, with one readable line per problem."""
 
 
-def validation_messages(exc: Exception) -> list[str]:
+def validation_messages(exc: object) -> list[str]:
     """Readable `field: problem` lines from a pydantic ValidationError (or any error)."""
     errors = getattr(exc, "errors", None)
     if not callable(errors):

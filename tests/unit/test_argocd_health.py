@@ -14,10 +14,8 @@ import pytest
 import yaml
 from lupa.lua51 import LuaRuntime
 
-from augment_spec.contract import (
 from augment_dev import chart
-from augment_spec.crd import API_VERSION, KIND, spec_from_cr
-from augment_spec.model import Phase
+from augment_spec.contract import (
     API_VERSION,
     KIND,
     STATUS_PROGRESS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from augment_dev.datasets import (
     make_lerobot_v3,
     make_lerobot_v21,
     make_plain_image_dataset,
+    synthetic_frames,
 )
 from augment_runner import pipeline
 from augment_runner.errors import DatasetError, OutputError
@@ -76,7 +78,7 @@ def decoded_frames(root: Path, episode_index: int, camera: str) -> np.ndarray:
     reader = open_dataset(root)
     episode = reader.episodes[episode_index]
     cam = next(c for c in reader.cameras if c.key == camera)
-    return np.concatenate(list(reader.decode_video(episode, cam, 64)))
+    return np.concatenate(list(reader.decode_frames(episode, cam, 64)))
 
 
 def episode_stats(root: Path, episode_index: int) -> dict[str, dict[str, np.ndarray]]:
@@ -283,6 +285,151 @@ def test_plain_single_images_grouped_by_episode_in_place(tmp_path: Path) -> None
     assert result["episode_index"] == [0, 0, 0, 0, 1, 1, 1, 1]
     provenance = json.loads((out / "meta/augmentation.json").read_text())
     assert [e["source_episode_index"] for e in provenance["episodes"]] == [0, 1]
+
+
+def _image_cell(frame: np.ndarray, fmt: str = "PNG") -> dict[str, Any]:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format=fmt)
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def _pixels(cell: dict[str, Any]) -> np.ndarray:
+    with Image.open(io.BytesIO(cell["bytes"])) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_plain_copies_are_the_augmented_source_frames_numbered_after_the_episodes(
+    tmp_path: Path,
+) -> None:
+    import datasets
+
+    lengths = [4, 5, 1, 3]
+    features = datasets.Features(
+        {"image": datasets.Image(), "episode_index": datasets.Value("int32")}
+    )
+    frames = [synthetic_frames(e % 3, n, (16, 20)) for e, n in enumerate(lengths)]
+    rows = datasets.Dataset.from_dict(
+        {
+            "image": [_image_cell(f) for episode in frames for f in episode],
+            "episode_index": [7 + 2 * e for e, n in enumerate(lengths) for _ in range(n)],
+        },
+        features=features,
+    ).with_format("arrow")[:]
+    source = tmp_path / "plain"
+    (source / "data").mkdir(parents=True)
+    # Small row groups over two files: episodes straddle both.
+    pq.write_table(rows.slice(0, 7), source / "data/train-00000-of-00002.parquet", row_group_size=3)
+    pq.write_table(rows.slice(7), source / "data/train-00001-of-00002.parquet", row_group_size=2)
+    spec = make_spec(augment_copies=2, augment_transforms="lighting,noise,occlusion")
+    pipeline.augment_dataset(spec, source, tmp_path / "out", batch_frames=2)
+
+    out = datasets.load_dataset(
+        "parquet", data_files=str(tmp_path / "out/data/*.parquet"), split="train"
+    ).cast_column("image", datasets.Image(decode=False))
+    assert out.with_format("arrow")[: rows.num_rows].column("image") == rows.column("image")
+    provenance = json.loads((tmp_path / "out/meta/augmentation.json").read_text())["episodes"]
+    copies = [e for e in provenance if e["copy_index"] is not None]
+    # Episode-major: an episode's copies side by side, numbered after the originals.
+    assert [(e["episode_index"], e["source_episode_index"], e["copy_index"]) for e in copies] == [
+        (4 + 2 * e + slot, e, slot) for e in range(4) for slot in range(2)
+    ]
+    assert {e["split"] for e in provenance} == {"train"}
+    row = rows.num_rows
+    for e, slot in [(e, slot) for e in range(4) for slot in range(2)]:
+        copy = out[row : row + lengths[e]]
+        # Ids continue after the largest source id (13).
+        assert copy["episode_index"] == [14 + 2 * e + slot] * lengths[e]
+        augmenter = pipeline.plan_copies(spec, e).augmenter(slot)
+        expected = augmenter(frames[e], 0)
+        assert np.array_equal(np.stack([_pixels(c) for c in copy["image"]]), expected)
+        row += lengths[e]
+    assert row == len(out)
+
+
+def test_plain_unaugmented_cameras_keep_their_bytes_and_jpeg_stays_jpeg(tmp_path: Path) -> None:
+    import datasets
+
+    features = datasets.Features(
+        {"top": datasets.Sequence(datasets.Image()), "side": datasets.Sequence(datasets.Image())}
+    )
+    source = tmp_path / "plain"
+    datasets.Dataset.from_dict(
+        {
+            "top": [[_image_cell(f) for f in synthetic_frames(r, 3, (16, 16))] for r in range(2)],
+            "side": [
+                [_image_cell(f, "JPEG") for f in synthetic_frames(r, 3, (16, 16), camera=1)]
+                for r in range(2)
+            ],
+        },
+        features=features,
+    ).save_to_disk(str(source))
+    fields = {"augment_copies": 2, "augment_cameras": ["side"], "augment_transforms": "blur"}
+    out = run(source, tmp_path / "out", **fields).output
+
+    before = datasets.load_from_disk(str(source)).cast(
+        datasets.Features({k: datasets.Sequence(datasets.Image(decode=False)) for k in features})
+    )
+    before_rows = before.to_dict()
+    after_rows = datasets.load_from_disk(str(out)).cast(before.features).to_dict()
+    top = before_rows["top"]
+    assert after_rows["top"] == [*top, top[0], top[0], top[1], top[1]]
+    assert after_rows["side"][:2] == before_rows["side"]
+    copies = after_rows["side"][2:]
+    assert [[Image.open(io.BytesIO(c["bytes"])).format for c in cells] for cells in copies] == [
+        ["JPEG"] * 3
+    ] * 4
+    assert copies[0] != before_rows["side"][0]
+
+
+def test_plain_splits_number_their_episodes_and_output_repeats_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    import datasets
+
+    def split(n: int) -> datasets.Dataset:
+        return datasets.Dataset.from_dict(
+            {"image": [_image_cell(f) for f in synthetic_frames(1, n, (16, 16))]},
+            features=datasets.Features({"image": datasets.Image()}),
+        )
+
+    source = tmp_path / "plain"
+    datasets.DatasetDict({"train": split(3), "test": split(2)}).save_to_disk(str(source))
+    first = run(source, tmp_path / "a", augment_copies=1, augment_transforms="noise").output
+    second = run(source, tmp_path / "b", augment_copies=1, augment_transforms="noise").output
+
+    assert tree_hash(first) == tree_hash(second)
+    provenance = json.loads((first / "meta/augmentation.json").read_text())["episodes"]
+    assert [(e["split"], e["episode_index"], e["source_episode_index"]) for e in provenance] == [
+        *[("train", i, i) for i in range(3)],
+        *[("train", 3 + i, i) for i in range(3)],
+        *[("test", i, i) for i in range(2)],
+        *[("test", 2 + i, i) for i in range(2)],
+    ]
+    assert {k: len(v) for k, v in datasets.load_from_disk(str(first)).items()} == {
+        "train": 6,
+        "test": 4,
+    }
+
+
+def test_plain_splits_with_other_features_are_refused(tmp_path: Path) -> None:
+    import datasets
+
+    image = datasets.Image()
+    cells = [_image_cell(f) for f in synthetic_frames(0, 2, (16, 16))]
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(
+                {"image": cells}, features=datasets.Features({"image": image})
+            ),
+            "test": datasets.Dataset.from_dict(
+                {"image": cells, "label": [0, 1]},
+                features=datasets.Features({"image": image, "label": datasets.Value("int64")}),
+            ),
+        }
+    ).save_to_disk(str(tmp_path / "plain"))
+    with pytest.raises(DatasetError, match="other features"):
+        run(tmp_path / "plain", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------- output safety
