@@ -12,6 +12,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from augment_api.auth import KeyRing, KeyRingFile, KeySource
 from augment_api.errors import FieldError, ServiceError, ValidationErrorResponse
@@ -75,6 +78,28 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
                         headers=exc.headers)
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route serves at the request's path: Starlette's 405 names only
+    the first route whose path matched. Each method is tried against the routes as
+    they match requests, so included routers are covered."""
+    def served(method: str) -> bool:
+        trial = {**scope, "method": method}
+        return any(route.matches(trial)[0] is Match.FULL for route in app.router.routes)
+
+    return [method for method in HTTP_METHODS if served(method)]
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
 def create_app(settings: Settings, *, store: JobStore | None = None,
                keys: KeySource | None = None) -> FastAPI:
     app = FastAPI(title="augment-operator API", version=_version(), description=DESCRIPTION)
@@ -88,6 +113,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None,
     app.include_router(health)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(HTTPException, _http_error)
     # Added last = outermost: the catch-all sees errors of everything inside it.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from augment_api.auth import CurrentPrincipal, Principal
 from augment_api.errors import BadRequest, Forbidden, NotFound, error_responses
+from augment_api.jsonbody import JsonBodyRoute
 from augment_api.models import (
     AugmentationJobList,
     AugmentationJobStatus,
@@ -32,7 +33,7 @@ def get_store(request: Request) -> JobStore:
 
 Store = Annotated[JobStore, Depends(get_store)]
 
-jobs = APIRouter(prefix="/v1/augmentation", tags=["augmentation"])
+jobs = APIRouter(prefix="/v1/augmentation", tags=["augmentation"], route_class=JsonBodyRoute)
 health = APIRouter(tags=["health"])
 
 

@@ -315,6 +315,9 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str, str | None]] = [
     ("copies-21", {"augment_copies": 21}, "augment_copies", None),
     ("copies-fraction", {"augment_copies": 2.5}, "augment_copies", None),
     ("copies-text", {"augment_copies": "three"}, "augment_copies", None),
+    ("copies-bool", {"augment_copies": True}, "augment_copies: Input should be a valid integer",
+     None),
+    ("copies-numeric-text", {"augment_copies": "3"}, "augment_copies", None),
     ("brightness-min-low", {"augment_brightness_min": -51}, "augment_brightness_min", None),
     ("brightness-max-high", {"augment_brightness_max": 51}, "augment_brightness_max", None),
     ("contrast-min-low", {"augment_contrast_min": -51}, "augment_contrast_min", None),
@@ -520,6 +523,14 @@ def test_openapi_command_documents_the_seed_contract() -> None:
     assert schemas["AugmentMode"]["enum"] == ["stacked", "independent"]
     assert schemas["DatasetMode"]["enum"] == ["copy", "inplace"]
     assert any(b.get("maxLength") == 255 for b in props["name"]["anyOf"])
+    # Rules across fields, which JSON Schema cannot express: in the description and listed.
+    for text in ("augment_brightness_min must be <= augment_brightness_max",
+                 "output_dataset_id must differ from dataset_id"):
+        assert text in spec["description"]
+    assert {"fields": ["augment_color_temp_min", "augment_color_temp_max"],
+            "rule": "augment_color_temp_min <= augment_color_temp_max",
+            "message": "augment_color_temp_min must be <= augment_color_temp_max"} \
+        in spec["x-cross-field-rules"]
     assert set(schemas["AugmentationResponse"]["required"]) == {"job_id", "status"}
     assert schemas["ErrorResponse"]["required"] == ["detail"]
 

@@ -111,6 +111,42 @@ def test_validation_detail_is_readable(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["detail"] == "a JSON request body is required"
 
 
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"project_id": "\xff\xfe"}', "the body is not UTF-8 text"),
+    (b'{"augment_copies": 1' + b"0" * 5000 + b"}", "a number has too many digits"),
+    (b"[" * 30000 + b"]" * 30000, "arrays or objects are nested too deeply"),
+    (b'{"augment_brightness_min": NaN}', "NaN is not a JSON number"),
+    (b"{not json", "Expecting property name enclosed in double quotes"),
+], ids=["not-utf8", "huge-integer", "deep-nesting", "nan", "syntax"])
+def test_unparseable_bodies_are_422(body: bytes, reason: str) -> None:
+    # 400 is kept for "generative augmentation is disabled"; any unreadable body is a 422.
+    with make_client(ExplodingStore()) as c:
+        r = c.post("/v1/augmentation", headers={**HEADERS, "Content-Type": "application/json"},
+                   content=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == f"request body is not valid JSON: {reason}"
+    assert [e["type"] for e in r.json()["errors"]] == ["json_invalid"]
+
+
+def test_a_boolean_is_not_an_integer(client: TestClient) -> None:
+    r = client.post("/v1/augmentation", headers=HEADERS, json={**BODY, "augment_copies": True})
+    assert r.status_code == 422
+    assert r.json()["detail"] == "augment_copies: Input should be a valid integer"
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PUT", "/v1/augmentation", "GET, POST"),
+    ("PATCH", f"/v1/augmentation/{uuid.uuid4()}", "GET, DELETE"),
+    ("POST", "/healthz", "GET"),
+])
+def test_405_lists_every_method_of_the_path(client: TestClient, method: str, path: str,
+                                            allowed: str) -> None:
+    r = client.request(method, path, headers=HEADERS)
+    assert r.status_code == 405
+    assert r.headers["allow"] == allowed
+    assert r.json() == {"detail": "Method Not Allowed"}
+
+
 def test_unreachable_apiserver_is_503_and_not_ready() -> None:
     with make_client(unreachable_store()) as c:
         r = c.get("/v1/augmentation", headers=HEADERS)
