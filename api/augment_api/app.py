@@ -1,11 +1,14 @@
 """The FastAPI application: `create_app(settings)` wires settings, keys and the store.
 
 Everything a handler needs arrives by dependency injection from `app.state`, so tests
-build the app with the real store against a real apiserver, or with a stand-in store.
+build the app with the real store against a real apiserver, or with a stand-in store
+and a cache they fill themselves.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -17,7 +20,9 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from augment_api.auth import KeyRing, KeyRingFile, KeySource
+from augment_api.cache import Informer, JobCache
 from augment_api.errors import FieldError, ServiceError, ValidationErrorResponse
+from augment_api.limits import ProjectQuota, RateLimiter
 from augment_api.middleware import BodyLimitMiddleware, CatchAllMiddleware
 from augment_api.routes import health, jobs
 from augment_api.settings import Settings
@@ -100,11 +105,37 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
+def _lifespan(informer: Informer | None) -> Any:
+    """Runs the informer while the app serves (none: the caller fills the cache)."""
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if informer is not None:
+            informer.start()
+        try:
+            yield
+        finally:
+            if informer is not None:
+                informer.stop()
+
+    return lifespan
+
+
 def create_app(settings: Settings, *, store: JobStore | None = None,
-               keys: KeySource | None = None) -> FastAPI:
-    app = FastAPI(title="augment-operator API", version=_version(), description=DESCRIPTION)
+               keys: KeySource | None = None, cache: JobCache | None = None) -> FastAPI:
+    """The API over `store`; reads come from `cache`, which an informer fed by the store
+    keeps current while the app runs, unless the caller passes a cache it fills itself."""
+    store = store or JobStore.from_settings(settings)
+    informer = None
+    if cache is None:
+        cache = JobCache()
+        informer = Informer(store, cache)
+    app = FastAPI(title="augment-operator API", version=_version(), description=DESCRIPTION,
+                  lifespan=_lifespan(informer))
     app.state.settings = settings
-    app.state.store = store or JobStore.from_settings(settings)
+    app.state.store = store
+    app.state.cache = cache
+    app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.quota = ProjectQuota(settings.project_job_quota, cache.active_jobs)
     if keys is None:
         # No keys file: every request is refused (fail closed) rather than open.
         keys = KeyRingFile(settings.api_keys_file) if settings.api_keys_file else KeyRing([])
