@@ -37,7 +37,7 @@ from augment_spec.model import (
 )
 
 from . import status
-from .errors import AugmentError
+from .errors import SCRATCH_FULL, AugmentError, is_disk_full
 from .hub import HubError, download_dataset, resolve_token, upload_dataset
 
 # A local run belongs to no project; the spec still needs a project id.
@@ -132,14 +132,23 @@ def main(args: argparse.Namespace) -> int:
         return _run(args)
     except (AugmentError, SpecError, HubError) as exc:
         return _fail(str(exc), 2)
-    except Exception as exc:  # a bug: still one line, with the traceback only on request
-        if os.environ.get("AUGMENT_DEBUG"):
-            traceback.print_exc()
-        return _fail(
-            f"unexpected error: {type(exc).__name__}: {exc} (a bug; rerun with "
-            f"AUGMENT_DEBUG=1 for the traceback and report it)",
-            1,
-        )
+    except OSError as exc:
+        if is_disk_full(exc):  # bad input in the Job's sense: a retry fills the same disk
+            return _fail(SCRATCH_FULL, 2)
+        return _bug(exc)
+    except Exception as exc:
+        return _bug(exc)
+
+
+def _bug(exc: Exception) -> int:
+    """A bug: still one line, with the traceback only on request."""
+    if os.environ.get("AUGMENT_DEBUG"):
+        traceback.print_exc()
+    return _fail(
+        f"unexpected error: {type(exc).__name__}: {exc} (a bug; rerun with "
+        f"AUGMENT_DEBUG=1 for the traceback and report it)",
+        1,
+    )
 
 
 def _fail(message: str, code: int) -> int:
@@ -188,7 +197,6 @@ def _run(args: argparse.Namespace) -> int:
             source_id=None if local_source else src,
             source_revision=revision,
         )
-        _check_valid(result.output)
         print(f"output: {result.output}")
         print(f"preview: {result.preview}")
         if push_to:
@@ -303,14 +311,3 @@ class _TqdmProgress:
         if done >= total:
             self.bar.close()
 
-
-def _check_valid(output: Path) -> None:
-    """Never hand over (or push) an output the format's reader would reject."""
-    from .validate import validate_dataset
-
-    problems = validate_dataset(output)
-    if problems:
-        raise RuntimeError(
-            f"the output at {output} is not valid ({len(problems)} problem(s), "
-            f"first: {problems[0]}); it was not pushed"
-        )

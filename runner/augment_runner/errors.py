@@ -7,6 +7,12 @@ prints that line and exits with code 2. Anything else is a bug (exit code 1).
 
 from __future__ import annotations
 
+import errno
+
+# What a full disk means in a pod: the scratch volume (an emptyDir of the GPU profile's
+# size) holds the source and the output; a retry lands on the same size.
+SCRATCH_FULL = "scratch is full: raise the profile's scratch size"
+
 
 class AugmentError(Exception):
     """A problem with the user's input, explained in one line."""
@@ -26,3 +32,10 @@ class VideoError(DatasetError):
 
 class OutputError(AugmentError):
     """The output folder cannot be used (exists and is not empty, not writable)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError saying the disk is full (PyArrow and PyAV raise it without errno)."""
+    return isinstance(exc, OSError) and (
+        exc.errno == errno.ENOSPC or "No space left on device" in str(exc)
+    )

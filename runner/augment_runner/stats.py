@@ -2,7 +2,8 @@
 
 What LeRobot does (src/lerobot/datasets/compute_stats.py, read for this module):
 - numeric features: min, max, mean, std (population) and count over the episode's
-  frames, per dimension; a shape-(1,) feature keeps shape (1,).
+  frames, per dimension; a shape-(1,) feature keeps shape (1,). min and max keep the
+  feature's dtype (bool, int or float), the other statistics are floats.
 - camera features (image or video): up to ~100 frames sampled evenly over the episode
   (frames larger than 300 px are strided down to ~150 px), statistics per channel over
   all sampled pixels, divided by 255 and shaped (3, 1, 1); count = frames sampled.
@@ -80,28 +81,31 @@ def _interpolated_quantile(cumulative: np.ndarray, edges: np.ndarray, target: fl
 
 
 def _column_stats(values: np.ndarray, with_quantiles: bool) -> Stats:
-    """Stats of each column of a (N, D) array; N >= 1."""
-    # Integers and low-precision floats are promoted before squaring, as LeRobot does.
-    values = values.astype(np.result_type(values.dtype, np.float32), copy=False)
-    stats: Stats = {
-        "min": values.min(axis=0),
-        "max": values.max(axis=0),
-        "mean": values.mean(axis=0),
-        "std": values.std(axis=0),
-    }
+    """Stats of each column of a (N, D) array; N >= 1.
+
+    min and max keep the values' own dtype (a bool feature's are bools, an int
+    feature's ints), as LeRobot's writer keeps them: a reader concatenating our rows
+    with the source's needs the same types. The moments and quantiles are floats.
+    """
+    values = np.asarray(values)
+    stats: Stats = {"min": values.min(axis=0), "max": values.max(axis=0)}
+    # Bools and integers are promoted before squaring, as LeRobot does; float32 stays.
+    wide = np.float64 if values.dtype.kind in "biu" else np.result_type(values.dtype, np.float32)
+    floats = values.astype(wide, copy=False)
+    stats["mean"] = floats.mean(axis=0)
+    stats["std"] = floats.std(axis=0)
     if with_quantiles:
         if values.shape[0] < 2:
             stats.update({key: stats["mean"].copy() for key in QUANTILES})
         else:
-            stats.update(histogram_quantiles(values, stats["min"], stats["max"]))
+            low, high = floats.min(axis=0), floats.max(axis=0)
+            stats.update(histogram_quantiles(floats, low, high))
     return stats
 
 
 def numeric_stats(values: np.ndarray, *, with_quantiles: bool) -> Stats:
     """Stats of a numeric feature over an episode: `values` is (N,) or (N, D)."""
     values = np.asarray(values)
-    if values.dtype == bool:
-        values = values.astype(np.float32)
     columns = values.reshape(len(values), -1) if values.ndim > 1 else values.reshape(-1, 1)
     stats = _column_stats(columns, with_quantiles)
     shape = values.shape[1:] if values.ndim > 1 else (1,)
@@ -142,6 +146,11 @@ class FrameSampler:
         if not self._kept:
             raise ValueError("no frames were sampled for statistics")
         return image_stats(np.concatenate(self._kept), with_quantiles=with_quantiles)
+
+
+def complete(stats: Mapping[str, Any] | None) -> bool:
+    """Whether a feature's stats hold every statistic both LeRobot versions need."""
+    return stats is not None and all(stats.get(key) is not None for key in BASIC_STATS)
 
 
 def select_stats(stats: Stats, keys: Iterable[str] | None) -> Stats:

@@ -53,6 +53,13 @@ class Camera:
     storage: Literal["video", "image"]
     height: int
     width: int
+    channels: int = 3
+    depth: bool = False  # info "video.is_depth_map": distances, not colours
+
+    @property
+    def is_rgb(self) -> bool:
+        """Colour frames the transforms are made for; grey, RGBA and depth are not."""
+        return self.channels == 3 and not self.depth
 
 
 @dataclass(frozen=True)
@@ -179,7 +186,17 @@ class DatasetReader(ABC):
         return formats[camera.key]
 
     @abstractmethod
-    def episode_stats(self, episode: SourceEpisode) -> dict[str, Stats]: ...
+    def episode_stats(self, episode: SourceEpisode) -> dict[str, Stats]:
+        """The source's own statistics of the episode (features it lacks are absent)."""
+
+    @cached_property
+    def computed_stats(self) -> dict[int, dict[str, Stats]]:
+        """Per episode index: statistics the source lacks, computed from its frames."""
+        return {}
+
+    def source_stats(self, episode: SourceEpisode) -> dict[str, Stats]:
+        """The episode's statistics: the source's own, completed by the computed ones."""
+        return {**self.computed_stats.get(episode.index, {}), **self.episode_stats(episode)}
 
     @abstractmethod
     def data_schema(self) -> pa.Schema: ...
@@ -255,19 +272,21 @@ def cameras_of(features: Mapping[str, Mapping[str, Any]]) -> list[Camera]:
     cameras = []
     for key, ft in features.items():
         if ft["dtype"] in CAMERA_DTYPES:
-            height, width = _height_width(key, ft)
-            cameras.append(Camera(key, ft["dtype"], height, width))
+            height, width, channels = _height_width_channels(key, ft)
+            info = ft.get("info") or {}
+            depth = bool(info.get("video.is_depth_map", False))
+            cameras.append(Camera(key, ft["dtype"], height, width, channels, depth))
     return cameras
 
 
-def _height_width(key: str, ft: Mapping[str, Any]) -> tuple[int, int]:
+def _height_width_channels(key: str, ft: Mapping[str, Any]) -> tuple[int, int, int]:
     shape = list(ft["shape"])
     names = list(ft.get("names") or [])
     if len(shape) != 3:
         raise DatasetError(f"camera {key!r} has shape {shape}, expected 3 dimensions")
     if names and names[0] in ("channel", "channels"):  # (c, h, w) layouts of old ports
-        return int(shape[1]), int(shape[2])
-    return int(shape[0]), int(shape[1])
+        return int(shape[1]), int(shape[2]), int(shape[0])
+    return int(shape[0]), int(shape[1]), int(shape[2])
 
 
 def hf_features(features: Mapping[str, Mapping[str, Any]]) -> datasets.Features:

@@ -98,6 +98,9 @@ class LeRobotV3Reader(DatasetReader):
         return table.sort_by("episode_index")
 
     def _check_episodes(self) -> None:
+        if not self.episodes:
+            raise DatasetError("the dataset has no episodes (meta/episodes lists none); "
+                               "record at least one episode before augmenting")
         indices = [ep.index for ep in self.episodes]
         if indices != list(range(len(indices))):
             raise DatasetError(
@@ -179,7 +182,7 @@ class LeRobotV3Reader(DatasetReader):
             value = self.meta_table.column(column)[episode.index].as_py()
             if value is not None:
                 out.setdefault(feature, {})[stat] = np.asarray(value)
-        return out
+        return {feature: values for feature, values in out.items() if stats_mod.complete(values)}
 
     def stat_names(self) -> dict[str, list[str]]:
         """Which statistics the source keeps per feature (our new rows keep the same)."""
@@ -407,7 +410,7 @@ class LeRobotV3Writer(DatasetWriter):
     def _original_stats(self) -> list[dict[str, stats_mod.Stats]]:
         if not self.plan.keep_originals:
             return []
-        return [self.reader.episode_stats(ep) for ep in self.reader.episodes]
+        return [self.reader.source_stats(ep) for ep in self.reader.episodes]
 
 
 class V3EpisodeWriter(EpisodeWriter):
