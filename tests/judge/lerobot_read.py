@@ -1,16 +1,23 @@
-"""Load a dataset folder with LeRobot's own reader and summarise what it sees (JSON).
+"""Load dataset folders with LeRobot's own reader and summarise what it sees (JSON).
 
 Runs inside the judge virtualenv (LeRobot + torch), never in the project's.
-Usage: python lerobot_read.py DATASET_FOLDER
+Usage: python lerobot_read.py DATASET_FOLDER [DATASET_FOLDER ...]; one JSON line per
+folder, in order (one process for many folders: torch takes seconds to import).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from lerobot.datasets.utils import EPISODES_DIR, load_nested_dataset
 
 
 def frame_means(dataset: LeRobotDataset, index: int) -> dict[str, float]:
@@ -18,7 +25,42 @@ def frame_means(dataset: LeRobotDataset, index: int) -> dict[str, float]:
     return {key: float(item[key].float().mean()) for key in dataset.meta.camera_keys}
 
 
-def main(root: Path) -> None:
+def stat_kind(value: Any) -> list[Any]:
+    """A statistic as LeRobot loads it: [numpy dtype, shape]."""
+    array = np.asarray(value)
+    return [array.dtype.name, list(array.shape)]
+
+
+def episode_stats(root: Path) -> list[dict[str, dict[str, list[Any]]]]:
+    """Per-episode stats/<feature>/<stat> columns of meta/episodes, as LeRobot loads them."""
+    table = load_nested_dataset(root / EPISODES_DIR).sort("episode_index")
+    columns = [c for c in table.column_names if c.startswith("stats/")]
+    out: list[dict[str, dict[str, list[Any]]]] = []
+    for row in table.select_columns(columns).to_list():
+        kinds: dict[str, dict[str, list[Any]]] = {}
+        for column, value in row.items():
+            feature, _, stat = column[len("stats/"):].rpartition("/")
+            if value is not None:
+                kinds.setdefault(feature, {})[stat] = stat_kind(value)
+        out.append(kinds)
+    return out
+
+
+def frame_summary(dataset: LeRobotDataset, index: int) -> dict[str, Any]:
+    """One frame: its indices, task, numeric values and each camera's shape and digest."""
+    item = dataset[index]
+    summary: dict[str, Any] = {"task": item["task"], "values": {}, "cameras": {}}
+    for key, value in item.items():
+        if key in dataset.meta.camera_keys:
+            pixels = value.detach().cpu().numpy()
+            summary["cameras"][key] = {"shape": list(pixels.shape),
+                                       "digest": hashlib.sha1(pixels.tobytes()).hexdigest()}
+        elif isinstance(value, torch.Tensor):
+            summary["values"][key] = value.tolist()
+    return summary
+
+
+def summarise(root: Path) -> dict[str, Any]:
     # PyAV backend: torchcodec would need the system's FFmpeg libraries.
     dataset = LeRobotDataset(repo_id="local/judged", root=root, video_backend="pyav")
     episodes = []
@@ -33,17 +75,30 @@ def main(root: Path) -> None:
             "task": first["task"],
             "first_means": frame_means(dataset, start),
             "last_means": frame_means(dataset, stop - 1),
+            "frames": [frame_summary(dataset, i) for i in range(start, stop)],
         })
-    print(json.dumps({
+    return {
         "codebase_version": dataset.meta.info["codebase_version"],
         "num_episodes": dataset.num_episodes,
         "num_frames": dataset.num_frames,
         "fps": dataset.fps,
         "camera_keys": list(dataset.meta.camera_keys),
         "stats_keys": sorted(dataset.meta.stats),
+        "stats": {feature: {stat: stat_kind(value) for stat, value in values.items()}
+                  for feature, values in dataset.meta.stats.items()},
+        "episode_stats": episode_stats(root),
         "episodes": episodes,
-    }))
+    }
+
+
+def main(roots: list[Path]) -> None:
+    for root in roots:
+        try:
+            summary = summarise(root)
+        except Exception:  # one folder's failure is that folder's verdict, not the others'
+            summary = {"error": traceback.format_exc()[-3000:]}
+        print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main([Path(arg) for arg in sys.argv[1:]])
