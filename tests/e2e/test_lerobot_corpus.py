@@ -1,0 +1,158 @@
+"""Datasets written by LeRobot's own writer, in the shapes public datasets come in, augment
+into datasets LeRobot's reader loads and agrees with (docs/design.md, Datasets).
+
+The corpus (tests/judge/lerobot_write.py) is written once per module by LeRobot 0.4.4
+in the judge environment; each shape is augmented in three modes and the source and
+the three outputs are read back by LeRobot in one judge process per shape.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from augment_runner.pipeline import augment_dataset
+from augment_spec.model import parse_spec
+from augment_testing.judge import lerobot_read_many, lerobot_write_many
+
+SHAPES = (
+    "two_videos",
+    "image_cameras",
+    "odd_size",
+    "numeric",
+    "per_frame_tasks",
+    "rollover",
+    "grey_image",
+    "h264_15fps",
+    "two_sessions",
+)
+MODES: dict[str, dict[str, Any]] = {
+    "copy-stacked": {"augment_dataset_mode": "copy", "augment_mode": "stacked"},
+    "copy-independent": {"augment_dataset_mode": "copy", "augment_mode": "independent"},
+    "inplace": {"augment_dataset_mode": "inplace", "augment_mode": "stacked"},
+}
+# Columns whose values an augmented copy renumbers; every other value is the source's.
+RENUMBERED = {"episode_index", "index"}
+
+
+@dataclass
+class Judged:
+    """One corpus shape: LeRobot's view of the source and of each mode's output."""
+
+    source: dict[str, Any]
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def augment(source: Path, output: Path, mode: str) -> dict[str, Any]:
+    spec = parse_spec({
+        "project_id": str(uuid.uuid4()), "dataset_id": "lab/corpus",
+        "augment_transforms": "lighting,noise", "augment_copies": 1,
+        "augment_brightness_min": 25, "augment_brightness_max": 30,
+        "augment_noise_sigma_min": 4, "augment_noise_sigma_max": 6, **MODES[mode],
+    })
+    augment_dataset(spec, source, output)
+    return json.loads((output / "meta" / "augmentation.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    lerobot_write_many({shape: root / shape for shape in SHAPES})
+    return root
+
+
+@pytest.fixture(scope="module")
+def judged(
+    corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Judged]:
+    cache: dict[str, Judged] = {}
+
+    def judge(shape: str) -> Judged:
+        if shape not in cache:
+            cache[shape] = _judge(corpus / shape, tmp_path_factory.mktemp(shape))
+        return cache[shape]
+
+    return judge
+
+
+def _judge(source: Path, outputs: Path) -> Judged:
+    made: dict[str, Path] = {}
+    provenance: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    for mode in MODES:
+        try:
+            provenance[mode] = augment(source, outputs / mode, mode)
+            made[mode] = outputs / mode
+        except Exception as exc:  # each mode's failure is that mode's test's verdict
+            failures[mode] = f"{type(exc).__name__}: {exc}"
+    before, *after = lerobot_read_many([source, *made.values()])
+    assert "error" not in before, f"LeRobot cannot read its own dataset:\n{before['error']}"
+    return Judged(before, dict(zip(made, after, strict=True)), provenance, failures)
+
+
+def kept_values(frame: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in frame["values"].items() if k not in RENUMBERED}
+
+
+def assert_same_kinds(after: dict[str, Any], before: dict[str, Any], where: str) -> None:
+    """Every statistic the source has, the output has with the same dtype and shape."""
+    for feature, stats in before.items():
+        assert feature in after, f"{where}: no stats for {feature}"
+        for stat, kind in stats.items():
+            assert after[feature].get(stat) == kind, (
+                f"{where}: {feature} {stat} is {after[feature].get(stat)}, the source's {kind}"
+            )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_lerobot_reads_the_augmented_copy_of_its_own_dataset(
+    judged: Callable[[str], Judged], shape: str, mode: str
+) -> None:
+    result = judged(shape)
+    assert mode not in result.failures, result.failures[mode]
+    before, after = result.source, result.outputs[mode]
+    assert "error" not in after, after.get("error")
+    provenance = result.provenance[mode]
+    augmented = set(provenance["augmented_cameras"])
+    copies = provenance["copies_per_episode"]
+    originals = before["num_episodes"] if mode != "inplace" else 0
+    assert after["num_episodes"] == originals + copies * before["num_episodes"]
+    assert after["num_frames"] == (after["num_episodes"] // before["num_episodes"]) * before[
+        "num_frames"]
+    assert after["camera_keys"] == before["camera_keys"]
+    assert after["stats_keys"] == before["stats_keys"]
+    assert_same_kinds(after["stats"], before["stats"], "meta/stats.json")
+    for episode in after["episodes"]:
+        made = provenance["episodes"][episode["episode_index"]]
+        source = before["episodes"][made["source_episode_index"]]
+        where = f"episode {episode['episode_index']} ({made})"
+        assert_same_kinds(after["episode_stats"][episode["episode_index"]],
+                          before["episode_stats"][made["source_episode_index"]], where)
+        assert episode["length"] == source["length"], where
+        if made["copy_index"] is None:  # an original: equal to the source, frame for frame
+            assert episode["frames"] == source["frames"], where
+            continue
+        for ours, theirs in zip(episode["frames"], source["frames"], strict=True):
+            assert ours["task"] == theirs["task"], where
+            assert kept_values(ours) == kept_values(theirs), where
+            for camera, pixels in ours["cameras"].items():
+                assert pixels["shape"] == theirs["cameras"][camera]["shape"], (where, camera)
+                changed = pixels["digest"] != theirs["cameras"][camera]["digest"]
+                assert changed == (camera in augmented), (where, camera)
+
+
+def test_grey_cameras_are_left_as_they_are(judged: Callable[[str], Judged]) -> None:
+    result = judged("grey_image")
+    for mode, provenance in result.provenance.items():
+        assert provenance["augmented_cameras"] == ["observation.images.top"], mode
+    episode = result.source["episodes"][0]["frames"][0]
+    assert episode["cameras"]["observation.images.depth"]["shape"][0] == 1
