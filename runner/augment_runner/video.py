@@ -341,6 +341,52 @@ class VideoConcatenator:
             self._container = None
 
 
+class EpisodeCut:
+    """One episode's packets copied out of a (v3) video file into a standalone MP4,
+    without decoding: frames come out bit for bit as the source's, whatever the codec,
+    pixel format or bit depth. It stands where an encoder's segment would (`path`,
+    `close`), so a writer appends it the same way.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def close(self) -> None:
+        """Nothing to flush: the file is complete when `cut_episode` returns."""
+
+
+def cut_episode(
+    source: Path, start_s: float, frames: int, fps: Fraction, out: Path
+) -> EpisodeCut | None:
+    """The packets of the `frames` frames from `start_s` in `source`, shifted to start at
+    0, in `out`; None (and no `out`) when a cut cannot be exact: the episode does not
+    start on a key frame of its own, or the window holds another number of frames."""
+    with _open_input(source) as container:
+        stream = container.streams.video[0]
+        frame_ticks = 1 / (Fraction(fps) * stream.time_base)
+        first = start_s / stream.time_base
+        low, high = first - frame_ticks / 2, first + (frames - Fraction(1, 2)) * frame_ticks
+        packets = [
+            p for p in container.demux(stream)
+            if p.dts is not None and p.pts is not None and low <= p.pts < high
+        ]
+        if len(packets) != frames or not packets[0].is_keyframe:
+            return None
+        shift = min(p.pts for p in packets)
+        if packets[0].pts != shift:
+            return None  # the first packet to decode is not the episode's first frame
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with av.open(str(out), "w") as target:
+            target_stream = target.add_stream_from_template(stream, opaque=True)
+            target_stream.time_base = stream.time_base
+            for packet in packets:
+                packet.pts -= shift
+                packet.dts -= shift
+                packet.stream = target_stream
+                target.mux(packet)
+    return EpisodeCut(out)
+
+
 def count_frames(path: Path) -> int:
     """Packets of the first video stream (one per frame for the codecs we write)."""
     with _open_input(path) as container:

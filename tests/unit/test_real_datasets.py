@@ -20,12 +20,14 @@ from augment_runner import pipeline
 from augment_runner import stats as stats_mod
 from augment_runner.errors import SCRATCH_FULL, AugmentError, DatasetError
 from augment_runner.formats.base import Camera
+from augment_runner.formats.detect import open_dataset
 from augment_runner.validate import validate_dataset
 from augment_spec.model import parse_spec
 from augment_testing.datasets import make_lerobot_v3, make_lerobot_v21
 
 PROJECT = "00000000-0000-0000-0000-00000000abcd"
 TOP, SIDE = "observation.images.top", "observation.images.side"
+WRIST = "observation.images.wrist"
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,12 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def run(source: Path, output: Path, **fields: Any) -> pipeline.AugmentResult:
     spec = parse_spec({"project_id": PROJECT, "dataset_id": "lab/source", **fields})
     return pipeline.augment_dataset(spec, source, output)
+
+
+def decoded_frames(root: Path, episode_index: int, camera: str) -> np.ndarray:
+    reader = open_dataset(root)
+    cam = next(c for c in reader.cameras if c.key == camera)
+    return np.concatenate(list(reader.decode_video(reader.episodes[episode_index], cam, 64)))
 
 
 def stats_lines(root: Path) -> list[dict[str, Any]]:
@@ -202,3 +210,19 @@ def test_an_invalid_output_is_never_moved_into_place(
     with pytest.raises(RuntimeError, match="a planted problem"):
         run(sources["v3"], tmp_path / "out", augment_transforms="lighting")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libsvtav1"])
+def test_copies_carry_unaugmented_video_cameras_packet_for_packet(
+    tmp_path: Path, codec: str
+) -> None:
+    source = make_lerobot_v3(tmp_path / "src", episodes=3, frames=[5, 7, 6], codec=codec,
+                             cameras=(TOP, WRIST), size=(32, 48))
+    out = tmp_path / "out"
+    run(source, out, augment_transforms="lighting", augment_copies=2, augment_cameras=[TOP])
+    assert validate_dataset(out) == []
+    provenance = json.loads((out / "meta/augmentation.json").read_text())
+    for made in provenance["episodes"]:
+        wrist = decoded_frames(out, made["episode_index"], WRIST)
+        original = decoded_frames(source, made["source_episode_index"], WRIST)
+        np.testing.assert_array_equal(wrist, original)  # not re-encoded: no grey level lost

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from .. import stats as stats_mod
 from ..errors import DatasetError
-from ..video import VideoConcatenator, VideoEncoder, decode_episode
+from ..video import EpisodeCut, VideoConcatenator, VideoEncoder, cut_episode, decode_episode
 from .base import (
     Camera,
     DatasetReader,
@@ -436,7 +436,7 @@ class V3EpisodeWriter(EpisodeWriter):
         )
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
-        self._encoders: dict[str, VideoEncoder] = {}
+        self._encoders: dict[str, VideoEncoder | EpisodeCut] = {}
 
     def write_rows(self, batch: pa.RecordBatch) -> None:
         self._pending.append(batch)
@@ -460,13 +460,27 @@ class V3EpisodeWriter(EpisodeWriter):
         if self.writer.reuse_source_videos(camera):
             self.writer.copy_source_videos(camera)
             return True
-        return False
+        # A copy's unaugmented camera: the source episode's packets, not a re-encode.
+        reader, source = self.writer.reader, self.record.source
+        cut = cut_episode(
+            reader.video_file(source, camera),
+            float(reader.rows[source.index][f"videos/{camera.key}/from_timestamp"]),
+            source.length,
+            reader.video_format(camera).fps,
+            self._segment_path(camera),
+        )
+        if cut is None:
+            return False  # decoded and encoded again instead
+        self._encoders[camera.key] = cut
+        return True
+
+    def _segment_path(self, camera: Camera) -> Path:
+        safe = camera.key.replace("/", "_")
+        return self.writer.staging / f"segment-{self.slot}-{safe}.mp4"
 
     def open_video(self, camera: Camera) -> VideoEncoder:
         fmt = self.writer.reader.video_format(camera)
-        safe = camera.key.replace("/", "_")
-        segment = self.writer.staging / f"segment-{self.slot}-{safe}.mp4"
-        encoder = VideoEncoder(segment, fmt, faststart=False)
+        encoder = VideoEncoder(self._segment_path(camera), fmt, faststart=False)
         self._encoders[camera.key] = encoder
         return encoder
 
