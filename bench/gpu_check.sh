@@ -24,9 +24,10 @@ mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"
 
 say() { printf '%s\n' "$*" | tee -a "$OUT/summary.txt" >&2; }
 
-# The packages live in runner/ and spec/; importing them from the tree avoids installing
-# the whole project (and its Kubernetes and Hub dependencies) just for this check.
-export PYTHONPATH="$ROOT/runner:$ROOT/spec${PYTHONPATH:+:$PYTHONPATH}"
+# The packages live in runner/ and spec/ (tests/ holds augment_testing, for the toy
+# transform); importing them from the tree avoids installing the whole project (and its
+# Kubernetes and Hub dependencies) just for this check.
+export PYTHONPATH="$ROOT/runner:$ROOT/spec:$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}"
 
 # The pinned requirement for a distribution, as pyproject.toml states it.
 pin() { grep -oE "\"$1==[^\"]+\"" pyproject.toml | head -n1 | tr -d '"'; }

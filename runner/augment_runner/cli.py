@@ -22,16 +22,16 @@ import shutil
 import sys
 import tempfile
 import traceback
+import types
 import uuid
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 from augment_spec.model import (
     HUB_REPO_ID_PATTERN,
     AugmentationSpec,
-    AugmentMode,
-    DatasetMode,
     SpecError,
     parse_spec,
 )
@@ -43,45 +43,41 @@ from .hub import HubError, download_dataset, resolve_token, upload_dataset
 # A local run belongs to no project; the spec still needs a project id.
 LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
 
-# flag -> spec field; argparse dest is the flag with '-' as '_'.
-FLAG_FIELDS: dict[str, str] = {
-    "transforms": "augment_transforms",
-    "mode": "augment_mode",
-    "copies": "augment_copies",
-    "dataset-mode": "augment_dataset_mode",
-    "seed": "augment_seed",
-    "brightness-min": "augment_brightness_min",
-    "brightness-max": "augment_brightness_max",
-    "contrast-min": "augment_contrast_min",
-    "contrast-max": "augment_contrast_max",
-    "color-temp-min": "augment_color_temp_min",
-    "color-temp-max": "augment_color_temp_max",
-    "noise-sigma-min": "augment_noise_sigma_min",
-    "noise-sigma-max": "augment_noise_sigma_max",
-    "blur-sigma-min": "augment_blur_sigma_min",
-    "blur-sigma-max": "augment_blur_sigma_max",
-    "occlusion-count": "augment_occlusion_count",
-    "occlusion-area-min": "augment_occlusion_area_min",
-    "occlusion-area-max": "augment_occlusion_area_max",
-    "cameras": "augment_cameras",
-    "revision": "source_revision",
-}
-FLAG_TYPES: dict[str, Callable[[str], Any]] = {
-    "copies": int,
-    "seed": int,
-    "color-temp-min": int,
-    "color-temp-max": int,
-    "occlusion-count": int,
-    "mode": str,
-    "dataset-mode": str,
-    "transforms": str,
-    "cameras": lambda v: [c.strip() for c in v.split(",") if c.strip()],
-    "revision": str,
-}
-FLAG_CHOICES = {
-    "mode": [m.value for m in AugmentMode],
-    "dataset-mode": [m.value for m in DatasetMode],
-}
+# Spec fields a run sets from flags: every augment_<name> as --<name> (dashes for
+# underscores), and these others. argparse's dest is the flag with '-' as '_'.
+OTHER_FLAG_FIELDS = {"revision": "source_revision"}
+_FLAG_PREFIX = "augment_"
+
+
+def _flag_fields() -> dict[str, str]:
+    """flag -> spec field, in the model's field order."""
+    own = {
+        field.removeprefix(_FLAG_PREFIX).replace("_", "-"): field
+        for field in AugmentationSpec.model_fields
+        if field.startswith(_FLAG_PREFIX)
+    }
+    return own | OTHER_FLAG_FIELDS
+
+
+def _comma_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _flag_parsing(field: str) -> tuple[Callable[[str], Any], list[str] | None]:
+    """(argparse type, choices) from the field's annotation, its `| None` dropped."""
+    annotation = AugmentationSpec.model_fields[field].annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        (annotation,) = (a for a in get_args(annotation) if a is not type(None))
+    if get_origin(annotation) is list:
+        return _comma_list, None
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return str, [member.value for member in annotation]
+    if annotation in (str, int, float):
+        return annotation, None
+    raise TypeError(f"no command-line form for {field}: {annotation}")
+
+
+FLAG_FIELDS: dict[str, str] = _flag_fields()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,10 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames per batch: bounds memory (default: %(default)s)",
     )
     for flag, field in FLAG_FIELDS.items():
+        parse, choices = _flag_parsing(field)
         parser.add_argument(
             f"--{flag}",
-            type=FLAG_TYPES.get(flag, float),
-            choices=FLAG_CHOICES.get(flag),
+            type=parse,
+            choices=choices,
             default=None,
             help=fields[field].description or field.replace("_", " "),
         )

@@ -30,6 +30,9 @@ class DatasetMode(StrEnum):
 
 
 class Transform(StrEnum):
+    """The deterministic transforms, in the order of the runner's registry
+    (augment_runner.transforms.registry; tests/unit/test_transform_registry.py checks it)."""
+
     lighting = "lighting"
     noise = "noise"
     blur = "blur"
@@ -94,7 +97,7 @@ class AugmentationSpec(BaseModel):
     name: str | None = Field(default=None, max_length=255, description="Display name")
     augment_transforms: str = Field(
         default="lighting",
-        description="Comma-separated transforms: lighting, noise, blur, occlusion",
+        description=f"Comma-separated transforms: {', '.join(TRANSFORM_NAMES)}",
     )
     augment_mode: AugmentMode = Field(
         default=AugmentMode.stacked,

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from augment_runner import backend
-from augment_runner.transforms import Augmenter, CopyParams, sample_copy_params
+from augment_runner.transforms import REGISTRY, Augmenter, CopyParams, sample_copy_params
 from augment_spec.model import AugmentationSpec, Transform
+from augment_testing.toy_transform import INVERT
 
 CUPY = next((m for m in backend.available_modules() if backend.is_cupy(m)), None)
 ALL = (Transform.lighting, Transform.noise, Transform.blur, Transform.occlusion)
@@ -104,3 +105,36 @@ class TestCupyMatchesNumpy:
         delta = Augmenter(p, CUPY)(frames, 0).astype(np.float64) - 128
         assert delta.std() == pytest.approx(np.sqrt(64 + 1 / 12), rel=0.02)
         assert abs(delta.mean()) < 0.1
+
+
+@pytest.fixture
+def invert(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(REGISTRY, INVERT.name, INVERT)  # undone after the test
+    return INVERT.name
+
+
+class TestToyTransformOnDevice:
+    """A transform known only to the registry runs on the device from its CUDA snippet,
+    alone, fused after lighting and noise, before lighting, and between other passes."""
+
+    __test__ = CUPY is not None
+
+    @pytest.mark.parametrize(
+        "transforms",
+        [
+            ("invert",),
+            ("lighting", "noise", "invert"),
+            ("invert", "lighting", "noise"),
+            ("blur", "invert", "occlusion"),
+        ],
+        ids="+".join,
+    )
+    def test_same_output_within_one_level(self, invert, transforms):
+        frames = frames_of(3, 37, 53)
+        p = dataclasses.replace(copy_params(ALL, 2), transforms=transforms)
+        assert_close(Augmenter(p, np)(frames, 40), Augmenter(p, CUPY)(frames, 40))
+
+    def test_inverts(self, invert):
+        frames = frames_of(2, 24, 32)
+        p = dataclasses.replace(copy_params(ALL, 1), transforms=(invert,))
+        assert np.array_equal(Augmenter(p, CUPY)(frames, 0), 255 - frames)

@@ -167,6 +167,18 @@ def test_build_context_holds_every_package_of_the_distribution(dockerfile: str) 
         assert str(source) in allowed, f"{source} is excluded by .dockerignore"
 
 
+def test_the_distribution_lists_every_package_folder() -> None:
+    # An explicit `packages` list installs only the packages it names: a subpackage left
+    # out imports from a checkout (editable install) but is missing from the images.
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    found = {
+        ".".join((name, *init.parent.relative_to(ROOT / folder).parts))
+        for name, folder in setuptools["package-dir"].items()
+        for init in (ROOT / folder).rglob("__init__.py")
+    }
+    assert found == set(setuptools["packages"])
+
+
 def test_image_tags_follow_the_version() -> None:
     version = PYPROJECT["project"]["version"]
     meta = yaml.safe_load((chart.CHART / "Chart.yaml").read_text())

@@ -1,4 +1,4 @@
-"""Properties of the transform engine (DESIGN.md §2), on every available backend.
+"""Properties of the transform engine (docs/design.md, Transforms), on every available backend.
 
 NumPy is always tested; CuPy joins the parametrisation only where it imports and sees
 a CUDA device, so a CPU run collects no CuPy cases at all (nothing is skipped).

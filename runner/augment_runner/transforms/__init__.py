@@ -1,0 +1,55 @@
+"""The deterministic transforms: lighting, noise, blur, occlusion (docs/design.md, Transforms).
+
+Parameters are drawn once per (episode, copy) by `sample_copy_params`; an `Augmenter`
+applies them to batches of uint8 RGB frames, on NumPy or CuPy, with identical results
+up to one grey level.
+
+- base.py: what a transform is (`TransformDef`) and the three kinds the engines run;
+- lighting.py, noise.py, blur.py, occlusion.py: one transform each, with its
+  definition, parameters, their drawing, its NumPy step and its CUDA code;
+- registry.py: the transforms by name, and the order their parameters are drawn in;
+- params.py: `CopyParams` and `sample_copy_params`;
+- numpy_engine.py, cupy_engine.py, augmenter.py: running them.
+"""
+
+from __future__ import annotations
+
+from .augmenter import Augmenter
+from .base import TransformDef
+from .blur import blur_blocks, gaussian_kernel, reflect_index
+from .lighting import (
+    ENCODING_GAMMA,
+    LUMA,
+    REFERENCE_KELVIN,
+    color_temp_gains,
+    lighting_affine,
+    luma_means,
+)
+from .noise import noise_frame_key, noise_stream_key
+from .numpy_engine import THREADS_ENV
+from .occlusion import OCCLUSION_FILL, occlusion_pixels
+from .params import CopyParams, sample_copy_params
+from .registry import DRAW_ORDER, REGISTRY
+
+__all__ = [
+    "DRAW_ORDER",
+    "ENCODING_GAMMA",
+    "LUMA",
+    "OCCLUSION_FILL",
+    "REFERENCE_KELVIN",
+    "REGISTRY",
+    "THREADS_ENV",
+    "Augmenter",
+    "CopyParams",
+    "TransformDef",
+    "blur_blocks",
+    "color_temp_gains",
+    "gaussian_kernel",
+    "lighting_affine",
+    "luma_means",
+    "noise_frame_key",
+    "noise_stream_key",
+    "occlusion_pixels",
+    "reflect_index",
+    "sample_copy_params",
+]

@@ -1,0 +1,54 @@
+"""Augmenter: one copy's transforms, applied to batches of frames on NumPy or CuPy."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from augment_runner.backend import array_module, is_cupy, to_host
+
+from .cupy_engine import CupyEngine
+from .numpy_engine import NumpyEngine
+from .params import CopyParams
+from .registry import lookup
+
+
+class Augmenter:
+    """Applies one copy's transforms to batches of frames of an episode."""
+
+    def __init__(self, params: CopyParams, xp: ModuleType | None = None) -> None:
+        self.params = params
+        self.xp = xp if xp is not None else array_module()
+        prepared = [(name, lookup(name).prepare(params)) for name in params.transforms]
+        self._engine: NumpyEngine | CupyEngine = (
+            CupyEngine(self.xp, prepared)
+            if is_cupy(self.xp)
+            else NumpyEngine([apply for _, apply in prepared])
+        )
+
+    def __call__(self, frames: np.ndarray, frame_offset: int) -> np.ndarray:
+        """Augmented copy of a host batch: (N, H, W, 3) uint8 in, a new array out.
+
+        `frame_offset` is the index of frames[0] within the episode; noise depends on
+        it, so an episode gives the same output however it is cut into batches.
+        """
+        _check_frames(frames, np.ndarray)
+        if isinstance(self._engine, NumpyEngine):
+            return self._engine.run(frames, frame_offset)
+        return to_host(self._engine.run(self.xp.asarray(frames), frame_offset))
+
+    def apply(self, frames: Any, frame_offset: int) -> Any:
+        """Like __call__, for arrays already on this backend (no host transfer)."""
+        _check_frames(frames, self.xp.ndarray)
+        return self._engine.run(frames, frame_offset)
+
+
+def _check_frames(frames: Any, array_type: type) -> None:
+    if not isinstance(frames, array_type):
+        raise TypeError(f"frames must be a {array_type.__module__} array")
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(
+            f"frames must be uint8 of shape (N, H, W, 3); got {frames.dtype} {frames.shape}"
+        )

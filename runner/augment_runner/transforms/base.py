@@ -1,0 +1,130 @@
+"""What a transform is, to the parameter sampler and to both engines.
+
+A transform is one `TransformDef` in the registry (registry.py). It names the
+CopyParams fields it owns (also its provenance keys), the stages that draw them from a
+copy's generator, and `prepare`, which turns one copy's parameters into what the
+engines run, one of three kinds:
+
+- `Pointwise`: a map of each value on its own (lighting, noise). NumPy runs its frame
+  step; CUDA runs its snippet, fused with the point snippets around it into one pass.
+- `Separable`: a symmetric 1-D filter along rows, then along columns (blur). NumPy
+  runs its frame step; CUDA runs its axis kernel once per axis.
+- `Fill`: pixel boxes set to one grey level (occlusion). Both engines fill the boxes
+  themselves, and skip the float arithmetic when every listed transform is a fill.
+
+Between transforms values are float32 within [0, 255]; each engine rounds half to
+even once, at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from augment_spec.model import AugmentationSpec
+
+    from .params import CopyParams
+
+Box = tuple[int, int, int, int]  # y0, y1, x0, x1: pixel bounds, end exclusive
+
+FrameStep = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+"""(frame, spare, frame_index) -> result, on float32 (H, W, 3) frames.
+
+`frame_index` is the frame's index within the episode. The step may work in place and
+return `frame`, or use `spare` (a buffer of the same shape it may overwrite) and return
+that; it keeps values within [0, 255]."""
+
+StepFactory = Callable[[int, int], FrameStep]
+"""(height, width) -> a frame step with its own scratch: one per worker thread and batch."""
+
+Draw = Callable[[np.random.Generator, "AugmentationSpec"], dict[str, Any]]
+"""One drawing stage: CopyParams field -> value, drawn from the copy's generator."""
+
+PointArgs = Callable[[ModuleType, Any], tuple[Any, ...]]
+"""(xp, pass input) -> the values of a snippet's `params`, in their order."""
+
+# NumPy steps work on row bands of about this many float32 values (~256 KiB): a band's
+# scratch stays in the L2 cache.
+BAND_ELEMENTS = 1 << 16
+
+
+@dataclass(frozen=True)
+class CudaSnippet:
+    """CUDA statements that update `float v`, one value of the batch, in a fused pass.
+
+    They may read `f` (frame within the batch), `e` (element within the frame), `c`
+    (channel), `frame0` (episode index of the batch's first frame) and their own
+    `params`: ElementwiseKernel input declarations whose names start with the
+    transform's name (the pass declares those of every snippet it fuses).
+    """
+
+    code: str
+    params: str = ""
+    preamble: str = ""  # CUDA helper functions, emitted once per kernel
+    reads_frame: bool = False  # needs statistics of its whole input: starts its own pass
+
+
+def no_args(xp: ModuleType, frames: Any) -> tuple[Any, ...]:
+    return ()
+
+
+@dataclass(frozen=True)
+class Pointwise:
+    """A map of each value on its own; `cuda_args` gives its snippet's parameter values."""
+
+    numpy: StepFactory
+    cuda: CudaSnippet
+    cuda_args: PointArgs = no_args
+
+
+CUDA_AXIS_PARAMS = "raw T x, raw float32 taps, int32 r, int64 length, int64 stride, int32 rnd"
+
+
+@dataclass(frozen=True)
+class Separable:
+    """Convolution with symmetric `taps` along rows, then columns.
+
+    `cuda_axis` is an ElementwiseKernel body with inputs CUDA_AXIS_PARAMS and output
+    `U y`: one value of one axis, where `stride` and `length` pick the axis (rows: W*3
+    and H, columns: 3 and W), `r` is the radius, and `rnd` asks for rounding.
+    """
+
+    numpy: StepFactory
+    taps: np.ndarray  # float32, odd length
+    cuda_axis: str
+    preamble: str = ""
+
+
+@dataclass(frozen=True)
+class Fill:
+    value: int  # a whole grey level, so filling commutes with the final rounding
+    boxes: Callable[[int, int], list[Box]]  # (height, width) -> the boxes
+
+
+Apply = Pointwise | Separable | Fill
+
+
+@dataclass(frozen=True)
+class TransformDef:
+    """One transform; the spec lists it by its name (a `Transform` member)."""
+
+    name: str
+    prepare: Callable[[CopyParams], Apply]
+    fields: tuple[str, ...] = ()  # the CopyParams fields it owns, in provenance order
+    # Drawing stages by name; registry.DRAW_ORDER says when each one runs.
+    draws: Mapping[str, Draw] = field(default_factory=dict)
+
+
+def uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(rng.uniform(low, high))
+
+
+def bands(length: int, step: int) -> Iterator[tuple[int, int]]:
+    """[start, end) pieces of `step` (the last one shorter) covering range(length)."""
+    for start in range(0, length, step):
+        yield start, min(start + step, length)
