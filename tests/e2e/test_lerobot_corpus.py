@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from augment_runner.pipeline import augment_dataset
@@ -39,6 +40,9 @@ MODES: dict[str, dict[str, Any]] = {
 }
 # Columns whose values an augmented copy renumbers; every other value is the source's.
 RENUMBERED = {"episode_index", "index"}
+# Camera stats are ours from the frames we encode; LeRobot's code runs on the frames it
+# decodes: they differ by what the codec loses (tiny frames, high quantiser, noise).
+CAMERA_MEAN_ATOL, CAMERA_STD_ATOL = 0.02, 0.03
 
 
 @dataclass
@@ -102,6 +106,25 @@ def kept_values(frame: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in frame["values"].items() if k not in RENUMBERED}
 
 
+def assert_stats_agree(
+    ours: dict[str, Any], source: dict[str, Any], lerobot_cameras: dict[str, Any],
+    augmented: set[str], where: str,
+) -> None:
+    """A copy's numeric stats are its source episode's (same values), its augmented
+    cameras' what LeRobot's own statistics code finds in the decoded frames."""
+    for feature, stats in source.items():
+        if feature in RENUMBERED or feature in lerobot_cameras:
+            continue
+        for stat, value in stats.items():
+            np.testing.assert_allclose(np.asarray(ours[feature][stat], dtype=float),
+                                       np.asarray(value, dtype=float), rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{where}: {feature} {stat}")
+    for camera in augmented:
+        for stat, atol in (("mean", CAMERA_MEAN_ATOL), ("std", CAMERA_STD_ATOL)):
+            np.testing.assert_allclose(ours[camera][stat], lerobot_cameras[camera][stat],
+                                       atol=atol, err_msg=f"{where}: {camera} {stat}")
+
+
 def assert_same_kinds(after: dict[str, Any], before: dict[str, Any], where: str) -> None:
     """Every statistic the source has, the output has with the same dtype and shape."""
     for feature, stats in before.items():
@@ -141,6 +164,11 @@ def test_lerobot_reads_the_augmented_copy_of_its_own_dataset(
         if made["copy_index"] is None:  # an original: equal to the source, frame for frame
             assert episode["frames"] == source["frames"], where
             continue
+        ours_stats = after["episode_stat_values"][episode["episode_index"]]
+        if ours_stats:  # a source keeps per-episode stats, so its output does
+            assert_stats_agree(
+                ours_stats, before["episode_stat_values"][made["source_episode_index"]],
+                episode["camera_stats"], augmented, where)
         for ours, theirs in zip(episode["frames"], source["frames"], strict=True):
             assert ours["task"] == theirs["task"], where
             assert kept_values(ours) == kept_values(theirs), where
