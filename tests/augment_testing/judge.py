@@ -70,6 +70,12 @@ def lerobot_write_many(shapes: Mapping[str, Path]) -> None:
     _run_judge("lerobot_write.py", args, f"write {', '.join(shapes)}")
 
 
+def lerobot_convert(*datasets: Path) -> None:
+    """Turn each v2.1 folder into v3.0 with LeRobot's own converter, in place; raises
+    with its error when it refuses one."""
+    _run_judge("lerobot_convert.py", [str(d) for d in datasets], "convert v2.1 to v3.0")
+
+
 def lerobot_write(shape: str, path: Path) -> Path:
     """A dataset in the named shape, written by LeRobot's own writer into `path`."""
     lerobot_write_many({shape: path})
