@@ -4,24 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install binaries judge test unit e2e lint crd cluster run demo bench gpu-check clean
+.PHONY: install binaries judge test unit e2e lint typecheck crd generate cluster run demo bench gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the project with pinned dependencies
 
-$(STAMP): pyproject.toml
+# The product with every component's extra, and its development tools (dev/: `augment-dev`,
+# the embedded control plane, the local Hub), which are a distribution of their own.
+$(STAMP): pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/pip install -q -e '.[dev,bench]' -e ./dev
 	touch $(STAMP)
 
 binaries: $(STAMP)  ## build (once, cached) the Kubernetes control plane and helm
-	$(BIN)/python -m augment_testing.binaries
+	$(BIN)/python -m augment_dev.binaries
 
 judge: $(STAMP)  ## build (once, cached) LeRobot's own reader, the judge of our output
-	$(BIN)/python -m augment_testing.judge
+	$(BIN)/python -m augment_dev.judge
 
-test: $(STAMP) binaries judge lint  ## every test, the end-to-end ones included
+test: $(STAMP) binaries judge lint typecheck  ## every test, the end-to-end ones included
 	$(BIN)/python -m augment_spec.check_crd
+	$(BIN)/python -m augment_operator.check_values
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: $(STAMP)
@@ -33,11 +36,17 @@ e2e: $(STAMP) binaries
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+typecheck: $(STAMP)  ## mypy (configuration in pyproject.toml)
+	$(BIN)/mypy
+
 crd: $(STAMP)  ## regenerate crds/ and the chart's copy from the spec model
 	$(BIN)/augment crd --write
 
+generate: crd  ## also regenerate the chart's default GPU profiles from the operator's
+	$(BIN)/python -m augment_operator.check_values --write
+
 cluster: $(STAMP) binaries  ## a real control plane with fake GPU nodes, until Ctrl-C
-	$(BIN)/augment dev-cluster
+	$(BIN)/augment-dev cluster
 
 run: $(STAMP)  ## augment the sample dataset locally
 	rm -rf out/sample-augmented
@@ -45,7 +54,7 @@ run: $(STAMP)  ## augment the sample dataset locally
 		--transforms lighting,noise,blur,occlusion --copies 2
 
 demo: $(STAMP) binaries  ## the whole stack on the embedded control plane
-	$(BIN)/augment demo
+	$(BIN)/augment-dev demo
 
 bench: $(STAMP) binaries  ## side-by-side benchmarks -> bench/results.json, .md, .png
 	$(BIN)/python -m bench.run

@@ -83,7 +83,7 @@ QUICK = ApiBenchConfig(concurrency=50, posts=150, gets=50, healthz=150, apiserve
 
 class ApiProcess:
     def __init__(self, cluster: Any, workdir: Path, namespace: str) -> None:
-        from augment_testing.cluster import free_port
+        from augment_dev.cluster import free_port
 
         self.key = f"bench_{secrets.token_hex(16)}"
         keys = workdir / "api-keys.yaml"
@@ -111,7 +111,7 @@ class ApiProcess:
             raise RuntimeError(f"API did not start: {exc}\n{log_tail(self.log)}") from None
 
     def stop(self) -> None:
-        from augment_testing.cluster import stop_process
+        from augment_dev.cluster import stop_process
 
         stop_process(self.proc)
 
@@ -416,7 +416,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def wait_labelled(cluster: Any, namespace: str, timeout: float) -> float | None:
     """Seconds until the operator has put its job-id label on every CR of the namespace
     (the label GET looks jobs up by), or None after `timeout`."""
-    from augment_spec.crd import LABEL_JOB_ID
+    from augment_spec.contract import LABEL_JOB_ID
 
     started = time.monotonic()
     params = {"labelSelector": f"!{LABEL_JOB_ID}", "limit": "1"}

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from augment_spec.crd import LABEL_MANAGED_BY
+from augment_spec.contract import LABEL_MANAGED_BY, MANAGED_BY_OPERATOR
 from bench.common import (
     CpuMeter,
     apiserver_client,
@@ -47,7 +47,7 @@ from bench.common import (
 )
 
 NAMESPACE = "bench"
-JOB_SELECTOR = f"{LABEL_MANAGED_BY}=augment-operator"
+JOB_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_OPERATOR}"
 HISTOGRAM = "augment_reconcile_seconds"
 
 
@@ -93,7 +93,7 @@ class OperatorProcess:
     def __init__(
         self, cluster: Any, workdir: Path, namespace: str, config: dict[str, Any] | None = None
     ) -> None:
-        from augment_testing.cluster import free_port
+        from augment_dev.cluster import free_port
 
         self.port = free_port()
         self.log = workdir / f"operator-{self.port}.log"
@@ -120,7 +120,7 @@ class OperatorProcess:
         return httpx.get(self.metrics_url, timeout=10).text
 
     def stop(self) -> None:
-        from augment_testing.cluster import stop_process
+        from augment_dev.cluster import stop_process
 
         stop_process(self.proc)
 

@@ -71,7 +71,7 @@ def bench_spec(copies: int) -> AugmentationSpec:
 
 
 def make_source(root: Path, codec: str, cfg: PipelineConfig) -> Path:
-    from augment_testing.datasets import make_lerobot_v3
+    from augment_dev.datasets import make_lerobot_v3
 
     return make_lerobot_v3(
         root / f"source-{codec}", episodes=1, frames=cfg.frames, cameras=(CAMERA,),
@@ -93,7 +93,7 @@ class Source:
         self.batch_frames = batch_frames
 
     def decode(self) -> list[np.ndarray]:
-        return list(self.reader.decode_video(self.episode, self.camera, self.batch_frames))
+        return list(self.reader.decode_frames(self.episode, self.camera, self.batch_frames))
 
     def encoders(self, workdir: Path, n: int) -> list[VideoEncoder]:
         return [VideoEncoder(workdir / f"copy-{i}.mp4", self.format) for i in range(n)]
@@ -111,7 +111,7 @@ def time_floor(src: Source, workdir: Path, copies: int) -> float:
     """Decode once, encode every copy of the untransformed frames."""
     started = time.perf_counter()
     encoders = src.encoders(workdir, copies)
-    for batch in src.reader.decode_video(src.episode, src.camera, src.batch_frames):
+    for batch in src.reader.decode_frames(src.episode, src.camera, src.batch_frames):
         for encoder in encoders:
             encoder.write(batch)
     for encoder in encoders:
@@ -122,7 +122,7 @@ def time_floor(src: Source, workdir: Path, copies: int) -> float:
 def time_decode_per_copy(src: Source, workdir: Path, copies: int) -> float:
     started = time.perf_counter()
     for encoder in src.encoders(workdir, copies):
-        for batch in src.reader.decode_video(src.episode, src.camera, src.batch_frames):
+        for batch in src.reader.decode_frames(src.episode, src.camera, src.batch_frames):
             encoder.write(batch)
         encoder.close()
     return time.perf_counter() - started

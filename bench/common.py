@@ -223,7 +223,7 @@ def log_tail(path: Path, chars: int = 2000) -> str:
 def bench_cluster(namespace: str) -> Iterator[Any]:
     """A real control plane without the pod executor, the CRD established and
     `namespace` created: what the operator and API benchmarks talk to."""
-    from augment_testing.cluster import EmbeddedCluster
+    from augment_dev.cluster import EmbeddedCluster
 
     ensure_normal_scheduling()  # the control plane inherits this thread's policy
     with EmbeddedCluster(run_pods=False) as cluster:
@@ -267,14 +267,15 @@ def apiserver_client(cluster: Any, connections: int = 32) -> Any:
 
 
 def cr_path(namespace: str) -> str:
-    from augment_spec.crd import GROUP, PLURAL, VERSION
+    from augment_spec.contract import GROUP, PLURAL, VERSION
 
     return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
 
 
 def cr_manifest(name: str, namespace: str, index: int) -> dict[str, Any]:
     """A valid AugmentationJob, its spec made by the shared spec model."""
-    from augment_spec.crd import API_VERSION, KIND, cr_spec_from_spec
+    from augment_spec.contract import API_VERSION, KIND
+    from augment_spec.crd import cr_spec_from_spec
     from augment_spec.model import parse_spec
 
     spec = parse_spec({

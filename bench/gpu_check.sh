@@ -24,7 +24,7 @@ mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"
 
 say() { printf '%s\n' "$*" | tee -a "$OUT/summary.txt" >&2; }
 
-# The packages live in runner/ and spec/ (tests/ holds augment_testing, for the toy
+# The packages live in runner/ and spec/ (tests/ holds toy_transform.py, for the toy
 # transform); importing them from the tree avoids installing the whole project (and its
 # Kubernetes and Hub dependencies) just for this check.
 export PYTHONPATH="$ROOT/runner:$ROOT/spec:$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}"

@@ -4,7 +4,10 @@
 #
 #   docker build -f images/augment.Dockerfile -t ghcr.io/augment-operator/augment:0.1.0 .
 #
-# Package versions come from pyproject.toml's exact pins via `pip install .`.
+# Package versions come from pyproject.toml's exact pins. Only the `api` and `operator`
+# extras are installed: no NumPy, PyAV or datasets (the runner's), no development tools
+# (dev/ and tests/ are not in the build context; tests/unit/test_images.py checks
+# that these extras are all the API's and the operator's entrypoints import).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -20,8 +23,7 @@ COPY api/ api/
 COPY operator/ operator/
 COPY runner/ runner/
 COPY cli/ cli/
-COPY tests/augment_testing/ tests/augment_testing/
-RUN pip install --no-compile . \
+RUN pip install --no-compile ".[api,operator]" \
  && augment --help >/dev/null
 
 # ---- runtime: the interpreter and the virtualenv, no pip cache, no sources

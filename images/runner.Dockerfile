@@ -5,9 +5,12 @@
 #
 #   docker build -f images/runner.Dockerfile -t ghcr.io/augment-operator/augment-runner:0.1.0 .
 #
-# Versions of Python packages are NOT repeated here: `pip install .[gpu]` reads the exact
-# pins from pyproject.toml, so the image, `make install` and CI run the same versions
+# Versions of Python packages are NOT repeated here: `pip install .[runner,gpu]` reads the
+# exact pins from pyproject.toml, so the image, `make install` and CI run the same versions
 # (tests/unit/test_images.py fails if a pin here ever disagrees with pyproject.toml).
+# Only the runner's extras: no FastAPI or kopf, no development tools (dev/ and tests/ are
+# not in the build context; tests/unit/test_images.py checks that these extras are
+# all `augment run` imports).
 
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
 ARG PYTHON_VERSION=3.11
@@ -34,8 +37,7 @@ COPY api/ api/
 COPY operator/ operator/
 COPY runner/ runner/
 COPY cli/ cli/
-COPY tests/augment_testing/ tests/augment_testing/
-RUN pip install --no-compile ".[gpu]" \
+RUN pip install --no-compile ".[runner,gpu]" \
  && augment --help >/dev/null
 
 # ---- runtime: CUDA runtime + the Python interpreter + the virtualenv, nothing else

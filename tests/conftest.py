@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from augment_testing.cluster import EmbeddedCluster
+from augment_dev.cluster import EmbeddedCluster
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from augment_api.auth import KeyRing, KeyRingFile, KeySource
-from augment_api.errors import ServiceError, ValidationErrorResponse
+from augment_api.errors import FieldError, ServiceError, ValidationErrorResponse
 from augment_api.middleware import BodyLimitMiddleware, CatchAllMiddleware
 from augment_api.routes import health, jobs
 from augment_api.settings import Settings
@@ -56,17 +56,21 @@ class _OneError:
         return [self._error]
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+# Starlette types every exception handler as taking Exception; each is registered for
+# one class only, which the assert states.
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     body = ValidationErrorResponse(
         detail="; ".join(_readable(e) for e in errors) or "invalid request",
-        errors=[{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
-                 "type": str(e.get("type", ""))} for e in errors],
+        errors=[FieldError(loc=list(e.get("loc", ())), msg=str(e.get("msg", "")),
+                           type=str(e.get("type", ""))) for e in errors],
     )
     return JSONResponse(body.model_dump(), status_code=422)
 
 
-async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
                         headers=exc.headers)
 

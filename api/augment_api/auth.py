@@ -112,7 +112,7 @@ class KeyRing:
                 found = entry
         if found is None:
             return None
-        projects = None if found.projects == ALL_PROJECTS else frozenset(found.projects)
+        projects = None if isinstance(found.projects, str) else frozenset(found.projects)
         return Principal(name=found.name, projects=projects)
 
 

@@ -6,7 +6,7 @@ them into responses, so no layer below the routes needs to know about HTTP objec
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -80,7 +80,7 @@ class Unavailable(ServiceError):
 
 
 # OpenAPI entries for the error statuses, so clients see the `{"detail": ...}` shape.
-def error_responses(*statuses: int) -> dict[int | str, dict]:
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Invalid request parameters",
         401: "Invalid or missing API key",

@@ -9,9 +9,23 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from augment_api.store import cancel_requested, phase_of, project_of
+from augment_api.store import project_of
+from augment_spec.contract import (
+    PROGRESS_DONE,
+    PROGRESS_PERCENT,
+    PROGRESS_TOTAL,
+    STATUS_COMPLETION_TIME,
+    STATUS_JOB_NAME,
+    STATUS_MESSAGE,
+    STATUS_OUTPUT_DATASET_ID,
+    STATUS_PROGRESS,
+    STATUS_START_TIME,
+    Phase,
+    cancel_requested,
+    phase_of,
+)
 from augment_spec.crd import spec_from_cr
-from augment_spec.model import AugmentationSpec, Phase, SpecError
+from augment_spec.model import AugmentationSpec, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +89,23 @@ def _spec_of(cr: dict[str, Any]) -> AugmentationSpec | None:
 def job_from_cr(cr: dict[str, Any]) -> AugmentationJobStatus:
     meta, status = cr["metadata"], cr.get("status") or {}
     spec = _spec_of(cr)
-    progress = status.get("progress") or {}
+    progress = status.get(STATUS_PROGRESS) or {}
     return AugmentationJobStatus(
         job_id=meta["uid"],
         name=meta["name"],
         namespace=meta.get("namespace", ""),
         project_id=project_of(cr),
         status=phase_of(cr),
-        message=status.get("message"),
+        message=status.get(STATUS_MESSAGE),
         cancel_requested=cancel_requested(cr),
-        progress=Progress(episodes_done=progress.get("episodesDone", 0),
-                          episodes_total=progress.get("episodesTotal", 0),
-                          percent=progress.get("percent", 0)),
-        output_dataset_id=status.get("outputDatasetId") or (spec.target_dataset_id if spec
-                                                            else None),
-        job_name=status.get("jobName"),
+        progress=Progress(episodes_done=progress.get(PROGRESS_DONE, 0),
+                          episodes_total=progress.get(PROGRESS_TOTAL, 0),
+                          percent=progress.get(PROGRESS_PERCENT, 0)),
+        output_dataset_id=status.get(STATUS_OUTPUT_DATASET_ID) or (spec.target_dataset_id
+                                                                   if spec else None),
+        job_name=status.get(STATUS_JOB_NAME),
         created_at=meta.get("creationTimestamp"),
-        started_at=status.get("startTime"),
-        completed_at=status.get("completionTime"),
+        started_at=status.get(STATUS_START_TIME),
+        completed_at=status.get(STATUS_COMPLETION_TIME),
         spec=spec,
     )

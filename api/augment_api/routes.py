@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -16,8 +16,9 @@ from augment_api.models import (
     Health,
     job_from_cr,
 )
-from augment_api.store import JobStore, newest_first, phase_of, project_of
-from augment_spec.model import GENERATIVE_DISABLED, AugmentationSpec, AugmentationType, Phase
+from augment_api.store import JobStore, newest_first, project_of
+from augment_spec.contract import Phase, phase_of
+from augment_spec.model import GENERATIVE_DISABLED, AugmentationSpec, AugmentationType
 
 GENERATIVE_DISABLED_HINT = f"{GENERATIVE_DISABLED}; use augmentation_type=deterministic"
 # Visible ASCII: the key is stored as an annotation value and hashed into the CR name.
@@ -25,7 +26,8 @@ IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 
 
 def get_store(request: Request) -> JobStore:
-    return request.app.state.store
+    store: JobStore = request.app.state.store
+    return store
 
 
 Store = Annotated[JobStore, Depends(get_store)]
@@ -39,7 +41,7 @@ def require_project(principal: Principal, project_id: UUID) -> None:
         raise Forbidden(f"this API key may not use project {project_id}")
 
 
-def visible_job(store: JobStore, principal: Principal, job_id: UUID) -> dict:
+def visible_job(store: JobStore, principal: Principal, job_id: UUID) -> dict[str, Any]:
     """The job's CR; 404 alike for missing jobs and other projects' jobs."""
     cr = store.find(job_id)
     if cr is None or not principal.may_use(project_of(cr)):
@@ -47,7 +49,7 @@ def visible_job(store: JobStore, principal: Principal, job_id: UUID) -> dict:
     return cr
 
 
-def selected(cr: dict, principal: Principal, project_id: UUID | None,
+def selected(cr: dict[str, Any], principal: Principal, project_id: UUID | None,
              phase: Phase | None) -> bool:
     project = project_of(cr)
     return (principal.may_use(project)

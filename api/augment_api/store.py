@@ -29,8 +29,8 @@ from kubernetes.client.exceptions import ApiException
 
 from augment_api.errors import BadGateway, Conflict, Invalid, NotFound, ServiceError, Unavailable
 from augment_api.settings import Settings
-from augment_spec.crd import (
-    ANNOTATION_CANCEL,
+from augment_spec.contract import (
+    ANNOTATION_CREATED_BY,
     ANNOTATION_IDEMPOTENCY,
     ANNOTATION_REQUEST_HASH,
     API_VERSION,
@@ -39,29 +39,25 @@ from augment_spec.crd import (
     LABEL_JOB_ID,
     LABEL_MANAGED_BY,
     LABEL_PROJECT,
+    MANAGED_BY_API,
     PLURAL,
+    TERMINAL_PHASES,
     VERSION,
-    cr_spec_from_spec,
+    cancel_annotations,
+    cancel_requested,
+    phase_of,
 )
-from augment_spec.model import TERMINAL_PHASES, AugmentationSpec, Phase
+from augment_spec.crd import cr_spec_from_spec
+from augment_spec.model import AugmentationSpec
 
 log = logging.getLogger(__name__)
 
-# Spec is immutable, so a cancel is metadata: ANNOTATION_CANCEL="true", which the operator
-# acts on. The key's name on each job the API creates answers "who made this?".
-ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
-MANAGED_BY = "augment-api"
 NAME_PREFIX = "aug-"
 LIST_CHUNK = 500
 CREATE_ATTEMPTS = 3
 
 
-# ---- reading a CR ----
-def phase_of(cr: dict[str, Any]) -> Phase:
-    """The CR's phase; Pending until the operator has written one."""
-    return Phase((cr.get("status") or {}).get("phase") or Phase.Pending)
-
-
+# ---- reading a CR (its phase and cancel request: augment_spec.contract) ----
 def project_of(cr: dict[str, Any]) -> UUID | None:
     try:
         return UUID(str((cr.get("spec") or {}).get("projectId")))
@@ -71,10 +67,6 @@ def project_of(cr: dict[str, Any]) -> UUID | None:
 
 def annotations_of(cr: dict[str, Any]) -> dict[str, str]:
     return cr.get("metadata", {}).get("annotations") or {}
-
-
-def cancel_requested(cr: dict[str, Any]) -> bool:
-    return annotations_of(cr).get(ANNOTATION_CANCEL, "").lower() == "true"  # as the operator
 
 
 def newest_first(crs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -184,10 +176,12 @@ class JobStore:
                 self._objects = k8s.CustomObjectsApi(self._client_factory())
             return self._objects
 
-    def _call(self, method: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        """One CustomObjectsApi call on this namespace's CRs; the client returns JSON dicts."""
         fn = getattr(self._api, method)
-        return fn(GROUP, VERSION, self.namespace, PLURAL, _request_timeout=self._timeout,
-                  **kwargs)
+        result: dict[str, Any] = fn(GROUP, VERSION, self.namespace, PLURAL,
+                                    _request_timeout=self._timeout, **kwargs)
+        return result
 
     # ---- create ----
     def _manifest(self, name: str, spec: AugmentationSpec, created_by: str,
@@ -202,7 +196,7 @@ class JobStore:
             "metadata": {
                 "name": name,
                 "namespace": self.namespace,
-                "labels": {LABEL_PROJECT: str(spec.project_id), LABEL_MANAGED_BY: MANAGED_BY},
+                "labels": {LABEL_PROJECT: str(spec.project_id), LABEL_MANAGED_BY: MANAGED_BY_API},
                 "annotations": annotations,
             },
             "spec": cr_spec_from_spec(spec),
@@ -294,7 +288,7 @@ class JobStore:
                 # resourceVersion makes the patch conditional: if the operator moved the
                 # job to a final phase since we read it, we get 409 and look again.
                 patch = {"metadata": {"resourceVersion": cr["metadata"]["resourceVersion"],
-                                      "annotations": {ANNOTATION_CANCEL: "true"}}}
+                                      "annotations": cancel_annotations()}}
                 try:
                     return self._call("patch_namespaced_custom_object", name=name, body=patch)
                 except ApiException as exc:

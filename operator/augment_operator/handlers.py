@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -18,16 +19,19 @@ from augment_operator.config import OperatorConfig
 from augment_operator.jobs import build_job, job_name
 from augment_operator.kube import Kube
 from augment_operator.status import Action, Decision, decide, differs, status_patch
-from augment_spec.crd import (
+from augment_spec.contract import (
     ANNOTATION_CANCEL,
     GROUP,
     LABEL_JOB,
     LABEL_JOB_ID,
     LABEL_PROJECT,
     PLURAL,
+    STATUS_PHASE,
+    TERMINAL_PHASES,
     VERSION,
-    spec_from_cr,
+    Phase,
 )
+from augment_spec.crd import spec_from_cr
 from augment_spec.model import AugmentationSpec, SpecError
 
 log = logging.getLogger("augment.operator")
@@ -110,12 +114,14 @@ class Reconciler:
         patch = status_patch(cr, decision, jname, spec.target_dataset_id if spec else None)
         if not differs(cr, patch):
             return
-        before = (cr.get("status") or {}).get("phase")
+        before = (cr.get("status") or {}).get(STATUS_PHASE)
         self.kube.patch_cr_status(cr["metadata"]["namespace"], cr["metadata"]["name"], patch)
         if before != decision.phase.value:
             metrics.TRANSITIONS.labels(phase=decision.phase.value).inc()
-            event = kopf.warn if decision.phase.value in ("Failed",) else kopf.info
-            event(cr, reason=decision.phase.value, message=decision.message[:1000])
+            event = kopf.warn if decision.phase is Phase.Failed else kopf.info
+            # kopf's hints name its Body wrapper; it reads any mapping with metadata.
+            event(cr, reason=decision.phase.value,  # type: ignore[arg-type]
+                  message=decision.message[:1000])
             log.info("%s/%s: %s -> %s (%s)", cr["metadata"]["namespace"],
                      cr["metadata"]["name"], before or "-", decision.phase.value,
                      decision.message)
@@ -124,10 +130,14 @@ class Reconciler:
 def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
     """Wire the handlers into a kopf registry (kept explicit for tests and the CLI)."""
 
-    def on_cr(namespace: str, name: str, **_: Any) -> None:
+    # kopf passes every handler kwarg; namespace is None only for cluster-scoped
+    # objects, and every object these handlers watch is namespaced.
+    def on_cr(namespace: str | None, name: str, **_: Any) -> None:
+        assert namespace is not None
         reconciler.reconcile(namespace, name)
 
-    def on_child(labels: dict[str, str], namespace: str, **_: Any) -> None:
+    def on_child(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+        assert namespace is not None
         reconciler.reconcile(namespace, labels[LABEL_JOB])
 
     cr = (GROUP, VERSION, PLURAL)
@@ -138,8 +148,8 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
     # Missed events converge: every unfinished job is looked at again on a timer.
     kopf.timer(*cr, interval=reconciler.config.resync_seconds,
                registry=registry, id="resync",
-               when=lambda status, **_: (status or {}).get("phase") not in
-               ("Succeeded", "Failed", "Cancelled"))(on_cr)
+               when=lambda status, **_: (status or {}).get(STATUS_PHASE) not in
+               TERMINAL_PHASES)(on_cr)
     kopf.on.event("batch", "v1", "jobs", labels={LABEL_JOB: kopf.PRESENT},
                   registry=registry)(on_child)
     kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT},

@@ -7,13 +7,27 @@ import json
 from typing import Any
 
 from augment_operator.config import GpuProfile, OperatorConfig
-from augment_spec.crd import API_VERSION, KIND, LABEL_JOB, LABEL_MANAGED_BY, LABEL_PROJECT
+from augment_spec.contract import (
+    API_VERSION,
+    ENV_HF_TOKEN,
+    ENV_JOB_NAME,
+    ENV_JOB_NAMESPACE,
+    ENV_SPEC,
+    ENV_TERMINATION_LOG,
+    ENV_THREADS,
+    ENV_WORKDIR,
+    EXIT_BAD_INPUT,
+    KIND,
+    LABEL_JOB,
+    LABEL_MANAGED_BY,
+    LABEL_PROJECT,
+    MANAGED_BY_OPERATOR,
+    TERMINATION_LOG_PATH,
+)
 from augment_spec.model import AugmentationSpec
 
 RUNNER_CONTAINER = "runner"
 SCRATCH = "/scratch"
-EXIT_BAD_INPUT = 2  # the runner's exit code for input no retry can fix
-MANAGED_BY = "augment-operator"
 
 
 def job_name(cr_name: str) -> str:
@@ -28,7 +42,7 @@ def job_labels(cr: dict[str, Any], spec: AugmentationSpec) -> dict[str, str]:
     return {
         LABEL_JOB: cr["metadata"]["name"],
         LABEL_PROJECT: str(spec.project_id),
-        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_MANAGED_BY: MANAGED_BY_OPERATOR,
         "app.kubernetes.io/name": "augment-runner",
     }
 
@@ -43,15 +57,14 @@ def owner_reference(cr: dict[str, Any]) -> dict[str, Any]:
 def runner_env(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
                config: OperatorConfig) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": "AUGMENT_SPEC", "value": json.dumps(spec.model_dump(mode="json"),
-                                                     sort_keys=True)},
-        {"name": "AUGMENT_JOB_NAME", "value": cr["metadata"]["name"]},
-        {"name": "AUGMENT_JOB_NAMESPACE",
+        {"name": ENV_SPEC, "value": json.dumps(spec.model_dump(mode="json"), sort_keys=True)},
+        {"name": ENV_JOB_NAME, "value": cr["metadata"]["name"]},
+        {"name": ENV_JOB_NAMESPACE,
          "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "AUGMENT_WORKDIR", "value": f"{SCRATCH}/work"},
-        {"name": "AUGMENT_TERMINATION_LOG", "value": "/dev/termination-log"},
+        {"name": ENV_WORKDIR, "value": f"{SCRATCH}/work"},
+        {"name": ENV_TERMINATION_LOG, "value": TERMINATION_LOG_PATH},
         # The pod sees the node's cores; size the transform threads to what it asked for.
-        {"name": "AUGMENT_THREADS", "valueFrom": {"resourceFieldRef": {
+        {"name": ENV_THREADS, "valueFrom": {"resourceFieldRef": {
             "containerName": RUNNER_CONTAINER, "resource": "requests.cpu", "divisor": "1"}}},
         {"name": "HOME", "value": SCRATCH},
         {"name": "HF_HOME", "value": f"{SCRATCH}/hf-home"},
@@ -62,7 +75,7 @@ def runner_env(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
     if secret:
         # optional: public source datasets need no token; the push then fails with a
         # readable message from the runner instead of a pod that cannot start.
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+        env.append({"name": ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": {
             "name": secret, "key": key, "optional": spec.hf_token_secret_name is None}}})
     extra = {**config.runner.env, **profile.env}
     env += [{"name": k, "value": v} for k, v in sorted(extra.items())]
@@ -91,6 +104,7 @@ def build_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
         "env": runner_env(cr, spec, profile, config),
         "resources": profile.resources,
         "securityContext": container_sc,
+        "terminationMessagePath": TERMINATION_LOG_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH},
                          {"name": "tmp", "mountPath": "/tmp"}],

@@ -6,9 +6,9 @@ from functools import cached_property
 from typing import Any
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
-from augment_spec.crd import GROUP, PLURAL, VERSION
+from augment_spec.contract import GROUP, PLURAL, VERSION
 
 
 def load_kube_config() -> None:
@@ -37,12 +37,14 @@ class Kube:
         return client.CoreV1Api(self.api)
 
     def to_dict(self, obj: Any) -> dict[str, Any]:
-        return self.api.sanitize_for_serialization(obj)
+        plain: dict[str, Any] = self.api.sanitize_for_serialization(obj)
+        return plain
 
     def get_cr(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                            name)
+            cr: Any = self.custom.get_namespaced_custom_object(  # typed `object`: a JSON dict
+                GROUP, VERSION, namespace, PLURAL, name)
+            return dict(cr)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -68,7 +70,8 @@ class Kube:
         """Create, or adopt the Job a previous run of the operator already created."""
         namespace = job["metadata"]["namespace"]
         try:
-            return self.to_dict(self.batch.create_namespaced_job(namespace, job))
+            body: Any = job  # the client serialises plain dicts as they are
+            return self.to_dict(self.batch.create_namespaced_job(namespace, body))
         except ApiException as exc:
             if exc.status != 409:
                 raise

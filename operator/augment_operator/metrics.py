@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from augment_spec.model import Phase
+from augment_spec.contract import Phase
 
 TRANSITIONS = Counter(
     "augment_jobs_phase_transitions_total",

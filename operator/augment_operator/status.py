@@ -11,8 +11,20 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from augment_spec.crd import ANNOTATION_CANCEL
-from augment_spec.model import TERMINAL_PHASES, Phase
+from augment_spec.contract import (
+    PROGRESS_TOTAL,
+    STATUS_COMPLETION_TIME,
+    STATUS_JOB_NAME,
+    STATUS_MESSAGE,
+    STATUS_OUTPUT_DATASET_ID,
+    STATUS_PHASE,
+    STATUS_PROGRESS,
+    STATUS_START_TIME,
+    TERMINAL_PHASES,
+    Phase,
+    cancel_requested,
+    progress_status,
+)
 
 NO_JOB_REASONS = frozenset({"InvalidSpec", "ProfileDisabled"})
 
@@ -36,11 +48,6 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def cancel_requested(cr: dict[str, Any]) -> bool:
-    annotations = cr["metadata"].get("annotations") or {}
-    return annotations.get(ANNOTATION_CANCEL, "").lower() == "true"
-
-
 def job_finished(job: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
@@ -56,7 +63,7 @@ def termination_message(pods: list[dict[str, Any]]) -> str:
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (status.get("state") or {}).get("terminated") or {}
             if terminated.get("exitCode") and terminated.get("message"):
-                return terminated["message"].strip().splitlines()[-1][:1000]
+                return str(terminated["message"]).strip().splitlines()[-1][:1000]
     return ""
 
 
@@ -74,9 +81,10 @@ def running(pods: list[dict[str, Any]]) -> bool:
 
 def decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]],
            spec_error: str | None, profile_error: str | None) -> Decision:
-    current = (cr.get("status") or {}).get("phase")
+    current = (cr.get("status") or {}).get(STATUS_PHASE)
     if current in TERMINAL_PHASES:
-        return Decision(Phase(current), "Final", (cr.get("status") or {}).get("message", ""))
+        return Decision(Phase(current), "Final",
+                        (cr.get("status") or {}).get(STATUS_MESSAGE, ""))
     if cancel_requested(cr):
         return Decision(Phase.Cancelled, "Cancelled", "cancelled on request",
                         action=Action.delete_job if job else Action.none)
@@ -131,24 +139,22 @@ def status_patch(cr: dict[str, Any], decision: Decision, job_name: str,
     status = cr.get("status") or {}
     generation = cr["metadata"].get("generation", 1)
     patch: dict[str, Any] = {
-        "phase": decision.phase.value,
-        "message": decision.message[:1000],
+        STATUS_PHASE: decision.phase.value,
+        STATUS_MESSAGE: decision.message[:1000],
         "observedGeneration": generation,
         "conditions": conditions_for(decision, generation, status.get("conditions") or []),
     }
     if decision.reason not in NO_JOB_REASONS:
-        patch["jobName"] = job_name
+        patch[STATUS_JOB_NAME] = job_name
     if output_dataset_id:
-        patch["outputDatasetId"] = output_dataset_id
-    if decision.phase is Phase.Running and not status.get("startTime"):
-        patch["startTime"] = now()
-    if decision.phase in TERMINAL_PHASES and not status.get("completionTime"):
-        patch["completionTime"] = now()
+        patch[STATUS_OUTPUT_DATASET_ID] = output_dataset_id
+    if decision.phase is Phase.Running and not status.get(STATUS_START_TIME):
+        patch[STATUS_START_TIME] = now()
+    if decision.phase in TERMINAL_PHASES and not status.get(STATUS_COMPLETION_TIME):
+        patch[STATUS_COMPLETION_TIME] = now()
     if decision.phase is Phase.Succeeded:
-        progress = status.get("progress") or {}
-        total = progress.get("episodesTotal", 0)
-        patch["progress"] = {"episodesDone": total, "episodesTotal": total, "percent": 100,
-                             "text": f"100% ({total}/{total})"}
+        total = (status.get(STATUS_PROGRESS) or {}).get(PROGRESS_TOTAL, 0)
+        patch.update(progress_status(total, total, finished=True))
     return patch
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy
 
-BACKEND_ENV = "AUGMENT_BACKEND"
+from augment_spec.contract import ENV_BACKEND
 
 
 @functools.cache
@@ -35,19 +35,19 @@ def _cupy_with_device() -> ModuleType | None:
 
 def array_module() -> ModuleType:
     """The array module to run transforms with (see the module docstring)."""
-    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
+    forced = os.environ.get(ENV_BACKEND, "").strip().lower()
     if forced == "numpy":
         return numpy
     cupy = _cupy_with_device()
     if forced == "cupy":
         if cupy is None:
             raise RuntimeError(
-                f"{BACKEND_ENV}=cupy, but CuPy is not importable or sees no CUDA device; "
+                f"{ENV_BACKEND}=cupy, but CuPy is not importable or sees no CUDA device; "
                 "install cupy-cuda12x (extra 'gpu') on a GPU node, or unset the variable"
             )
         return cupy
     if forced not in ("", "auto"):
-        raise RuntimeError(f"{BACKEND_ENV} must be 'numpy', 'cupy' or 'auto'; got {forced!r}")
+        raise RuntimeError(f"{ENV_BACKEND} must be 'numpy', 'cupy' or 'auto'; got {forced!r}")
     return cupy if cupy is not None else numpy
 
 

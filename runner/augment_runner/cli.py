@@ -3,12 +3,14 @@
 Locally:   augment run --dataset examples/sample-dataset --output out/sample-augmented
 From Hub:  augment run --dataset lerobot/pusht --output out/pusht-aug --push-to me/pusht-aug
 In a pod:  the full spec comes from AUGMENT_SPEC (JSON) or --spec-file; the output is
-           written under AUGMENT_WORKDIR and pushed to the spec's output dataset.
+           written under AUGMENT_WORKDIR and pushed to the spec's output dataset
+           (the pod's environment: pod.py).
 
 Flags left unset take the spec model's defaults (they are not repeated here). A bad
 input exits with code 2 and one line on stderr saying what is wrong and what to do;
-an unexpected error exits with 1. Either line also goes to AUGMENT_TERMINATION_LOG
-when set (Kubernetes shows it as the pod's termination message).
+an unexpected error exits with 1 (exit codes: augment_spec.contract). Either line also
+goes to AUGMENT_TERMINATION_LOG when set (Kubernetes shows it as the pod's termination
+message).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
+from augment_spec.contract import ENV_SPEC, EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK
 from augment_spec.model import (
     HUB_REPO_ID_PATTERN,
     AugmentationSpec,
@@ -39,6 +42,7 @@ from augment_spec.model import (
 from . import status
 from .errors import SCRATCH_FULL, AugmentError, is_disk_full
 from .hub import HubError, download_dataset, resolve_token, upload_dataset
+from .pod import PodEnv
 
 # A local run belongs to no project; the spec still needs a project id.
 LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
@@ -128,10 +132,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except (AugmentError, SpecError, HubError) as exc:
-        return _fail(str(exc), 2)
+        return _fail(str(exc), EXIT_BAD_INPUT)
     except OSError as exc:
         if is_disk_full(exc):  # bad input in the Job's sense: a retry fills the same disk
-            return _fail(SCRATCH_FULL, 2)
+            return _fail(SCRATCH_FULL, EXIT_BAD_INPUT)
         return _bug(exc)
     except Exception as exc:
         return _bug(exc)
@@ -144,17 +148,17 @@ def _bug(exc: Exception) -> int:
     return _fail(
         f"unexpected error: {type(exc).__name__}: {exc} (a bug; rerun with "
         f"AUGMENT_DEBUG=1 for the traceback and report it)",
-        1,
+        EXIT_BUG,
     )
 
 
 def _fail(message: str, code: int) -> int:
     line = " ".join(f"augment run: {message}".split())
     print(line, file=sys.stderr)
-    log = os.environ.get("AUGMENT_TERMINATION_LOG")
+    log = PodEnv.read().termination_log
     if log:
         with contextlib.suppress(OSError):  # the message is on stderr anyway
-            Path(log).write_text(line + "\n")
+            log.write_text(line + "\n")
     return code
 
 
@@ -164,7 +168,8 @@ def _fail(message: str, code: int) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import augment_dataset
 
-    base = _spec_from_pod(args.spec_file)
+    pod = PodEnv.read()
+    base = _spec_from_pod(args.spec_file, pod)
     in_pod = base is not None
     src = args.dataset or (base or {}).get("dataset_id")
     if not src:
@@ -172,8 +177,8 @@ def _run(args: argparse.Namespace) -> int:
     local_source = _local_folder(src)
     spec = _build_spec(base or {}, args, src, local_source)
     push_to = args.push_to or (spec.target_dataset_id if in_pod and not args.no_push else None)
-    workdir = Path(os.environ.get("AUGMENT_WORKDIR") or tempfile.mkdtemp(prefix="augment-"))
-    owns_workdir = not os.environ.get("AUGMENT_WORKDIR")
+    workdir = pod.workdir or Path(tempfile.mkdtemp(prefix="augment-"))
+    owns_workdir = pod.workdir is None
     output = (args.output or workdir / "output").resolve()
     if args.output is None:
         _clear_scratch(output)
@@ -213,7 +218,7 @@ def _run(args: argparse.Namespace) -> int:
             shutil.rmtree(workdir / "source", ignore_errors=True)
         if owns_workdir and args.output is not None:
             shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return EXIT_OK
 
 
 def _clear_scratch(output: Path) -> None:
@@ -223,15 +228,15 @@ def _clear_scratch(output: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _spec_from_pod(spec_file: Path | None) -> dict[str, Any] | None:
+def _spec_from_pod(spec_file: Path | None, pod: PodEnv) -> dict[str, Any] | None:
     """The full spec given to a Job: --spec-file, else AUGMENT_SPEC, else None."""
     if spec_file is not None:
         try:
             text, where = spec_file.read_text(), str(spec_file)
         except OSError as exc:
             raise AugmentError(f"cannot read the spec file {spec_file}: {exc.strerror}") from None
-    elif os.environ.get("AUGMENT_SPEC"):
-        text, where = os.environ["AUGMENT_SPEC"], "AUGMENT_SPEC"
+    elif pod.spec_json:
+        text, where = pod.spec_json, ENV_SPEC
     else:
         return None
     try:

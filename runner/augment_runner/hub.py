@@ -25,6 +25,8 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile
 
+from augment_spec.contract import ENV_HF_TOKEN
+
 REPO_TYPE = "dataset"
 # Above either limit, LFS contents are uploaded in batches before the single final commit.
 BATCH_FILES = 256
@@ -39,7 +41,7 @@ class HubError(RuntimeError):
 
 def resolve_token(explicit: str | None = None) -> str | None:
     """The token to use: ``explicit``, else ``HF_TOKEN``, else None (anonymous)."""
-    return explicit or os.environ.get("HF_TOKEN") or None
+    return explicit or os.environ.get(ENV_HF_TOKEN) or None
 
 
 def download_dataset(

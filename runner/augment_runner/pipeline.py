@@ -33,17 +33,20 @@ from .formats.base import (
     Camera,
     DatasetReader,
     EpisodeWriter,
-    OutputPlan,
+    FrameSink,
     SourceEpisode,
+    StatsPlan,
     decode_image_cells,
     image_column,
 )
 from .formats.detect import open_dataset
-from .formats.plain import PlainReader, augment_plain
 from .preview import PreviewCollector
 from .provenance import write_card, write_provenance
 
 Progress = Callable[[int, int], None]
+# One copy's transforms: a batch of frames and the episode offset of its first frame in,
+# the augmented batch out.
+FrameAugmenter = Callable[[np.ndarray, int], np.ndarray]
 TOOL_NAME = "augment-operator"
 
 
@@ -73,7 +76,7 @@ class EpisodeCopies:
     transforms: list[list[Transform]]
     params: list[Any]
 
-    def augmenter(self, slot: int) -> Callable[[np.ndarray, int], np.ndarray]:
+    def augmenter(self, slot: int) -> FrameAugmenter:
         from .transforms import Augmenter
 
         return Augmenter(self.params[slot])
@@ -128,16 +131,7 @@ def augment_dataset(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         preview = PreviewCollector(cameras[0].key, spec.copies_per_episode())
-        if isinstance(reader, PlainReader):
-            episodes = augment_plain(
-                reader, spec, staging, cameras, plan_copies, preview, progress, batch_frames
-            )
-            totals = reader.totals
-        else:
-            episodes = _augment_lerobot(
-                reader, spec, staging, cameras, preview, progress, batch_frames
-            )
-            totals = (len(reader.episodes), len(episodes))
+        episodes = _augment(reader, spec, staging, cameras, preview, progress, batch_frames)
         provenance = _provenance(spec, reader, cameras, episodes, source_id, source_revision)
         write_provenance(staging, provenance)
         preview_path = preview.save(staging / "preview.png")
@@ -147,14 +141,14 @@ def augment_dataset(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    augmented = sum(1 for e in episodes if e.get("copy_index") is not None)
+    copies_written = sum(1 for e in episodes if e.get("copy_index") is not None)
     return AugmentResult(
         output,
         output / preview_path.name,
         reader.format_name,
-        totals[0],
-        totals[1],
-        augmented,
+        len(reader.episodes),
+        len(episodes),
+        copies_written,
         time.monotonic() - started,
     )
 
@@ -222,7 +216,7 @@ def _move_into_place(staging: Path, output: Path) -> None:
 
 def _provenance(
     spec: AugmentationSpec,
-    reader: Any,
+    reader: DatasetReader,
     cameras: list[Camera],
     episodes: list[dict[str, Any]],
     source_id: str | None,
@@ -246,10 +240,13 @@ def _provenance(
     }
 
 
-# ---------------------------------------------------------------- LeRobot datasets
+# ---------------------------------------------------------------- every episode
+
+# What provenance records for an episode kept as it was (copy mode's originals).
+ORIGINAL: dict[str, Any] = {"copy_index": None, "transforms": [], "params": None}
 
 
-def _augment_lerobot(
+def _augment(
     reader: DatasetReader,
     spec: AugmentationSpec,
     staging: Path,
@@ -258,50 +255,30 @@ def _augment_lerobot(
     progress: Progress | None,
     batch_frames: int,
 ) -> list[dict[str, Any]]:
+    """Write the output into `staging`; the provenance of its episodes, in output order."""
     keep = spec.augment_dataset_mode is DatasetMode.copy
-    plan = OutputPlan(keep, spec.copies_per_episode(), len(reader.episodes), reader.total_frames)
-    writer = reader.create_writer(staging, plan)
+    slots = spec.copies_per_episode()
+    writer = reader.create_writer(staging, keep, slots)
     writer.start()
-    provenance: list[dict[str, Any]] = []
-    if keep:
-        provenance += [
-            {
-                "episode_index": ep.index,
-                "source_episode_index": ep.index,
-                "copy_index": None,
-                "transforms": [],
-                "params": None,
-            }
-            for ep in reader.episodes
-        ]
-    augmented_keys = {c.key for c in cameras}
-    job = _EpisodeJob(reader, plan, augmented_keys, batch_frames, preview)
+    # (output index, source episode, what was applied); originals keep their index.
+    placed = [(ep.index, ep, ORIGINAL) for ep in reader.episodes] if keep else []
+    job = _EpisodeJob(reader, {c.key for c in cameras}, batch_frames, preview)
     _report(progress, 0, len(reader.episodes))
-    frames_before = 0
     for done, episode in enumerate(reader.episodes, 1):
         copies = plan_copies(spec, episode.index)
-        sinks = [
-            writer.open_episode(
-                slot,
-                episode,
-                plan.episode_index(slot, episode.index),
-                plan.first_frame(slot, frames_before),
-            )
-            for slot in range(plan.slots)
-        ]
+        sinks = [writer.open_episode(slot, episode) for slot in range(slots)]
         job.run(episode, copies, sinks)
-        for slot in range(plan.slots):
-            provenance.append(
-                {
-                    "episode_index": plan.episode_index(slot, episode.index),
-                    "source_episode_index": episode.index,
-                    **copies.describe(slot),
-                }
-            )
-        frames_before += episode.length
+        placed += [(s.episode_index, episode, copies.describe(n)) for n, s in enumerate(sinks)]
         _report(progress, done, len(reader.episodes))
     writer.finish()
-    return sorted(provenance, key=lambda e: e["episode_index"])
+    splits = list(dict.fromkeys(ep.split for ep in reader.episodes))  # in reading order
+    placed.sort(key=lambda p: (splits.index(p[1].split), p[0]))
+    return [_episode_entry(index, source, applied) for index, source, applied in placed]
+
+
+def _episode_entry(index: int, source: SourceEpisode, applied: dict[str, Any]) -> dict[str, Any]:
+    split = {} if source.split is None else {"split": source.split}
+    return {**split, "episode_index": index, "source_episode_index": source.index, **applied}
 
 
 def _report(progress: Progress | None, done: int, total: int) -> None:
@@ -315,25 +292,16 @@ class _EpisodeJob:
     def __init__(
         self,
         reader: DatasetReader,
-        plan: OutputPlan,
-        augmented: set[str],
+        augmented_cameras: set[str],
         batch_frames: int,
         preview: PreviewCollector,
     ) -> None:
         self.reader = reader
-        self.plan = plan
-        self.augmented = augmented
+        self.augmented_cameras = augmented_cameras
         self.batch_frames = batch_frames
         self.preview = preview
-        self.with_quantiles = reader.info.get("codebase_version") == "v3.0"
-        self.numeric = [
-            k
-            for k, ft in reader.features.items()
-            if ft["dtype"] not in ("video", "image", "string", "language")
-        ]
+        self.stats = reader.stats_plan()
         self.schema = reader.data_schema()
-        lengths = [ep.length for ep in reader.episodes]
-        self.frames_before = np.concatenate([[0], np.cumsum(lengths)]).astype(int).tolist()
 
     def run(
         self, episode: SourceEpisode, copies: EpisodeCopies, sinks: list[EpisodeWriter]
@@ -343,18 +311,25 @@ class _EpisodeJob:
             (slot, camera.key): copies.augmenter(slot)
             for slot in range(len(sinks))
             for camera in self.reader.cameras
-            if camera.key in self.augmented
+            if camera.key in self.augmented_cameras
         }
-        samplers: dict[tuple[int, str], stats_mod.FrameSampler] = {
-            key: stats_mod.FrameSampler(episode.length) for key in augmenters
-        }
+        samplers: dict[tuple[int, str], stats_mod.FrameSampler] = (
+            {key: stats_mod.FrameSampler(episode.length) for key in augmenters}
+            if self.stats is not None
+            else {}
+        )
         numeric = self._rows(episode, sinks, augmenters, samplers)
         for camera in self.reader.cameras:
-            if camera.storage == "video":
-                self._video(episode, camera, sinks, augmenters, samplers)
-        source_stats = self._complete_source_stats(episode, numeric)
+            if not camera.in_rows:
+                self._stream(episode, camera, sinks, augmenters, samplers)
+        if self.stats is None:
+            for sink in sinks:
+                sink.finish({})
+            return
+        source_stats = self._complete_source_stats(self.stats, episode, numeric)
         for slot, sink in enumerate(sinks):
-            sink.finish(self._stats(episode, slot, numeric, samplers, source_stats))
+            stats = self._stats(self.stats, episode, slot, sink, numeric, samplers, source_stats)
+            sink.finish(stats)
 
     # -- rows and image cameras --------------------------------------------------
 
@@ -362,16 +337,17 @@ class _EpisodeJob:
         self,
         episode: SourceEpisode,
         sinks: list[EpisodeWriter],
-        augmenters: Mapping[tuple[int, str], Any],
+        augmenters: Mapping[tuple[int, str], FrameAugmenter],
         samplers: Mapping[tuple[int, str], stats_mod.FrameSampler],
     ) -> dict[str, np.ndarray]:
         image_keys = [
-            c.key for c in self.reader.cameras if c.storage == "image" and c.key in self.augmented
+            c.key for c in self.reader.cameras if c.in_rows and c.key in self.augmented_cameras
         ]
-        numeric: dict[str, list[np.ndarray]] = {k: [] for k in self.numeric}
+        numeric_keys = self.stats.numeric if self.stats is not None else ()
+        numeric: dict[str, list[np.ndarray]] = {k: [] for k in numeric_keys}
         offset = 0
         for batch in self.reader.read_rows(episode, self.batch_frames):
-            for key in self.numeric:
+            for key in numeric_keys:
                 numeric[key].append(_column_values(batch, key, episode))
             decoded = {
                 key: _readonly(
@@ -384,70 +360,59 @@ class _EpisodeJob:
             for key, frames in decoded.items():
                 self.preview.add_source(episode.index, key, frames, offset)
             for slot, sink in enumerate(sinks):
-                replaced: dict[str, pa.Array] = self._index_columns(batch, episode, slot, offset)
+                replaced = {
+                    key: pa.array(values)
+                    for key, values in sink.index_columns(offset, batch.num_rows).items()
+                }
                 for key, frames in decoded.items():
-                    augmented = augmenters[(slot, key)](frames, offset)
-                    samplers[(slot, key)].add(augmented, offset)
-                    self.preview.add_copy(episode.index, key, slot, augmented, offset)
-                    replaced[key] = image_column(augmented, self.schema.field(key).type)
+                    frames_out = augmenters[(slot, key)](frames, offset)
+                    if (slot, key) in samplers:
+                        samplers[(slot, key)].add(frames_out, offset)
+                    self.preview.add_copy(episode.index, key, slot, frames_out, offset)
+                    replaced[key] = image_column(frames_out, self.schema.field(key).type)
                 sink.write_rows(_with_columns(batch, replaced, self.schema))
             offset += batch.num_rows
         return {k: np.concatenate(v) for k, v in numeric.items()}
 
-    def _index_columns(
-        self, batch: pa.RecordBatch, episode: SourceEpisode, slot: int, offset: int
-    ) -> dict[str, pa.Array]:
-        index = self.plan.episode_index(slot, episode.index)
-        first = self._first_frame(episode, slot) + offset
-        n = batch.num_rows
-        return {
-            "episode_index": pa.array(np.full(n, index, dtype=np.int64)),
-            "index": pa.array(np.arange(first, first + n, dtype=np.int64)),
-        }
+    # -- streamed cameras (videos, plain `datasets` images) ----------------------
 
-    def _first_frame(self, episode: SourceEpisode, slot: int) -> int:
-        return self.plan.first_frame(slot, self.frames_before[episode.index])
-
-    # -- video cameras -----------------------------------------------------------
-
-    def _video(
+    def _stream(
         self,
         episode: SourceEpisode,
         camera: Camera,
         sinks: list[EpisodeWriter],
-        augmenters: Mapping[tuple[int, str], Any],
+        augmenters: Mapping[tuple[int, str], FrameAugmenter],
         samplers: Mapping[tuple[int, str], stats_mod.FrameSampler],
     ) -> None:
-        augmented = camera.key in self.augmented
-        if not augmented and all(sink.reuse_source_video(camera) for sink in sinks):
+        is_augmented = camera.key in self.augmented_cameras
+        if not is_augmented and all(sink.reuse_source_frames(camera) for sink in sinks):
             return
-        encoders = [sink.open_video(camera) for sink in sinks]
+        frame_sinks = [sink.open_frames(camera) for sink in sinks]
         key, episode_index = camera.key, episode.index
 
-        def handler(slot: int, encoder: Any) -> Callable[[tuple[np.ndarray, int]], None]:
-            augmenter = augmenters.get((slot, key))
+        def handler(slot: int, frame_sink: FrameSink) -> Callable[[tuple[np.ndarray, int]], None]:
+            augmenter = augmenters.get((slot, key))  # None: not augmented
             sampler = samplers.get((slot, key))
 
             def handle(item: tuple[np.ndarray, int]) -> None:
                 frames, offset = item
-                if augmented:
-                    out = augmenter(frames, offset)
-                    sampler.add(out, offset)
-                    self.preview.add_copy(episode_index, key, slot, out, offset)
-                else:
-                    out = frames  # a camera left out of augment_cameras keeps its frames
-                encoder.write(out)
+                if augmenter is not None:
+                    frames = augmenter(frames, offset)
+                    if sampler is not None:
+                        sampler.add(frames, offset)
+                    self.preview.add_copy(episode_index, key, slot, frames, offset)
+                frame_sink.write(frames)  # a camera left out of augment_cameras keeps its frames
 
             return handle
 
         # One thread per copy (transform + encode) while this thread decodes: see
         # concurrency.py. Each copy still sees its batches in order.
-        workers = CopyWorkers([handler(slot, enc) for slot, enc in enumerate(encoders)])
+        workers = CopyWorkers([handler(slot, fs) for slot, fs in enumerate(frame_sinks)])
         try:
             offset = 0
-            for frames in self.reader.decode_video(episode, camera, self.batch_frames):
+            for frames in self.reader.decode_frames(episode, camera, self.batch_frames):
                 frames = _readonly(frames)
-                if augmented:
+                if is_augmented:
                     self.preview.add_source(episode_index, key, frames, offset)
                 workers.put((frames, offset))
                 offset += len(frames)
@@ -455,37 +420,40 @@ class _EpisodeJob:
         except BaseException:
             workers.close()
             raise
-        for encoder in encoders:
-            encoder.close()  # at most one camera's encoders are open at a time
+        for frame_sink in frame_sinks:
+            frame_sink.close()  # at most one camera's sinks are open at a time
 
     # -- statistics --------------------------------------------------------------
 
     def _complete_source_stats(
-        self, episode: SourceEpisode, numeric: Mapping[str, np.ndarray]
+        self, plan: StatsPlan, episode: SourceEpisode, numeric: Mapping[str, np.ndarray]
     ) -> dict[str, stats_mod.Stats]:
         """The source episode's statistics; those it lacks (LeRobot's reader does not need
         them per episode) are computed from its frames and kept for the writer."""
         own = self.reader.episode_stats(episode)
-        missing = [f for f in stats_mod.features_with_stats(self.reader.features) if f not in own]
+        features = (*plan.numeric, *(c.key for c in self.reader.cameras))
+        missing = [f for f in features if f not in own]
         if not missing:
             return own
         cameras = {c.key: c for c in self.reader.cameras}
         computed = {
             key: (
-                self._source_camera_stats(episode, cameras[key])
+                self._source_camera_stats(plan, episode, cameras[key])
                 if key in cameras
-                else stats_mod.numeric_stats(numeric[key], with_quantiles=self.with_quantiles)
+                else stats_mod.numeric_stats(numeric[key], with_quantiles=plan.with_quantiles)
             )
             for key in missing
         }
         self.reader.computed_stats[episode.index] = computed
         return {**own, **computed}
 
-    def _source_camera_stats(self, episode: SourceEpisode, camera: Camera) -> stats_mod.Stats:
+    def _source_camera_stats(
+        self, plan: StatsPlan, episode: SourceEpisode, camera: Camera
+    ) -> stats_mod.Stats:
         # A pass of its own: only sources lacking camera statistics pay for it.
         sampler = stats_mod.FrameSampler(episode.length)
-        if camera.storage == "video":
-            batches = self.reader.decode_video(episode, camera, self.batch_frames)
+        if not camera.in_rows:
+            batches = self.reader.decode_frames(episode, camera, self.batch_frames)
         else:
             where = f"episode {episode.index} {camera.key}"
             batches = (
@@ -496,31 +464,28 @@ class _EpisodeJob:
         for frames in batches:
             sampler.add(frames, offset)
             offset += len(frames)
-        return sampler.stats(with_quantiles=self.with_quantiles)
+        return sampler.stats(with_quantiles=plan.with_quantiles)
 
     def _stats(
         self,
+        plan: StatsPlan,
         episode: SourceEpisode,
         slot: int,
+        sink: EpisodeWriter,
         numeric: Mapping[str, np.ndarray],
         samplers: Mapping[tuple[int, str], stats_mod.FrameSampler],
         source_stats: Mapping[str, stats_mod.Stats],
     ) -> dict[str, stats_mod.Stats]:
-        values = dict(numeric)
-        first = self._first_frame(episode, slot)
-        values["episode_index"] = np.full(
-            episode.length, self.plan.episode_index(slot, episode.index)
-        )
-        values["index"] = np.arange(first, first + episode.length)
+        values = {**numeric, **sink.index_columns(0, episode.length)}
         out = {
-            key: stats_mod.numeric_stats(array, with_quantiles=self.with_quantiles)
+            key: stats_mod.numeric_stats(array, with_quantiles=plan.with_quantiles)
             for key, array in values.items()
-            if key in self.reader.features
+            if key in plan.numeric
         }
         for camera in self.reader.cameras:
             sampler = samplers.get((slot, camera.key))
             if sampler is not None:
-                out[camera.key] = sampler.stats(with_quantiles=self.with_quantiles)
+                out[camera.key] = sampler.stats(with_quantiles=plan.with_quantiles)
             elif camera.key in source_stats:
                 out[camera.key] = dict(source_stats[camera.key])  # frames unchanged
         return out

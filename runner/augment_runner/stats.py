@@ -26,10 +26,6 @@ BASIC_STATS = ("min", "max", "mean", "std", "count")
 ALL_STATS = (*BASIC_STATS, *QUANTILES)
 HISTOGRAM_BINS = 5000
 
-# Feature dtypes LeRobot computes no statistics for.
-NO_STATS_DTYPES = frozenset({"string", "language"})
-CAMERA_DTYPES = frozenset({"image", "video"})
-
 Stats = dict[str, np.ndarray]
 
 
@@ -205,8 +201,3 @@ def from_json(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, Stats]:
         feature: {key: np.asarray(value) for key, value in values.items()}
         for feature, values in stats.items()
     }
-
-
-def features_with_stats(features: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Features LeRobot computes statistics for (all but strings)."""
-    return [key for key, ft in features.items() if ft.get("dtype") not in NO_STATS_DTYPES]

@@ -1,28 +1,32 @@
 """Progress from the runner pod to its AugmentationJob's status.
 
-The operator sets AUGMENT_JOB_NAME and AUGMENT_JOB_NAMESPACE; the pod's ServiceAccount
-may patch only the status subresource of AugmentationJobs in its namespace. Outside a
-cluster there is nothing to report to, and reporting never fails the augmentation.
+The operator puts the job's name and namespace in the pod's environment, and every
+patch has the shape the operator and the API read (both: augment_spec.contract); the
+pod's ServiceAccount may patch only the status subresource of AugmentationJobs in its
+namespace. Outside a cluster there is nothing to report to, and reporting never fails
+the augmentation.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from augment_spec.crd import GROUP, PLURAL, VERSION
+from augment_spec.contract import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    output_status,
+    progress_status,
+    started_status,
+)
+
+from .pod import PodEnv
 
 log = logging.getLogger("augment.runner")
 MIN_INTERVAL_SECONDS = 2.0
-
-
-def progress_status(done: int, total: int) -> dict[str, Any]:
-    percent = int(100 * done / total) if total else 0
-    return {"progress": {"episodesDone": done, "episodesTotal": total, "percent": percent,
-                         "text": f"{percent}% ({done}/{total})"}}
 
 
 class StatusReporter:
@@ -53,10 +57,10 @@ class StatusReporter:
 
 
 def cluster_reporter() -> StatusReporter | None:
-    name, namespace = os.environ.get("AUGMENT_JOB_NAME"), os.environ.get("AUGMENT_JOB_NAMESPACE")
-    if not (name and namespace):
+    pod = PodEnv.read()
+    if not (pod.job_name and pod.job_namespace):
         return None
-    return StatusReporter(name, namespace)
+    return StatusReporter(pod.job_name, pod.job_namespace)
 
 
 def cluster_progress_reporter() -> Callable[[int, int], None] | None:
@@ -68,10 +72,10 @@ def cluster_progress_reporter() -> Callable[[int, int], None] | None:
 def report_started(source_revision: str, output_dataset_id: str) -> None:
     reporter = cluster_reporter()
     if reporter:
-        reporter.patch({"sourceRevision": source_revision, "outputDatasetId": output_dataset_id})
+        reporter.patch(started_status(source_revision, output_dataset_id))
 
 
 def report_output(output_revision: str) -> None:
     reporter = cluster_reporter()
     if reporter:
-        reporter.patch({"outputRevision": output_revision})
+        reporter.patch(output_status(output_revision))

@@ -52,7 +52,8 @@ def validate_dataset(path: Path) -> list[str]:
     root = Path(path)
     info_path = root / "meta/info.json"
     if not info_path.exists():
-        if (root / "dataset_info.json").exists() or list(root.glob("**/*.parquet")):
+        saved = any((root / name).exists() for name in ("dataset_info.json", "dataset_dict.json"))
+        if saved or list(root.glob("**/*.parquet")):
             return _validate_plain(root)
         return [f"{root}: no meta/info.json and no datasets files; not a dataset"]
     try:

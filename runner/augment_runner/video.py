@@ -386,8 +386,3 @@ def cut_episode(
                 target.mux(packet)
     return EpisodeCut(out)
 
-
-def count_frames(path: Path) -> int:
-    """Packets of the first video stream (one per frame for the codecs we write)."""
-    with _open_input(path) as container:
-        return sum(1 for p in container.demux(container.streams.video[0]) if p.dts is not None)

@@ -11,31 +11,12 @@ from typing import Any
 
 from pydantic.alias_generators import to_camel, to_snake
 
-from augment_spec.model import (
-    CROSS_FIELD_RULES,
-    TRANSFORM_NAMES,
-    AugmentationSpec,
-    Phase,
-    parse_spec,
-)
+from augment_spec.contract import GROUP, KIND, PLURAL, VERSION, Phase
+from augment_spec.model import CROSS_FIELD_RULES, TRANSFORM_NAMES, AugmentationSpec, parse_spec
 
-GROUP = "augment.dev"
-VERSION = "v1alpha1"
-KIND = "AugmentationJob"
-PLURAL = "augmentationjobs"
 SINGULAR = "augmentationjob"
 SHORT_NAMES = ["augjob", "augjobs"]
 CATEGORIES = ["augment"]
-API_VERSION = f"{GROUP}/{VERSION}"
-
-# Labels and annotations the API, operator and runner agree on.
-LABEL_PROJECT = f"{GROUP}/project-id"
-LABEL_JOB = f"{GROUP}/job"
-LABEL_JOB_ID = f"{GROUP}/job-id"  # the CR's uid, the API's job_id: found by label, not a scan
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-ANNOTATION_IDEMPOTENCY = f"{GROUP}/idempotency-key"
-ANNOTATION_REQUEST_HASH = f"{GROUP}/request-hash"
-ANNOTATION_CANCEL = f"{GROUP}/cancel-requested"  # "true": the operator stops the Job
 
 SPEC_FIELDS = list(AugmentationSpec.model_fields)
 CAMEL = {name: to_camel(name) for name in SPEC_FIELDS}
@@ -102,7 +83,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
 
 def spec_schema() -> dict[str, Any]:
     raw = AugmentationSpec.model_json_schema()
-    schema = _structural(raw, raw.get("$defs", {}))
+    schema: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
     schema.pop("description", None)
     schema["description"] = "What to augment and how; immutable once created."
     props = schema["properties"]

@@ -39,16 +39,7 @@ class Transform(StrEnum):
     occlusion = "occlusion"
 
 
-class Phase(StrEnum):
-    Pending = "Pending"
-    Running = "Running"
-    Succeeded = "Succeeded"
-    Failed = "Failed"
-    Cancelled = "Cancelled"
-
-
 GENERATIVE_DISABLED = "generative augmentation (Cosmos Transfer2.5) is currently disabled"
-TERMINAL_PHASES = frozenset({Phase.Succeeded, Phase.Failed, Phase.Cancelled})
 TRANSFORM_NAMES = [t.value for t in Transform]
 
 # A Hub repo id: "name" or "namespace/name" (Hub rules: letters, digits, '-', '_', '.').
@@ -236,7 +227,7 @@ class DiffersRule:
         self.field, self.other = field, other
 
     def holds(self, spec: AugmentationSpec) -> bool:
-        return getattr(spec, self.field) != getattr(spec, self.other)
+        return bool(getattr(spec, self.field) != getattr(spec, self.other))
 
     @property
     def message(self) -> str:
@@ -262,7 +253,7 @@ class SpecError(ValueError):
     """A spec that fails validation, with one readable line per problem."""
 
 
-def validation_messages(exc: Exception) -> list[str]:
+def validation_messages(exc: object) -> list[str]:
     """Readable `field: problem` lines from a pydantic ValidationError (or any error)."""
     errors = getattr(exc, "errors", None)
     if not callable(errors):

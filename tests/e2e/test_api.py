@@ -26,18 +26,19 @@ from pydantic.alias_generators import to_camel
 from augment_api.app import create_app
 from augment_api.settings import Settings
 from augment_api.store import idempotent_name
-from augment_spec.crd import (
+from augment_dev.cluster import EmbeddedCluster, free_port
+from augment_dev.kube import get_json, wait_for
+from augment_spec.contract import (
     ANNOTATION_CANCEL,
     ANNOTATION_IDEMPOTENCY,
     ANNOTATION_REQUEST_HASH,
-    CAMEL,
     LABEL_MANAGED_BY,
     LABEL_PROJECT,
-    cr_spec_from_spec,
+    MANAGED_BY_API,
+    cancel_requested,
 )
+from augment_spec.crd import CAMEL, cr_spec_from_spec
 from augment_spec.model import AugmentationSpec
-from augment_testing.cluster import EmbeddedCluster, free_port
-from augment_testing.kube import get_json, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -171,7 +172,7 @@ def test_seed_request_creates_job_with_every_default(api: TestClient, cluster: E
     meta = cr["metadata"]
     assert meta["uid"] == job_id
     assert re.fullmatch(r"aug-[0-9a-f]{20}", meta["name"])
-    assert meta["labels"] == {LABEL_PROJECT: PROJECT_A, LABEL_MANAGED_BY: "augment-api"}
+    assert meta["labels"] == {LABEL_PROJECT: PROJECT_A, LABEL_MANAGED_BY: MANAGED_BY_API}
     assert re.fullmatch(r"[0-9a-f]{64}", meta["annotations"][ANNOTATION_REQUEST_HASH])
     assert ANNOTATION_IDEMPOTENCY not in meta["annotations"]
     assert {k: cr["spec"][k] for k in SEED_DEFAULTS_CR} == SEED_DEFAULTS_CR
@@ -464,8 +465,7 @@ def test_delete_requests_cancel_and_refuses_finished_jobs(api: TestClient,
     assert r.json()["job_id"] == running and r.json()["cancel_requested"] is True
     assert r.json()["status"] == "Pending"
     cr = cr_by_uid(cluster, namespace, running)
-    # The operator reacts to exactly this annotation.
-    assert cr["metadata"]["annotations"]["augment.dev/cancel-requested"] == "true"
+    assert cancel_requested(cr)  # by the rule the operator acts on
     assert api.delete(f"/v1/augmentation/{running}", headers=A).status_code == 202  # again: ok
 
     done = create(api, name="finished")

@@ -19,15 +19,16 @@ from typing import Any
 import httpx
 import pytest
 
+from augment_dev import chart
+from augment_dev.cluster import EmbeddedCluster
+from augment_dev.datasets import make_lerobot_v3
+from augment_dev.kube import get_json, wait_for
+from augment_dev.readme import console_commands, program, simple_commands
+from augment_dev.stack import Stack, StackOptions
 from augment_operator.config import GpuProfile
 from augment_runner.hub import download_dataset
 from augment_runner.validate import validate_dataset
-from augment_testing import chart
-from augment_testing.cluster import EmbeddedCluster
-from augment_testing.datasets import make_lerobot_v3
-from augment_testing.kube import get_json, wait_for
-from augment_testing.readme import console_commands, program, simple_commands
-from augment_testing.stack import Stack, StackOptions
+from augment_spec.contract import TERMINAL_PHASES
 
 ROOT = chart.REPO_ROOT
 CRD = "augmentationjobs.augment.dev.yaml"
@@ -230,7 +231,7 @@ def test_a_job_submitted_through_the_api_succeeds(
 
     def finished() -> dict[str, Any] | None:
         job = api_get(stack, f"/v1/augmentation/{job_id}")
-        return job if job["status"] in ("Succeeded", "Failed", "Cancelled") else None
+        return job if job["status"] in TERMINAL_PHASES else None
 
     wait_for(lambda: api_get(stack, f"/v1/augmentation/{job_id}")["job_name"], timeout=30,
              what="an operator replica to take the job")

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from augment_testing.cluster import EmbeddedCluster
-from augment_testing.kube import get_json, job_condition, wait_for
+from augment_dev.cluster import EmbeddedCluster
+from augment_dev.kube import get_json, job_condition, wait_for
+from augment_spec.crd import crd_yaml
+
+AUGMENT_DEV = Path(sys.executable).parent / "augment-dev"
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -159,3 +167,26 @@ def test_pod_security_admission_enforces_restricted(
         assert 'violates PodSecurity "restricted' in result.stderr
     else:
         assert result.returncode == 0, result.stderr
+
+
+def test_augment_dev_cluster_installs_the_crd_outside_the_checkout(tmp_path: Path) -> None:
+    """`make cluster`'s command, run from a folder without crds/: the CRD still gets installed."""
+    kubeconfig, log = tmp_path / "admin.kubeconfig", tmp_path / "cluster.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(AUGMENT_DEV), "cluster", "--kubeconfig-out", str(kubeconfig)],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "control plane up" in log.read_text() or proc.poll() is not None,
+                 timeout=180, what="`augment-dev cluster` to start")
+        assert proc.poll() is None, log.read_text()
+        shown = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", "get", "crd",
+             "augmentationjobs.augment.dev", "-o", "json"],
+            capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        installed = json.loads(shown.stdout)["spec"]
+        assert installed["versions"] == yaml.safe_load(crd_yaml())["spec"]["versions"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    assert code == 0, log.read_text()

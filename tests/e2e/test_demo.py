@@ -1,4 +1,4 @@
-"""`augment demo` as a newcomer runs it (`make demo`): a subprocess with its own cluster.
+"""`augment-dev demo` as a newcomer runs it (`make demo`): a subprocess with its own cluster.
 
 Each test pays one extra control-plane start (~10 s): the demo must build and remove
 everything itself, so it cannot share the session's cluster.
@@ -17,16 +17,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-AUGMENT = Path(sys.executable).parent / "augment"
+AUGMENT_DEV = Path(sys.executable).parent / "augment-dev"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class DemoProcess:
-    """A running `augment demo` whose output lines are read as they are printed."""
+    """A running `augment-dev demo` whose output lines are read as they are printed."""
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [str(AUGMENT), "demo", *args], cwd=ROOT, text=True,
+            [str(AUGMENT_DEV), "demo", *args], cwd=ROOT, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from augment_dev.datasets import make_lerobot_v21
+from augment_dev.judge import lerobot_convert, lerobot_read_many, lerobot_write_many
 from augment_runner.pipeline import augment_dataset
 from augment_spec.model import parse_spec
-from augment_testing.datasets import make_lerobot_v21
-from augment_testing.judge import lerobot_convert, lerobot_read_many, lerobot_write_many
 
 WRITTEN = (
     "two_videos",

@@ -1,7 +1,7 @@
 """LeRobot's own reader is the judge: what we write, LeRobotDataset loads and agrees with.
 
 The judge runs in its own virtualenv (LeRobot 0.4.4 + torch, see tests/judge/), built
-once into ~/.cache/augment-operator by augment_testing.judge. LeRobot 0.4 reads the
+once into ~/.cache/augment-operator by augment_dev.judge. LeRobot 0.4 reads the
 v3.0 format only (it asks v2.1 users to convert), so v2.1 output is judged by our
 validator, which follows the same rules.
 """
@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from augment_dev.datasets import make_lerobot_v3
+from augment_dev.judge import lerobot_read
 from augment_runner.pipeline import augment_dataset
 from augment_runner.validate import validate_dataset
 from augment_spec.model import parse_spec
-from augment_testing.datasets import make_lerobot_v3
-from augment_testing.judge import lerobot_read
 
 CAMERAS = ("observation.images.top", "observation.images.wrist")
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from augment_dev.cluster import EmbeddedCluster
+from augment_dev.datasets import make_lerobot_v3
+from augment_dev.kube import get_json, wait_for
+from augment_dev.stack import Stack, StackOptions
 from augment_runner.hub import download_dataset
 from augment_runner.validate import validate_dataset
-from augment_testing.cluster import EmbeddedCluster
-from augment_testing.datasets import make_lerobot_v3
-from augment_testing.kube import get_json, wait_for
-from augment_testing.stack import Stack, StackOptions
+from augment_spec.contract import LABEL_JOB
 
 EXAMPLE = Path("examples/augmentationjob.yaml")
 
@@ -40,7 +41,7 @@ def example_manifest(**spec_overrides: object) -> dict:
 
 def runner_pods(stack: Stack, name: str) -> list[dict]:
     return get_json(stack.cluster, "pods", "-n", stack.namespace, "-l",
-                    f"augment.dev/job={name}")["items"]
+                    f"{LABEL_JOB}={name}")["items"]
 
 
 def test_example_manifest_runs_on_the_l4_node_and_succeeds(

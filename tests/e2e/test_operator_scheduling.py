@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from augment_testing.cluster import EmbeddedCluster
-from augment_testing.stack import Stack, StackOptions
+from augment_dev.cluster import EmbeddedCluster
+from augment_dev.stack import Stack, StackOptions
+from augment_spec.contract import ENV_HF_TOKEN, LABEL_JOB_ID, LABEL_PROJECT
 
 PROJECT = str(uuid.UUID(int=7))
 B200_ONLY = {"profiles": {"deterministic": {
@@ -39,7 +40,7 @@ def test_unplaceable_profile_reports_the_schedulers_reason(stack: Stack) -> None
         return status if "didn't match Pod's node affinity/selector" in status.get(
             "message", "") else None
 
-    from augment_testing.kube import wait_for
+    from augment_dev.kube import wait_for
 
     status = wait_for(reason_reported, timeout=60, what="the scheduler's reason")
     assert status["message"].startswith("waiting for a GPU node:")
@@ -48,14 +49,14 @@ def test_unplaceable_profile_reports_the_schedulers_reason(stack: Stack) -> None
     (job,) = stack.jobs_of("nowhere")
     assert job["metadata"]["ownerReferences"][0]["uid"] == cr["metadata"]["uid"]
     labels = stack.cr("nowhere")["metadata"]["labels"]  # so the API finds it by label
-    assert labels["augment.dev/job-id"] == cr["metadata"]["uid"]
-    assert labels["augment.dev/project-id"] == PROJECT
+    assert labels[LABEL_JOB_ID] == cr["metadata"]["uid"]
+    assert labels[LABEL_PROJECT] == PROJECT
     pod_spec = job["spec"]["template"]["spec"]
     assert pod_spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-B200"}
     container = pod_spec["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    token = next(e for e in container["env"] if e["name"] == "HF_TOKEN")
+    token = next(e for e in container["env"] if e["name"] == ENV_HF_TOKEN)
     assert token["valueFrom"]["secretKeyRef"]["name"] == "augment-hub-token"
     assert not any(stack.hub_token in str(e.get("value", "")) for e in container["env"])
 
@@ -72,7 +73,7 @@ def test_generative_fails_with_a_clear_message_and_no_job(stack: Stack) -> None:
 
 
 def test_deleting_the_cr_removes_its_job(stack: Stack) -> None:
-    from augment_testing.kube import wait_for
+    from augment_dev.kube import wait_for
 
     stack.apply(job_cr("short-lived"))
     wait_for(lambda: stack.jobs_of("short-lived"), timeout=60, what="the Job")

@@ -17,11 +17,11 @@ import uuid
 
 import numpy as np
 import pytest
+from toy_transform import INVERT
 
 from augment_runner import backend
 from augment_runner.transforms import REGISTRY, Augmenter, CopyParams, sample_copy_params
 from augment_spec.model import AugmentationSpec, Transform
-from augment_testing.toy_transform import INVERT
 
 CUPY = next((m for m in backend.available_modules() if backend.is_cupy(m)), None)
 ALL = (Transform.lighting, Transform.noise, Transform.blur, Transform.occlusion)

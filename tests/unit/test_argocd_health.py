@@ -14,9 +14,16 @@ import pytest
 import yaml
 from lupa.lua51 import LuaRuntime
 
-from augment_spec.crd import API_VERSION, KIND, spec_from_cr
-from augment_spec.model import Phase
-from augment_testing import chart
+from augment_dev import chart
+from augment_spec.contract import (
+    API_VERSION,
+    KIND,
+    STATUS_PROGRESS,
+    TERMINAL_PHASES,
+    Phase,
+    progress_status,
+)
+from augment_spec.crd import spec_from_cr
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "deploy" / "argocd"
@@ -47,9 +54,8 @@ def job(status: dict[str, Any] | None = None, generation: int = 1) -> dict[str, 
 
 
 def progress(done: int, total: int) -> dict[str, Any]:
-    percent = done * 100 // total
-    return {"episodesDone": done, "episodesTotal": total, "percent": percent,
-            "text": f"{percent}% ({done}/{total})"}
+    """As the runner reports it."""
+    return progress_status(done, total)[STATUS_PROGRESS]
 
 
 CASES = {
@@ -82,10 +88,11 @@ def test_health_of_each_phase(case: str) -> None:
                                                            "message": message}
 
 
-def test_every_phase_of_the_model_has_a_known_health() -> None:
+def test_every_phase_of_the_contract_has_a_known_health_final_only_when_terminal() -> None:
     for phase in Phase:
         health = run_health(HEALTH_LUA.read_text(), job({"phase": phase.value}))
         assert health["status"] in {"Healthy", "Progressing", "Degraded"}, phase
+        assert (health["status"] != "Progressing") == (phase in TERMINAL_PHASES), phase
 
 
 def argocd_cm_patch() -> dict[str, Any]:

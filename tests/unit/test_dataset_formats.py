@@ -11,6 +11,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from augment_dev.datasets import (
+    make_lerobot_v3,
+    make_lerobot_v21,
+    make_plain_image_dataset,
+    synthetic_frames,
+)
 from augment_runner import stats as stats_mod
 from augment_runner.errors import DatasetError, VideoError
 from augment_runner.formats.detect import open_dataset
@@ -21,12 +27,6 @@ from augment_runner.video import (
     VideoFormat,
     decode_episode,
     probe_video,
-)
-from augment_testing.datasets import (
-    make_lerobot_v3,
-    make_lerobot_v21,
-    make_plain_image_dataset,
-    synthetic_frames,
 )
 
 SIZE = (48, 64)
@@ -211,7 +211,7 @@ def test_unknown_layouts_and_versions_are_refused(v3: Path, tmp_path: Path) -> N
 
 
 def test_the_shipped_sample_dataset_is_valid_and_small() -> None:
-    from augment_testing.datasets import SAMPLE_DATASET
+    from augment_dev.datasets import SAMPLE_DATASET
 
     assert validate_dataset(SAMPLE_DATASET) == []
     reader = open_dataset(SAMPLE_DATASET)

@@ -20,8 +20,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from augment_dev.hub import LocalHub
 from augment_runner.hub import HubError, download_dataset, resolve_token, upload_dataset
-from augment_testing.hub import LocalHub
 
 TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
 README = b"---\nlicense: apache-2.0\ntags: [LeRobot]\n---\n# Test dataset\n"

@@ -3,17 +3,23 @@
 The Dockerfiles are parsed, not built: these tests pin what would otherwise only fail
 in a registry build or at pod start: the entrypoint, the non-root user the restricted
 Pod Security Standard needs, the base image families, build tools kept out of the
-runtime stage, the sources the distribution is built from, and that every command
-line the chart and the operator give the images is one `augment` accepts.
+runtime stage, the sources the distribution is built from (never the tests or dev/),
+that every command line the chart and the operator give the images is one `augment`
+accepts, and that each image's extras are all its entrypoints import.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
+import pkgutil
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import uuid
 from dataclasses import dataclass, field
@@ -22,12 +28,14 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from augment_cli.main import SUBCOMMANDS, build_parser
+from augment_dev import chart
 from augment_operator.config import OperatorConfig
 from augment_operator.jobs import build_job
 from augment_spec.model import parse_spec
-from augment_testing import chart
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
@@ -77,11 +85,23 @@ def stages(dockerfile: str) -> list[Stage]:
 
 
 def pins() -> dict[str, str]:
-    """Every exact pin in pyproject.toml, dependencies and extras alike."""
+    """Every exact pin in pyproject.toml, dependencies and extras alike (an extra may also
+    name the project itself, with other extras: that is no pin)."""
     project = PYPROJECT["project"]
     requirements = project["dependencies"] + [
-        r for extra in project["optional-dependencies"].values() for r in extra]
+        r for extra in project["optional-dependencies"].values() for r in extra
+        if not r.startswith(f"{project['name']}[")]
     return dict(r.split("==", 1) for r in requirements)
+
+
+def test_a_package_in_several_extras_has_one_pin() -> None:
+    project = PYPROJECT["project"]
+    seen: dict[str, set[str]] = {}
+    for requirement in project["dependencies"] + [
+            r for extra in project["optional-dependencies"].values() for r in extra]:
+        name, _, version = requirement.partition("==")
+        seen.setdefault(name, set()).add(version)
+    assert {name: v for name, v in seen.items() if len(v) > 1} == {}
 
 
 @pytest.mark.parametrize(("dockerfile", "family"), [
@@ -137,14 +157,27 @@ def test_entrypoint_is_the_augment_console_script(dockerfile: str) -> None:
     assert Path(AUGMENT).exists()
 
 
-@pytest.mark.parametrize(("dockerfile", "target"), [
-    ("runner.Dockerfile", ".[gpu]"), ("augment.Dockerfile", ".")])
-def test_installs_the_project_with_pyproject_pins(dockerfile: str, target: str) -> None:
+def installed_extras(dockerfile: str) -> set[str]:
+    """The extras of the one `pip install ".[a,b]"` of the project in the Dockerfile."""
     text = " ".join(args for _, args in instructions((IMAGES / dockerfile).read_text()))
-    installs = re.findall(r"pip install ([^&;]+)", text)
-    assert any(target in shlex.split(line) for line in installs), installs
-    extras = re.findall(r"\.\[(\w+)\]", target)
-    assert set(extras) <= set(PYPROJECT["project"]["optional-dependencies"])
+    targets = [word for line in re.findall(r"pip install ([^&;]+)", text)
+               for word in shlex.split(line) if word == "." or word.startswith(".[")]
+    assert len(targets) == 1, targets
+    found = re.fullmatch(r"\.(?:\[([\w,]*)\])?", targets[0])
+    assert found, targets[0]
+    return set(filter(None, (found.group(1) or "").split(",")))
+
+
+# What each image runs decides its extras: nothing for the others' components, no `dev`.
+IMAGE_EXTRAS = {"augment.Dockerfile": {"api", "operator"},
+                "runner.Dockerfile": {"runner", "gpu"}}
+
+
+@pytest.mark.parametrize(("dockerfile", "extras"), IMAGE_EXTRAS.items())
+def test_installs_the_project_with_pyproject_pins(dockerfile: str, extras: set[str]) -> None:
+    assert installed_extras(dockerfile) == extras
+    assert extras <= set(PYPROJECT["project"]["optional-dependencies"])
+    text = " ".join(args for _, args in instructions((IMAGES / dockerfile).read_text()))
     known = pins()
     for name, version in re.findall(r"([A-Za-z0-9_.-]+)==([\w.]+)", text):
         assert known.get(name) == version, f"{name}=={version} in {dockerfile}, " \
@@ -167,16 +200,52 @@ def test_build_context_holds_every_package_of_the_distribution(dockerfile: str) 
         assert str(source) in allowed, f"{source} is excluded by .dockerignore"
 
 
-def test_the_distribution_lists_every_package_folder() -> None:
-    # An explicit `packages` list installs only the packages it names: a subpackage left
-    # out imports from a checkout (editable install) but is missing from the images.
-    setuptools = PYPROJECT["tool"]["setuptools"]
-    found = {
-        ".".join((name, *init.parent.relative_to(ROOT / folder).parts))
-        for name, folder in setuptools["package-dir"].items()
-        for init in (ROOT / folder).rglob("__init__.py")
-    }
-    assert found == set(setuptools["packages"])
+def copy_build_context(dockerfile: str, into: Path) -> None:
+    """What the build stage COPYs into its WORKDIR, copied to the same paths under `into`."""
+    for args in stages(dockerfile)[0].all("COPY"):
+        *sources, dest = [a for a in args.split() if not a.startswith("--")]
+        for source in sources:
+            assert dest in ("./", source), args
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, into / source,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            else:
+                (into / source).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / source, into / source)
+
+
+@pytest.mark.parametrize("dockerfile", IMAGE_EXTRAS)
+def test_the_build_context_makes_a_distribution_of_every_product_module(
+        dockerfile: str, tmp_path: Path) -> None:
+    """What `pip install` builds from the image's context (setuptools' build_py and
+    egg_info, the steps of a wheel): every module of the product, subpackages included,
+    no development tools, the one `augment` command."""
+    context, lib, egg = tmp_path / "context", tmp_path / "lib", tmp_path / "egg"
+    copy_build_context(dockerfile, context)
+    egg.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", "from setuptools import setup; setup()", "-q",
+         "build_py", "-d", str(lib), "egg_info", "-e", str(egg)],
+        cwd=context, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    built = {path.relative_to(lib).as_posix() for path in lib.rglob("*.py")}
+    product = {f"{package}/{path.relative_to(ROOT / folder).as_posix()}"
+               for package, folder in PYPROJECT["tool"]["setuptools"]["package-dir"].items()
+               for path in (ROOT / folder).rglob("*.py") if "__pycache__" not in path.parts}
+    assert built == product
+    (entry_points,) = egg.glob("*.egg-info/entry_points.txt")
+    assert entry_points.read_text().split() == [
+        "[console_scripts]", "augment", "=", PYPROJECT["project"]["scripts"]["augment"]]
+
+
+def test_neither_the_tests_nor_the_development_tools_reach_an_image() -> None:
+    allowed = [Path(line[1:].rstrip("/"))
+               for line in (ROOT / ".dockerignore").read_text().split() if line.startswith("!")]
+    for kept_out in (Path("tests"), Path("dev")):
+        assert not [a for a in allowed if a == kept_out or kept_out in a.parents], allowed
+    assert "augment_dev" not in PYPROJECT["tool"]["setuptools"]["packages"]
+    assert "augment_dev" not in PYPROJECT["tool"]["setuptools"]["package-dir"]
+    assert "augment-dev" not in PYPROJECT["project"]["scripts"]
 
 
 def test_image_tags_follow_the_version() -> None:
@@ -229,3 +298,171 @@ def test_runner_job_command_is_accepted_by_augment() -> None:
     argv = [*container["command"], *container.get("args", [])]
     assert argv[:2] == ["augment", "run"]
     assert_accepted(argv)
+
+
+# ---- each image's extras hold everything its entrypoints import, and nothing more ----
+# A subprocess imports and runs the image's entrypoints with its sys.meta_path finders
+# wrapped so that every top-level module is missing unless the image would hold it: the
+# standard library, the product's own packages, and the distributions the image's extras
+# resolve to (pyproject.toml's requirements, then the installed ones' own, transitively).
+
+def project_requirements(extras: set[str]) -> list[Requirement]:
+    """pyproject.toml's requirements with these extras; `project[extra]` items expanded."""
+    project = PYPROJECT["project"]
+    own = canonicalize_name(project["name"])
+    found = [Requirement(r) for r in project["dependencies"]]
+    todo, done = list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in done:
+            continue
+        done.add(extra)
+        for requirement in map(Requirement, project["optional-dependencies"][extra]):
+            if canonicalize_name(requirement.name) == own:
+                todo.extend(requirement.extras)
+            else:
+                found.append(requirement)
+    return found
+
+
+def resolved_distributions(requirements: list[Requirement]) -> set[str]:
+    """Canonical names of the distributions these requirements pull in, transitively, as
+    installed here (their markers evaluated for this interpreter and the extras asked)."""
+    seen: set[tuple[str, str]] = set()  # (distribution, extra or "")
+    todo = list(requirements)
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        wanted = {(name, extra) for extra in {"", *requirement.extras}} - seen
+        if not wanted:
+            continue
+        seen |= wanted
+        try:
+            requires = importlib.metadata.distribution(name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here (CuPy without a GPU): nothing of it imports anyway
+        for sub in map(Requirement, requires):
+            if sub.marker is None or any(sub.marker.evaluate({"extra": extra})
+                                         for _, extra in wanted):
+                todo.append(sub)
+    return {name for name, _ in seen}
+
+
+def image_contents(extras: set[str]) -> tuple[set[str], set[str]]:
+    """(top-level modules, canonical distribution names) an image with these extras holds."""
+    dists = resolved_distributions(project_requirements(extras))
+    third_party = {top for top, names in importlib.metadata.packages_distributions().items()
+                   if any(canonicalize_name(n) in dists for n in names)}
+    own = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    return third_party | own | STDLIB, dists | {canonicalize_name(PYPROJECT["project"]["name"])}
+
+
+# sys.stdlib_module_names lacks the platform's generated modules (_sysconfigdata_*).
+STDLIB = set(sys.stdlib_module_names) | {
+    module.name for module in pkgutil.iter_modules(
+        [sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib")])}
+
+
+BLOCKER = '''
+import importlib, importlib.metadata, json, os, re, sys
+
+allowed = set(json.loads(os.environ.pop("IMAGE_IMPORTABLE")))
+distributions = set(json.loads(os.environ.pop("IMAGE_DISTRIBUTIONS")))
+
+
+class OnlyTheImage:
+    """The interpreter's finders, for top-level modules in `allowed` only: any other module
+    is not found (an import raises ModuleNotFoundError, importlib.util.find_spec gives
+    None), as in the image; likewise importlib.metadata sees only `distributions`."""
+
+    def __init__(self, finders):
+        self.finders = finders
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] not in allowed:
+            return None
+        for finder in self.finders:
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                return spec
+        return None
+
+    def find_distributions(self, context=importlib.metadata.DistributionFinder.Context()):
+        for finder in self.finders:
+            for dist in getattr(finder, "find_distributions", lambda _: ())(context):
+                name = dist.metadata["Name"] or ""
+                if re.sub(r"[-_.]+", "-", name).lower() in distributions:
+                    yield dist
+
+
+sys.meta_path[:] = [OnlyTheImage(list(sys.meta_path))]
+from augment_cli.main import main  # the images' ENTRYPOINT
+
+
+def missing(name):
+    """`name` cannot be imported: the finders are wrapped, and the extras lack it."""
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        return
+    raise SystemExit(f"{name} was importable: the image would not lack it")
+'''
+
+# What each image runs: its subcommands (the API's and the operator's, as the chart starts
+# them; `augment run` on the sample dataset with its status reports on, towards a server
+# that refuses: reporting is best effort), then modules its extras must not provide.
+ENTRYPOINTS = {
+    "augment.Dockerfile": '''
+for argv in (["crd"], ["openapi"]):
+    assert main(argv) == 0, argv
+for argv in (["api", "--help"], ["operator", "--help"]):
+    try:
+        main(argv)
+    except SystemExit as done:
+        assert done.code == 0, (argv, done.code)
+import uvicorn  # `augment api` imports it when it starts serving
+from augment_api.app import create_app
+from augment_api.settings import Settings
+create_app(Settings())
+for name in ("numpy", "av", "datasets", "augment_dev"):
+    missing(name)
+''',
+    "runner.Dockerfile": '''
+assert main(["run", "--dataset", sys.argv[1], "--output", sys.argv[2],
+             "--transforms", "lighting,noise,blur,occlusion", "--copies", "1"]) == 0
+assert main(["crd"]) == 0
+assert "kubernetes" in sys.modules, "the status reports were not exercised"
+for name in ("fastapi", "kopf", "augment_dev"):
+    missing(name)
+try:  # the other image's command: one line naming the extra it would need
+    main(["api", "--help"])
+except SystemExit as refused:
+    assert "lacks the 'api' extra (No module named " in str(refused.code), refused.code
+else:
+    raise SystemExit("`augment api` ran without the api extra")
+''',
+}
+REFUSING_KUBECONFIG = {
+    "apiVersion": "v1", "kind": "Config", "current-context": "c",
+    "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+    "users": [{"name": "u", "user": {"token": "t"}}],
+    "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+}
+
+
+@pytest.mark.parametrize("dockerfile", ENTRYPOINTS)
+def test_the_image_extras_hold_all_its_entrypoints_import(dockerfile: str,
+                                                          tmp_path: Path) -> None:
+    importable, distributions = image_contents(installed_extras(dockerfile))
+    assert "augment_dev" not in importable
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps(REFUSING_KUBECONFIG))
+    env = {**os.environ, "IMAGE_IMPORTABLE": json.dumps(sorted(importable)),
+           "IMAGE_DISTRIBUTIONS": json.dumps(sorted(distributions)),
+           "KUBECONFIG": str(kubeconfig), "AUGMENT_JOB_NAME": "sample",
+           "AUGMENT_JOB_NAMESPACE": "augment"}
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKER + ENTRYPOINTS[dockerfile],
+         str(ROOT / "examples" / "sample-dataset"), str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]

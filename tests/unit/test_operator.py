@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 
 from augment_operator.config import ConfigError, OperatorConfig, load_config
-from augment_operator.jobs import EXIT_BAD_INPUT, build_job, job_name
+from augment_operator.jobs import build_job, job_name
 from augment_operator.status import Action, decide, differs, status_patch
-from augment_spec.model import AugmentationType, Phase, parse_spec
+from augment_spec.contract import (
+    ANNOTATION_CANCEL,
+    EXIT_BAD_INPUT,
+    TERMINAL_PHASES,
+    Phase,
+    cancel_annotations,
+)
+from augment_spec.model import AugmentationType, parse_spec
 
 PROJECT = str(uuid.uuid4())
 
@@ -68,16 +75,22 @@ def test_failed_job_carries_the_runners_last_line() -> None:
     assert decision.message == "cannot read meta/info.json: not JSON"
 
 
-@pytest.mark.parametrize("final", ["Succeeded", "Failed", "Cancelled"])
+@pytest.mark.parametrize("final", sorted(TERMINAL_PHASES))
 def test_terminal_phases_are_sticky(final: str) -> None:
     decision = decide(cr(status={"phase": final, "message": "done"}), None, [], None, None)
     assert decision.phase.value == final and decision.action is Action.none
 
 
-def test_cancel_annotation_deletes_the_job() -> None:
-    decision = decide(cr(annotations={"augment.dev/cancel-requested": "true"}), job(),
-                      [pod("Running")], None, None)
+@pytest.mark.parametrize("annotations", [cancel_annotations(), {ANNOTATION_CANCEL: "True"}])
+def test_cancel_annotation_deletes_the_job(annotations: dict[str, str]) -> None:
+    decision = decide(cr(annotations=annotations), job(), [pod("Running")], None, None)
     assert (decision.phase, decision.action) == (Phase.Cancelled, Action.delete_job)
+
+
+def test_a_cancel_annotation_other_than_true_is_ignored() -> None:
+    decision = decide(cr(annotations={ANNOTATION_CANCEL: "false"}), job(), [pod("Running")],
+                      None, None)
+    assert (decision.phase, decision.action) == (Phase.Running, Action.none)
 
 
 def test_invalid_spec_and_disabled_profile_fail_without_a_job() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -14,18 +15,26 @@ import pytest
 from PIL import Image
 
 from augment_cli.main import main as augment_main
+from augment_dev.datasets import (
+    make_lerobot_v3,
+    make_lerobot_v21,
+    make_plain_image_dataset,
+    synthetic_frames,
+)
 from augment_runner import pipeline
 from augment_runner.errors import DatasetError, OutputError
 from augment_runner.formats.detect import open_dataset
 from augment_runner.preview import sheet_size
 from augment_runner.validate import validate_dataset
 from augment_runner.video import probe_video
-from augment_spec.model import parse_spec
-from augment_testing.datasets import (
-    make_lerobot_v3,
-    make_lerobot_v21,
-    make_plain_image_dataset,
+from augment_spec.contract import (
+    ENV_HF_TOKEN,
+    ENV_SPEC,
+    ENV_TERMINATION_LOG,
+    ENV_WORKDIR,
+    EXIT_BAD_INPUT,
 )
+from augment_spec.model import parse_spec
 
 PROJECT = "00000000-0000-0000-0000-00000000abcd"
 TOP, WRIST, SIDE = "observation.images.top", "observation.images.wrist", "observation.images.side"
@@ -69,7 +78,7 @@ def decoded_frames(root: Path, episode_index: int, camera: str) -> np.ndarray:
     reader = open_dataset(root)
     episode = reader.episodes[episode_index]
     cam = next(c for c in reader.cameras if c.key == camera)
-    return np.concatenate(list(reader.decode_video(episode, cam, 64)))
+    return np.concatenate(list(reader.decode_frames(episode, cam, 64)))
 
 
 def episode_stats(root: Path, episode_index: int) -> dict[str, dict[str, np.ndarray]]:
@@ -278,6 +287,151 @@ def test_plain_single_images_grouped_by_episode_in_place(tmp_path: Path) -> None
     assert [e["source_episode_index"] for e in provenance["episodes"]] == [0, 1]
 
 
+def _image_cell(frame: np.ndarray, fmt: str = "PNG") -> dict[str, Any]:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format=fmt)
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def _pixels(cell: dict[str, Any]) -> np.ndarray:
+    with Image.open(io.BytesIO(cell["bytes"])) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_plain_copies_are_the_augmented_source_frames_numbered_after_the_episodes(
+    tmp_path: Path,
+) -> None:
+    import datasets
+
+    lengths = [4, 5, 1, 3]
+    features = datasets.Features(
+        {"image": datasets.Image(), "episode_index": datasets.Value("int32")}
+    )
+    frames = [synthetic_frames(e % 3, n, (16, 20)) for e, n in enumerate(lengths)]
+    rows = datasets.Dataset.from_dict(
+        {
+            "image": [_image_cell(f) for episode in frames for f in episode],
+            "episode_index": [7 + 2 * e for e, n in enumerate(lengths) for _ in range(n)],
+        },
+        features=features,
+    ).with_format("arrow")[:]
+    source = tmp_path / "plain"
+    (source / "data").mkdir(parents=True)
+    # Small row groups over two files: episodes straddle both.
+    pq.write_table(rows.slice(0, 7), source / "data/train-00000-of-00002.parquet", row_group_size=3)
+    pq.write_table(rows.slice(7), source / "data/train-00001-of-00002.parquet", row_group_size=2)
+    spec = make_spec(augment_copies=2, augment_transforms="lighting,noise,occlusion")
+    pipeline.augment_dataset(spec, source, tmp_path / "out", batch_frames=2)
+
+    out = datasets.load_dataset(
+        "parquet", data_files=str(tmp_path / "out/data/*.parquet"), split="train"
+    ).cast_column("image", datasets.Image(decode=False))
+    assert out.with_format("arrow")[: rows.num_rows].column("image") == rows.column("image")
+    provenance = json.loads((tmp_path / "out/meta/augmentation.json").read_text())["episodes"]
+    copies = [e for e in provenance if e["copy_index"] is not None]
+    # Episode-major: an episode's copies side by side, numbered after the originals.
+    assert [(e["episode_index"], e["source_episode_index"], e["copy_index"]) for e in copies] == [
+        (4 + 2 * e + slot, e, slot) for e in range(4) for slot in range(2)
+    ]
+    assert {e["split"] for e in provenance} == {"train"}
+    row = rows.num_rows
+    for e, slot in [(e, slot) for e in range(4) for slot in range(2)]:
+        copy = out[row : row + lengths[e]]
+        # Ids continue after the largest source id (13).
+        assert copy["episode_index"] == [14 + 2 * e + slot] * lengths[e]
+        augmenter = pipeline.plan_copies(spec, e).augmenter(slot)
+        expected = augmenter(frames[e], 0)
+        assert np.array_equal(np.stack([_pixels(c) for c in copy["image"]]), expected)
+        row += lengths[e]
+    assert row == len(out)
+
+
+def test_plain_unaugmented_cameras_keep_their_bytes_and_jpeg_stays_jpeg(tmp_path: Path) -> None:
+    import datasets
+
+    features = datasets.Features(
+        {"top": datasets.Sequence(datasets.Image()), "side": datasets.Sequence(datasets.Image())}
+    )
+    source = tmp_path / "plain"
+    datasets.Dataset.from_dict(
+        {
+            "top": [[_image_cell(f) for f in synthetic_frames(r, 3, (16, 16))] for r in range(2)],
+            "side": [
+                [_image_cell(f, "JPEG") for f in synthetic_frames(r, 3, (16, 16), camera=1)]
+                for r in range(2)
+            ],
+        },
+        features=features,
+    ).save_to_disk(str(source))
+    fields = {"augment_copies": 2, "augment_cameras": ["side"], "augment_transforms": "blur"}
+    out = run(source, tmp_path / "out", **fields).output
+
+    before = datasets.load_from_disk(str(source)).cast(
+        datasets.Features({k: datasets.Sequence(datasets.Image(decode=False)) for k in features})
+    )
+    before_rows = before.to_dict()
+    after_rows = datasets.load_from_disk(str(out)).cast(before.features).to_dict()
+    top = before_rows["top"]
+    assert after_rows["top"] == [*top, top[0], top[0], top[1], top[1]]
+    assert after_rows["side"][:2] == before_rows["side"]
+    copies = after_rows["side"][2:]
+    assert [[Image.open(io.BytesIO(c["bytes"])).format for c in cells] for cells in copies] == [
+        ["JPEG"] * 3
+    ] * 4
+    assert copies[0] != before_rows["side"][0]
+
+
+def test_plain_splits_number_their_episodes_and_output_repeats_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    import datasets
+
+    def split(n: int) -> datasets.Dataset:
+        return datasets.Dataset.from_dict(
+            {"image": [_image_cell(f) for f in synthetic_frames(1, n, (16, 16))]},
+            features=datasets.Features({"image": datasets.Image()}),
+        )
+
+    source = tmp_path / "plain"
+    datasets.DatasetDict({"train": split(3), "test": split(2)}).save_to_disk(str(source))
+    first = run(source, tmp_path / "a", augment_copies=1, augment_transforms="noise").output
+    second = run(source, tmp_path / "b", augment_copies=1, augment_transforms="noise").output
+
+    assert tree_hash(first) == tree_hash(second)
+    provenance = json.loads((first / "meta/augmentation.json").read_text())["episodes"]
+    assert [(e["split"], e["episode_index"], e["source_episode_index"]) for e in provenance] == [
+        *[("train", i, i) for i in range(3)],
+        *[("train", 3 + i, i) for i in range(3)],
+        *[("test", i, i) for i in range(2)],
+        *[("test", 2 + i, i) for i in range(2)],
+    ]
+    assert {k: len(v) for k, v in datasets.load_from_disk(str(first)).items()} == {
+        "train": 6,
+        "test": 4,
+    }
+
+
+def test_plain_splits_with_other_features_are_refused(tmp_path: Path) -> None:
+    import datasets
+
+    image = datasets.Image()
+    cells = [_image_cell(f) for f in synthetic_frames(0, 2, (16, 16))]
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(
+                {"image": cells}, features=datasets.Features({"image": image})
+            ),
+            "test": datasets.Dataset.from_dict(
+                {"image": cells, "label": [0, 1]},
+                features=datasets.Features({"image": image, "label": datasets.Value("int64")}),
+            ),
+        }
+    ).save_to_disk(str(tmp_path / "plain"))
+    with pytest.raises(DatasetError, match="other features"):
+        run(tmp_path / "plain", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- output safety
 
 
@@ -381,10 +535,10 @@ def test_cli_bad_input_exits_2_with_one_line(
         breakage(source)
     before = tree_hash(source)
     log = tmp_path / "termination-log"
-    monkeypatch.setenv("AUGMENT_TERMINATION_LOG", str(log))
+    monkeypatch.setenv(ENV_TERMINATION_LOG, str(log))
     code = cli("--dataset", str(source), "--output", str(tmp_path / "out"), *flags)
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == EXIT_BAD_INPUT
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert message in err
     assert log.read_text().strip() == err.strip()
@@ -397,9 +551,11 @@ def test_cli_refuses_a_busy_output_and_a_missing_folder(
 ) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x").write_text("x")
-    assert cli("--dataset", str(sources["v21"]), "--output", str(tmp_path / "out")) == 2
+    code = cli("--dataset", str(sources["v21"]), "--output", str(tmp_path / "out"))
+    assert code == EXIT_BAD_INPUT
     assert "not empty" in capsys.readouterr().err
-    assert cli("--dataset", str(tmp_path / "nope"), "--output", str(tmp_path / "o2")) == 2
+    code = cli("--dataset", str(tmp_path / "nope"), "--output", str(tmp_path / "o2"))
+    assert code == EXIT_BAD_INPUT
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -408,12 +564,12 @@ def test_cli_refuses_a_busy_output_and_a_missing_folder(
 
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from augment_testing.hub import LocalHub
+    from augment_dev.hub import LocalHub
 
     with LocalHub(tmp_path / "hub", tokens={"tok-alice": "alice"}) as server:
         for key, value in server.client_env().items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setenv("HF_TOKEN", "tok-alice")
+        monkeypatch.setenv(ENV_HF_TOKEN, "tok-alice")
         yield server
 
 
@@ -465,8 +621,8 @@ def test_pod_mode_takes_the_spec_from_the_environment(
         "output_dataset_id": "alice/arm-aug",
         "augment_dataset_mode": "inplace",
     }
-    monkeypatch.setenv("AUGMENT_SPEC", json.dumps(spec))
-    monkeypatch.setenv("AUGMENT_WORKDIR", str(tmp_path / "work"))
+    monkeypatch.setenv(ENV_SPEC, json.dumps(spec))
+    monkeypatch.setenv(ENV_WORKDIR, str(tmp_path / "work"))
     assert augment_main(["run"]) == 0, capsys.readouterr().err
     assert hub.head("alice/arm-aug") is not None
     files = hub.files("alice/arm-aug")
@@ -491,10 +647,10 @@ def test_hub_problems_exit_2(
     message: str,
 ) -> None:
     hub.seed("lab/robot", sources["v3-h264"])
-    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setenv(ENV_HF_TOKEN, token)
     code = cli(*args, "--output", str(tmp_path / "out"))
     err = capsys.readouterr().err
-    assert code == 2, err
+    assert code == EXIT_BAD_INPUT, err
     assert len(err.strip().splitlines()) == 1 and message.lower() in err.lower()
 
 

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ import yaml
 from augment_api.app import create_app
 from augment_api.settings import Settings
 from augment_cli.main import SUBCOMMANDS, build_parser
+from augment_dev import chart
+from augment_dev.cli import SUBCOMMANDS as DEV_SUBCOMMANDS
+from augment_dev.readme import README, console_commands, program, simple_commands
 from augment_operator.config import GpuProfile
 from augment_runner.validate import validate_dataset
-from augment_spec.model import AugmentationSpec, Phase
-from augment_testing import chart
-from augment_testing.readme import README, console_commands, program, simple_commands
+from augment_spec.contract import Phase
+from augment_spec.model import AugmentationSpec
 
 ROOT = README.parent
 AUGMENT = str(Path(sys.executable).parent / "augment")
@@ -43,9 +46,9 @@ COVERED: list[tuple[str, str]] = [
     (r"^make install && make run$", "test_make_run_is_the_readme_command runs what `make run` "
      "runs; every test runs in the environment `make install` makes"),
     (r"^make test$", ".ci/run: CI runs exactly this"),
-    (r"^make demo$", "tests/e2e/test_demo.py runs `augment demo`, the target's command"),
-    (r"^make cluster$", "tests/e2e/test_cluster.py: the EmbeddedCluster `augment dev-cluster` "
-     "starts"),
+    (r"^make demo$", "tests/e2e/test_demo.py runs `augment-dev demo`, the target's command"),
+    (r"^make cluster$", "tests/e2e/test_cluster.py runs `augment-dev cluster`, the target's "
+     "command, and tests the EmbeddedCluster it starts"),
     (r"^make crd$", "`make test` runs augment_spec.check_crd; tests/e2e/test_chart.py checks "
      "the chart's copy byte for byte"),
     # Measurements, not tests (DESIGN.md §5): no test runs these two.
@@ -117,6 +120,15 @@ def makefile_recipe(target: str) -> list[str]:
 def test_make_run_is_the_readme_command() -> None:
     (shown,) = commands_of("augment", "run")
     assert " ".join(shown) in makefile_recipe("run")
+
+
+@pytest.mark.parametrize("target", ["cluster", "demo"])
+def test_make_runs_the_development_tools_from_augment_dev(target: str) -> None:
+    assert makefile_recipe(target) == [f".venv/bin/augment-dev {target}"]
+    assert target in DEV_SUBCOMMANDS
+    scripts = tomllib.loads((ROOT / "dev" / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"augment-dev": "augment_dev.cli:main"}
+    assert DEV_SUBCOMMANDS.keys().isdisjoint(SUBCOMMANDS), "`augment` is the product's only"
 
 
 # ---- augment ----

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from augment_cli.main import main as augment_main
+from augment_dev.datasets import make_lerobot_v3, make_lerobot_v21
 from augment_runner import pipeline
 from augment_runner import stats as stats_mod
 from augment_runner.errors import SCRATCH_FULL, AugmentError, DatasetError
@@ -23,7 +24,6 @@ from augment_runner.formats.base import Camera
 from augment_runner.formats.detect import open_dataset
 from augment_runner.validate import validate_dataset
 from augment_spec.model import parse_spec
-from augment_testing.datasets import make_lerobot_v3, make_lerobot_v21
 
 PROJECT = "00000000-0000-0000-0000-00000000abcd"
 TOP, SIDE = "observation.images.top", "observation.images.side"
@@ -49,7 +49,7 @@ def run(source: Path, output: Path, **fields: Any) -> pipeline.AugmentResult:
 def decoded_frames(root: Path, episode_index: int, camera: str) -> np.ndarray:
     reader = open_dataset(root)
     cam = next(c for c in reader.cameras if c.key == camera)
-    return np.concatenate(list(reader.decode_video(reader.episodes[episode_index], cam, 64)))
+    return np.concatenate(list(reader.decode_frames(reader.episodes[episode_index], cam, 64)))
 
 
 def stats_lines(root: Path) -> list[dict[str, Any]]:

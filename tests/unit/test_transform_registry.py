@@ -10,6 +10,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from toy_transform import INVERT
 
 from augment_runner.transforms import (
     DRAW_ORDER,
@@ -22,7 +23,6 @@ from augment_runner.transforms import (
 from augment_runner.transforms.base import Fill
 from augment_runner.transforms.cupy_engine import PointPass, SeparablePass, device_plan
 from augment_spec.model import AugmentationSpec, Transform
-from augment_testing.toy_transform import INVERT
 
 
 def spec(**fields: object) -> AugmentationSpec:

@@ -27,6 +27,7 @@ from augment_runner.transforms import (
     occlusion_pixels,
     sample_copy_params,
 )
+from augment_spec.contract import ENV_BACKEND, ENV_THREADS
 from augment_spec.model import AugmentationSpec, Transform
 
 ALL = (Transform.lighting, Transform.noise, Transform.blur, Transform.occlusion)
@@ -285,7 +286,7 @@ def test_output_does_not_depend_on_batching(xp: ModuleType, monkeypatch: pytest.
     aug = Augmenter(p, xp)
     parts = np.concatenate([aug(frames[:5], 30), aug(frames[5:], 35)])
     assert np.array_equal(whole, parts)
-    monkeypatch.setenv("AUGMENT_THREADS", "3")  # frames split over threads differently
+    monkeypatch.setenv(ENV_THREADS, "3")  # frames split over threads differently
     assert np.array_equal(whole, run(xp, p, frames, offset=30))
 
 
@@ -418,18 +419,18 @@ def test_to_dict_holds_only_the_listed_transforms_and_is_json():
 
 
 def test_backend_selection_follows_the_environment(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AUGMENT_BACKEND", "numpy")
+    monkeypatch.setenv(ENV_BACKEND, "numpy")
     assert backend.array_module() is np
-    monkeypatch.setenv("AUGMENT_BACKEND", "tpu")
+    monkeypatch.setenv(ENV_BACKEND, "tpu")
     with pytest.raises(RuntimeError, match="AUGMENT_BACKEND"):
         backend.array_module()
-    monkeypatch.setenv("AUGMENT_BACKEND", "cupy")
+    monkeypatch.setenv(ENV_BACKEND, "cupy")
     if len(backend.available_modules()) > 1:
         assert backend.array_module().__name__ == "cupy"
     else:
         with pytest.raises(RuntimeError, match="CuPy"):
             backend.array_module()
-    monkeypatch.delenv("AUGMENT_BACKEND")
+    monkeypatch.delenv(ENV_BACKEND)
     assert backend.array_module() is backend.available_modules()[-1]
 
 

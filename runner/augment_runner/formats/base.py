@@ -1,11 +1,12 @@
 """What the pipeline needs from a dataset format: a reader of source episodes and a writer
-of output episodes. LeRobot v3.0 and v2.1 implement both; plain `datasets` folders
-have their own, simpler path (see plain.py).
+of output episodes. LeRobot v3.0 and v2.1 (lerobot_v3.py, lerobot_v21.py) and plain
+`datasets` folders (plain.py) implement both.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import shutil
 from abc import ABC, abstractmethod
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import datasets
 import numpy as np
@@ -22,7 +23,7 @@ from PIL import Image
 
 from ..errors import DatasetError
 from ..stats import Stats
-from ..video import VideoEncoder, VideoFormat, probe_video
+from ..video import VideoFormat, probe_video
 
 CAMERA_DTYPES = ("video", "image")
 # Feature dtypes LeRobot knows; anything else is a dataset we cannot faithfully rewrite.
@@ -47,10 +48,16 @@ KNOWN_DTYPES = NUMERIC_DTYPES | {"video", "image", "string", "language"}
 REQUIRED_INFO = ("fps", "features", "total_episodes", "total_frames", "data_path")
 
 
+# How a camera's frames are stored. "video": MP4 files (LeRobot). "image": one PNG per
+# data row (LeRobot). "datasets_image": a plain `datasets` Image column, one image or a
+# list of images per row, in whatever format the source chose.
+CameraStorage = Literal["video", "image", "datasets_image"]
+
+
 @dataclass(frozen=True)
 class Camera:
     key: str
-    storage: Literal["video", "image"]
+    storage: CameraStorage
     height: int
     width: int
     channels: int = 3
@@ -61,17 +68,27 @@ class Camera:
         """Colour frames the transforms are made for; grey, RGBA and depth are not."""
         return self.channels == 3 and not self.depth
 
+    @property
+    def in_rows(self) -> bool:
+        """LeRobot image cameras: the pipeline decodes and re-encodes their PNG cells as the
+        data rows pass. The others stream apart from the rows, from
+        DatasetReader.decode_frames to EpisodeWriter.open_frames."""
+        return self.storage == "image"
+
 
 @dataclass(frozen=True)
 class SourceEpisode:
     index: int
     length: int
     tasks: tuple[str, ...]
+    # The split a plain `datasets` episode is numbered within; None for LeRobot, which
+    # numbers episodes across the dataset.
+    split: str | None = None
 
 
 @dataclass(frozen=True)
 class OutputPlan:
-    """Where each augmented episode goes.
+    """Where each augmented episode of a LeRobot dataset goes.
 
     Output episodes are ordered copy-major: every source episode's copy 0 (slot 0), then
     every copy 1, and so on, after the originals in copy mode. Each slot then fills its
@@ -82,6 +99,13 @@ class OutputPlan:
     slots: int
     source_episodes: int
     source_frames: int
+    frames_before: tuple[int, ...]  # per source episode, the frames of those before it
+
+    @classmethod
+    def of(cls, keep_originals: bool, slots: int, episodes: list[SourceEpisode]) -> OutputPlan:
+        lengths = [ep.length for ep in episodes]
+        before = tuple(itertools.accumulate(lengths, initial=0))[:-1]
+        return cls(keep_originals, slots, len(lengths), sum(lengths), before)
 
     @property
     def base_episode(self) -> int:
@@ -102,25 +126,54 @@ class OutputPlan:
     def episode_index(self, slot: int, source_index: int) -> int:
         return self.base_episode + slot * self.source_episodes + source_index
 
-    def first_frame(self, slot: int, frames_before_source: int) -> int:
-        return self.base_frame + slot * self.source_frames + frames_before_source
+    def first_frame(self, slot: int, source_index: int) -> int:
+        return self.base_frame + slot * self.source_frames + self.frames_before[source_index]
+
+
+@dataclass(frozen=True)
+class StatsPlan:
+    """The statistics each output episode carries (LeRobot): per numeric feature and per
+    camera, with quantiles or without."""
+
+    numeric: tuple[str, ...]
+    with_quantiles: bool
+
+
+class FrameSink(Protocol):
+    """Takes one output episode's frames of one camera, batch by batch, in order."""
+
+    def write(self, frames: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class EpisodeWriter(ABC):
-    """Receives one output episode: its rows, its videos, then its statistics."""
+    """Receives one output episode: its rows, its streamed cameras' frames, then its
+    statistics."""
+
+    @property
+    @abstractmethod
+    def episode_index(self) -> int:
+        """Its index in the output (within its split, for plain datasets)."""
+
+    @abstractmethod
+    def index_columns(self, offset: int, rows: int) -> dict[str, np.ndarray]:
+        """The columns this episode numbers itself, for its rows offset..offset+rows-1; the
+        pipeline puts them into the rows it writes and into the statistics."""
 
     @abstractmethod
     def write_rows(self, batch: pa.RecordBatch) -> None: ...
 
     @abstractmethod
-    def open_video(self, camera: Camera) -> VideoEncoder: ...
+    def open_frames(self, camera: Camera) -> FrameSink: ...
 
-    def reuse_source_video(self, camera: Camera) -> bool:
-        """Take an unaugmented camera's video from the source without decoding it."""
+    def reuse_source_frames(self, camera: Camera) -> bool:
+        """Take an unaugmented streamed camera from the source without decoding it."""
         return False
 
     @abstractmethod
-    def finish(self, stats: Mapping[str, Stats]) -> None: ...
+    def finish(self, stats: Mapping[str, Stats]) -> None:
+        """The episode is complete; `stats` is empty where the format keeps no statistics."""
 
 
 class DatasetWriter(ABC):
@@ -129,9 +182,9 @@ class DatasetWriter(ABC):
         """Lay down what does not depend on the augmented episodes (originals, tasks)."""
 
     @abstractmethod
-    def open_episode(
-        self, slot: int, source: SourceEpisode, episode_index: int, first_frame: int
-    ) -> EpisodeWriter: ...
+    def open_episode(self, slot: int, source: SourceEpisode) -> EpisodeWriter:
+        """The writer of augmented copy `slot` of `source`; the format decides where it
+        goes (in copy mode, after the originals, which keep their indices)."""
 
     @abstractmethod
     def finish(self) -> None:
@@ -139,13 +192,47 @@ class DatasetWriter(ABC):
 
 
 class DatasetReader(ABC):
-    """A LeRobot dataset opened read-only."""
+    """A dataset opened read-only."""
 
     format_name: str
     root: Path
-    info: dict[str, Any]
     cameras: list[Camera]
     episodes: list[SourceEpisode]
+
+    @abstractmethod
+    def read_rows(self, episode: SourceEpisode, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The episode's data rows, in order, in batches of at most `batch_rows`."""
+
+    @abstractmethod
+    def data_schema(self) -> pa.Schema:
+        """The schema the pipeline gives the rows it writes."""
+
+    @abstractmethod
+    def decode_frames(
+        self, episode: SourceEpisode, camera: Camera, batch_frames: int
+    ) -> Iterator[np.ndarray]:
+        """A streamed camera's frames of the episode, in order, in (N,H,W,3) uint8 batches
+        of at most `batch_frames`."""
+
+    def stats_plan(self) -> StatsPlan | None:
+        """The statistics output episodes carry; None where the format keeps none."""
+        return None
+
+    def episode_stats(self, episode: SourceEpisode) -> dict[str, Stats]:
+        """The source episode's statistics, as its metadata has them."""
+        return {}
+
+    @abstractmethod
+    def create_writer(self, output: Path, keep_originals: bool, slots: int) -> DatasetWriter:
+        """The writer of the output in `output`: the originals when keep_originals, then
+        `slots` augmented copies of every source episode."""
+
+
+class LeRobotReader(DatasetReader):
+    """A LeRobot dataset opened read-only."""
+
+    info: dict[str, Any]
+    stats_quantiles: bool  # whether the version's statistics have quantiles (v3.0)
 
     @property
     def fps(self) -> float:
@@ -158,15 +245,6 @@ class DatasetReader(ABC):
     @property
     def total_frames(self) -> int:
         return sum(ep.length for ep in self.episodes)
-
-    @abstractmethod
-    def read_rows(self, episode: SourceEpisode, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The episode's data rows, in frame order, in batches of at most `batch_rows`."""
-
-    @abstractmethod
-    def decode_video(
-        self, episode: SourceEpisode, camera: Camera, batch_frames: int
-    ) -> Iterator[np.ndarray]: ...
 
     @abstractmethod
     def video_file(self, episode: SourceEpisode, camera: Camera) -> Path: ...
@@ -185,6 +263,10 @@ class DatasetReader(ABC):
             formats[camera.key] = probe_video(path)
         return formats[camera.key]
 
+    def stats_plan(self) -> StatsPlan:
+        numeric = tuple(k for k, ft in self.features.items() if ft["dtype"] in NUMERIC_DTYPES)
+        return StatsPlan(numeric, self.stats_quantiles)
+
     @abstractmethod
     def episode_stats(self, episode: SourceEpisode) -> dict[str, Stats]:
         """The source's own statistics of the episode (features it lacks are absent)."""
@@ -198,11 +280,8 @@ class DatasetReader(ABC):
         """The episode's statistics: the source's own, completed by the computed ones."""
         return {**self.computed_stats.get(episode.index, {}), **self.episode_stats(episode)}
 
-    @abstractmethod
-    def data_schema(self) -> pa.Schema: ...
-
-    @abstractmethod
-    def create_writer(self, output: Path, plan: OutputPlan) -> DatasetWriter: ...
+    def output_plan(self, keep_originals: bool, slots: int) -> OutputPlan:
+        return OutputPlan.of(keep_originals, slots, self.episodes)
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -355,10 +434,6 @@ def copy_tree(source: Path, dest: Path, rewritten_meta: tuple[str, ...] = ()) ->
     shutil.copytree(source, dest, ignore=ignore, dirs_exist_ok=True, copy_function=shutil.copyfile)
 
 
-def stats_to_lists(stats: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    return {key: np.asarray(value).tolist() for key, value in stats.items()}
-
-
 @dataclass
 class EpisodeRecord:
     """What the writer remembers of an output episode until the metadata is written."""
@@ -371,3 +446,21 @@ class EpisodeRecord:
     first_frame: int
     stats: dict[str, Stats]
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LeRobotEpisodeWriter(EpisodeWriter):
+    """What the episode writers of both LeRobot versions share: the record they fill, and
+    the numbering of the episode_index and global frame index columns."""
+
+    record: EpisodeRecord
+
+    @property
+    def episode_index(self) -> int:
+        return self.record.index
+
+    def index_columns(self, offset: int, rows: int) -> dict[str, np.ndarray]:
+        first = self.record.first_frame + offset
+        return {
+            "episode_index": np.full(rows, self.record.index, dtype=np.int64),
+            "index": np.arange(first, first + rows, dtype=np.int64),
+        }

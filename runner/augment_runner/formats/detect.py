@@ -14,7 +14,7 @@ from .plain import PlainReader, looks_like_plain_dataset
 LEROBOT_READERS = {"v3.0": LeRobotV3Reader, "v2.1": LeRobotV21Reader}
 
 
-def open_dataset(path: Path) -> DatasetReader | PlainReader:
+def open_dataset(path: Path) -> DatasetReader:
     """A reader for a LeRobot v3.0/v2.1 folder (by meta/info.json's codebase_version) or
     for a folder the `datasets` library loads (save_to_disk output or parquet files)."""
     root = Path(path)

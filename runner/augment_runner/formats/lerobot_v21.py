@@ -28,10 +28,10 @@ from ..errors import DatasetError
 from ..video import VideoEncoder, decode_episode
 from .base import (
     Camera,
-    DatasetReader,
     DatasetWriter,
     EpisodeRecord,
-    EpisodeWriter,
+    LeRobotEpisodeWriter,
+    LeRobotReader,
     OutputPlan,
     SourceEpisode,
     cameras_of,
@@ -52,8 +52,9 @@ V21_REWRITTEN_META = ("info.json", "stats.json", "augmentation.json", "episodes.
                       "episodes_stats.jsonl")
 
 
-class LeRobotV21Reader(DatasetReader):
+class LeRobotV21Reader(LeRobotReader):
     format_name = "LeRobot v2.1"
+    stats_quantiles = False
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -121,7 +122,7 @@ class LeRobotV21Reader(DatasetReader):
                 f"{path} has {seen} frames, meta/episodes.jsonl says {episode.length}"
             )
 
-    def decode_video(
+    def decode_frames(
         self, episode: SourceEpisode, camera: Camera, batch_frames: int
     ) -> Iterator[np.ndarray]:
         return decode_episode(
@@ -150,8 +151,8 @@ class LeRobotV21Reader(DatasetReader):
             if value is not None
         }
 
-    def create_writer(self, output: Path, plan: OutputPlan) -> LeRobotV21Writer:
-        return LeRobotV21Writer(self, output, plan)
+    def create_writer(self, output: Path, keep_originals: bool, slots: int) -> LeRobotV21Writer:
+        return LeRobotV21Writer(self, output, self.output_plan(keep_originals, slots))
 
 
 class LeRobotV21Writer(DatasetWriter):
@@ -171,10 +172,8 @@ class LeRobotV21Writer(DatasetWriter):
             (self.output / "meta").mkdir(parents=True)
             shutil.copyfile(self.reader.root / "meta/tasks.jsonl", self.output / "meta/tasks.jsonl")
 
-    def open_episode(
-        self, slot: int, source: SourceEpisode, episode_index: int, first_frame: int
-    ) -> V21EpisodeWriter:
-        return V21EpisodeWriter(self, slot, source, episode_index, first_frame)
+    def open_episode(self, slot: int, source: SourceEpisode) -> V21EpisodeWriter:
+        return V21EpisodeWriter(self, slot, source)
 
     def finish(self) -> None:
         self.records.sort(key=lambda r: r.index)  # written copy by copy, listed by index
@@ -244,20 +243,13 @@ def _as_type(value: np.ndarray, wanted: np.dtype | None) -> np.ndarray:
     return value.astype(wanted, copy=False)
 
 
-class V21EpisodeWriter(EpisodeWriter):
-    def __init__(
-        self,
-        writer: LeRobotV21Writer,
-        slot: int,
-        source: SourceEpisode,
-        episode_index: int,
-        first_frame: int,
-    ) -> None:
+class V21EpisodeWriter(LeRobotEpisodeWriter):
+    def __init__(self, writer: LeRobotV21Writer, slot: int, source: SourceEpisode) -> None:
         self.writer = writer
-        self.record = EpisodeRecord(
-            episode_index, source.length, source.tasks, source, slot, first_frame, {}
-        )
-        path = writer.output / writer.reader.path_of(writer.reader.info["data_path"], episode_index)
+        index = writer.plan.episode_index(slot, source.index)
+        first = writer.plan.first_frame(slot, source.index)
+        self.record = EpisodeRecord(index, source.length, source.tasks, source, slot, first, {})
+        path = writer.output / writer.reader.path_of(writer.reader.info["data_path"], index)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._rows = pq.ParquetWriter(path, writer.schema, compression="snappy")
         self._encoders: list[VideoEncoder] = []
@@ -271,14 +263,14 @@ class V21EpisodeWriter(EpisodeWriter):
             reader.video_path, self.record.index, video_key=camera.key
         )
 
-    def reuse_source_video(self, camera: Camera) -> bool:
+    def reuse_source_frames(self, camera: Camera) -> bool:
         # One file per episode: an unaugmented camera's file is the source's, byte for byte.
         target = self._video_path(camera)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.writer.reader.video_file(self.record.source, camera), target)
         return True
 
-    def open_video(self, camera: Camera) -> VideoEncoder:
+    def open_frames(self, camera: Camera) -> VideoEncoder:
         encoder = VideoEncoder(self._video_path(camera), self.writer.reader.video_format(camera))
         self._encoders.append(encoder)
         return encoder

@@ -31,10 +31,10 @@ from ..errors import DatasetError
 from ..video import EpisodeCut, VideoConcatenator, VideoEncoder, cut_episode, decode_episode
 from .base import (
     Camera,
-    DatasetReader,
     DatasetWriter,
     EpisodeRecord,
-    EpisodeWriter,
+    LeRobotEpisodeWriter,
+    LeRobotReader,
     OutputPlan,
     SourceEpisode,
     cameras_of,
@@ -61,8 +61,9 @@ def next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
 V3_REWRITTEN_META = ("info.json", "stats.json", "augmentation.json")
 
 
-class LeRobotV3Reader(DatasetReader):
+class LeRobotV3Reader(LeRobotReader):
     format_name = "LeRobot v3.0"
+    stats_quantiles = True
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -161,7 +162,7 @@ class LeRobotV3Reader(DatasetReader):
                 f"{episode.length}; the dataset is corrupt"
             )
 
-    def decode_video(
+    def decode_frames(
         self, episode: SourceEpisode, camera: Camera, batch_frames: int
     ) -> Iterator[np.ndarray]:
         row = self.rows[episode.index]
@@ -193,8 +194,8 @@ class LeRobotV3Reader(DatasetReader):
                 names.setdefault(feature, []).append(stat)
         return names
 
-    def create_writer(self, output: Path, plan: OutputPlan) -> LeRobotV3Writer:
-        return LeRobotV3Writer(self, output, plan)
+    def create_writer(self, output: Path, keep_originals: bool, slots: int) -> LeRobotV3Writer:
+        return LeRobotV3Writer(self, output, self.output_plan(keep_originals, slots))
 
 
 class _Part:
@@ -250,10 +251,8 @@ class LeRobotV3Writer(DatasetWriter):
         if not dst.exists():
             copy_tree(src, dst)
 
-    def open_episode(
-        self, slot: int, source: SourceEpisode, episode_index: int, first_frame: int
-    ) -> V3EpisodeWriter:
-        return V3EpisodeWriter(self, slot, source, episode_index, first_frame)
+    def open_episode(self, slot: int, source: SourceEpisode) -> V3EpisodeWriter:
+        return V3EpisodeWriter(self, slot, source)
 
     # -- parts -----------------------------------------------------------------
 
@@ -413,24 +412,17 @@ class LeRobotV3Writer(DatasetWriter):
         return [self.reader.source_stats(ep) for ep in self.reader.episodes]
 
 
-class V3EpisodeWriter(EpisodeWriter):
-    def __init__(
-        self,
-        writer: LeRobotV3Writer,
-        slot: int,
-        source: SourceEpisode,
-        episode_index: int,
-        first_frame: int,
-    ) -> None:
+class V3EpisodeWriter(LeRobotEpisodeWriter):
+    def __init__(self, writer: LeRobotV3Writer, slot: int, source: SourceEpisode) -> None:
         self.writer = writer
         self.slot = slot
         self.record = EpisodeRecord(
-            episode_index,
+            writer.plan.episode_index(slot, source.index),
             source.length,
             source.tasks,
             source,
             slot,
-            first_frame,
+            writer.plan.first_frame(slot, source.index),
             {},
             {"videos": {}},
         )
@@ -456,7 +448,7 @@ class V3EpisodeWriter(EpisodeWriter):
         parquet_writer.write_table(table)
         self._pending, self._pending_bytes = [], 0
 
-    def reuse_source_video(self, camera: Camera) -> bool:
+    def reuse_source_frames(self, camera: Camera) -> bool:
         if self.writer.reuse_source_videos(camera):
             self.writer.copy_source_videos(camera)
             return True
@@ -478,7 +470,7 @@ class V3EpisodeWriter(EpisodeWriter):
         safe = camera.key.replace("/", "_")
         return self.writer.staging / f"segment-{self.slot}-{safe}.mp4"
 
-    def open_video(self, camera: Camera) -> VideoEncoder:
+    def open_frames(self, camera: Camera) -> VideoEncoder:
         fmt = self.writer.reader.video_format(camera)
         encoder = VideoEncoder(self._segment_path(camera), fmt, faststart=False)
         self._encoders[camera.key] = encoder

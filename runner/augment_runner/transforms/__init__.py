@@ -26,7 +26,6 @@ from .lighting import (
     luma_means,
 )
 from .noise import noise_frame_key, noise_stream_key
-from .numpy_engine import THREADS_ENV
 from .occlusion import OCCLUSION_FILL, occlusion_pixels
 from .params import CopyParams, sample_copy_params
 from .registry import DRAW_ORDER, REGISTRY
@@ -38,7 +37,6 @@ __all__ = [
     "OCCLUSION_FILL",
     "REFERENCE_KELVIN",
     "REGISTRY",
-    "THREADS_ENV",
     "Augmenter",
     "CopyParams",
     "TransformDef",

@@ -9,15 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from augment_spec.contract import ENV_THREADS
+
 from .base import Apply, Fill, FrameStep
 
-THREADS_ENV = "AUGMENT_THREADS"
 _MAX_THREADS = 8
 
 
 def _thread_count(frames: int) -> int:
     """Worker threads: AUGMENT_THREADS, else the usable cores (capped), <= frames."""
-    env = os.environ.get(THREADS_ENV, "").strip()
+    env = os.environ.get(ENV_THREADS, "").strip()
     if env:
         wanted = int(env)
     elif hasattr(os, "sched_getaffinity"):

@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from augment_testing.binaries import CACHE_ROOT, log
+from augment_dev import REPO_ROOT
+from augment_dev.binaries import CACHE_ROOT, log
 
-JUDGE_DIR = Path(__file__).resolve().parents[1] / "judge"
+JUDGE_DIR = REPO_ROOT / "tests" / "judge"
 REQUIREMENTS = JUDGE_DIR / "requirements.txt"
 
 

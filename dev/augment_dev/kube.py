@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from augment_testing.cluster import EmbeddedCluster
+from augment_dev.cluster import EmbeddedCluster
+from augment_spec.crd import crd_yaml
 
 
 def get_json(cluster: EmbeddedCluster, *args: str) -> dict[str, Any]:
@@ -33,3 +34,9 @@ def job_condition(cluster: EmbeddedCluster, namespace: str, name: str) -> str | 
         if cond["type"] in ("Complete", "Failed") and cond["status"] == "True":
             return cond["type"]
     return None
+
+
+def install_crd(cluster: EmbeddedCluster) -> None:
+    """Apply the AugmentationJob CRD generated from the installed spec, wherever this runs
+    (crds/ holds the same text, checked by `make test`, but only in a checkout)."""
+    cluster.kubectl("apply", "-f", "-", input=crd_yaml())

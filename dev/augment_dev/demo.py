@@ -1,4 +1,4 @@
-"""`augment demo`: the whole product on the embedded control plane, in one command.
+"""`augment-dev demo`: the whole product on the embedded control plane, in one command.
 
 Starts a real Kubernetes control plane with fake GPU nodes, installs the Helm chart
 (the operator and the REST API run as pods), serves a local Hugging Face Hub holding
@@ -25,16 +25,17 @@ from typing import Any
 
 import httpx
 
-from augment_testing.binaries import BUILDS, bin_dir
-from augment_testing.cluster import EmbeddedCluster
-from augment_testing.stack import REPO_ROOT, Stack, StackOptions
+from augment_dev import REPO_ROOT
+from augment_dev.binaries import BUILDS, bin_dir
+from augment_dev.cluster import EmbeddedCluster
+from augment_dev.kube import install_crd
+from augment_dev.stack import Stack, StackOptions
+from augment_spec.contract import TERMINAL_PHASES
 
 SAMPLE = REPO_ROOT / "examples" / "sample-dataset"
-CRD = REPO_ROOT / "crds" / "augmentationjobs.augment.dev.yaml"
 SOURCE_ID = "robotics-lab/sample"
 PROJECT_ID = "0b5c6f0e-8a53-4a0c-9a43-7a3f0f0f2c11"
 NAMESPACE = "augment"
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
 STEPS = 6
 
 
@@ -101,7 +102,7 @@ class Demo:
     def start_stack(self, cluster: EmbeddedCluster) -> Stack:
         step(2, "installing the CRD and the Helm chart (operator and REST API as pods) "
                 "and starting a local Hub")
-        cluster.kubectl("apply", "-f", str(CRD))
+        install_crd(cluster)
         options = StackOptions(namespace=NAMESPACE, release="augment")
         self.stack = Stack(cluster, options, hub_root=self.hub_root)
         started = time.monotonic()
@@ -134,7 +135,7 @@ class Demo:
             if line != last:
                 say(f"      [{time.monotonic() - started:5.1f}s] {line}")
                 last = line
-            if job["status"] in TERMINAL:
+            if job["status"] in TERMINAL_PHASES:
                 return job
             time.sleep(0.5)
         return None
@@ -222,7 +223,7 @@ def main(args: argparse.Namespace) -> int:
         say("\ninterrupted")
         return 130
     except Exception as exc:  # one readable line; the clean-up below still runs
-        say(f"augment demo failed: {type(exc).__name__}: {exc}")
+        say(f"augment-dev demo failed: {type(exc).__name__}: {exc}")
         return 1
     finally:
         demo.teardown()

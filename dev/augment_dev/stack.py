@@ -1,6 +1,6 @@
 """The whole product on the embedded control plane: chart, operator, API, local Hub.
 
-Used by the end-to-end tests and by `augment demo`. The operator and the API run from
+Used by the end-to-end tests and by `augment-dev demo`. The operator and the API run from
 the Helm chart's own manifests (Deployments, ServiceAccounts, RBAC), as pods the local
 executor runs; the runner Jobs they create run the same way.
 """
@@ -18,11 +18,12 @@ from typing import Any
 
 import yaml
 
-from augment_testing.cluster import EmbeddedCluster, free_port
-from augment_testing.hub import LocalHub
-from augment_testing.kube import get_json, wait_for
+from augment_dev import REPO_ROOT
+from augment_dev.cluster import EmbeddedCluster, free_port
+from augment_dev.hub import LocalHub
+from augment_dev.kube import get_json, wait_for
+from augment_spec.contract import LABEL_JOB
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "augment-operator"
 HUB_USER = "robotics-lab"
 
@@ -169,4 +170,4 @@ class Stack:
 
     def jobs_of(self, name: str) -> list[dict[str, Any]]:
         return get_json(self.cluster, "jobs", "-n", self.namespace, "-l",
-                        f"augment.dev/job={name}")["items"]
+                        f"{LABEL_JOB}={name}")["items"]

@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-GOBIN_SRC = Path(__file__).resolve().parents[1] / "cluster" / "gobin"
+from augment_dev import REPO_ROOT
+
+GOBIN_SRC = REPO_ROOT / "tests" / "cluster" / "gobin"
 CACHE_ROOT = Path(os.environ.get("AUGMENT_CACHE", Path.home() / ".cache" / "augment-operator"))
 
 # (module folder, packages to build, binaries they make)

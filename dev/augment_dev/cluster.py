@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from augment_testing.binaries import ensure_binaries
-from augment_testing.pki import CertFiles, CertificateAuthority, write_service_account_keys
+from augment_dev.binaries import ensure_binaries
+from augment_dev.pki import CertFiles, CertificateAuthority, write_service_account_keys
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
@@ -180,7 +180,7 @@ class EmbeddedCluster:
         self._start_scheduler()
         self._register_nodes()
         if self.run_pods:
-            from augment_testing.executor import PodExecutor
+            from augment_dev.executor import PodExecutor
 
             self.executor = PodExecutor(self)
             self.executor.start()

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from augment_dev import REPO_ROOT
 from augment_runner import stats as stats_mod
 from augment_runner.formats.base import hf_features, write_json, write_jsonl
 from augment_runner.video import VideoConcatenator, VideoEncoder, VideoFormat
@@ -29,7 +30,7 @@ from augment_runner.video import VideoConcatenator, VideoEncoder, VideoFormat
 CODEC_NAMES = {"libsvtav1": "av1", "av1": "av1", "libx264": "h264", "h264": "h264"}
 DEFAULT_TASKS = ("pick up the red cube", "push the blue disc to the corner")
 STATE_DIM = 6
-SAMPLE_DATASET = Path(__file__).resolve().parents[2] / "examples" / "sample-dataset"
+SAMPLE_DATASET = REPO_ROOT / "examples" / "sample-dataset"
 
 
 def synthetic_frames(
@@ -464,7 +465,7 @@ def write_sample_dataset(path: Path = SAMPLE_DATASET) -> Path:
         "- config_name: default\n  data_files: data/*/*.parquet\n---\n\n"
         "# Sample dataset\n\nA synthetic LeRobot v3.0 dataset (3 episodes, two AV1 cameras "
         "of 128x96 at 15 fps, moving coloured shapes, float32 state and action), made by "
-        "`tests/augment_testing/datasets.py:write_sample_dataset` for the first "
+        "`dev/augment_dev/datasets.py:write_sample_dataset` for the first "
         "`augment run`.\n"
     )
     return root

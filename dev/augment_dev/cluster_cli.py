@@ -1,4 +1,4 @@
-"""`augment dev-cluster`: the embedded control plane for humans (Ctrl-C stops it)."""
+"""`augment-dev cluster`: the embedded control plane for humans, with the CRD (Ctrl-C stops it)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import signal
 import threading
 from pathlib import Path
 
-from augment_spec.cli import CRD_PATH
-from augment_testing.cluster import EmbeddedCluster
+from augment_dev.cluster import EmbeddedCluster
+from augment_dev.kube import install_crd
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +25,8 @@ def main(args: argparse.Namespace) -> int:
     with EmbeddedCluster() as cluster:
         args.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cluster.kubeconfig, args.kubeconfig_out)
-        if not args.no_crd and CRD_PATH.exists():
-            cluster.kubectl("apply", "-f", str(CRD_PATH))
+        if not args.no_crd:
+            install_crd(cluster)
         print(f"control plane up in {cluster.startup_seconds:.1f}s at {cluster.server}")
         print(f"  export KUBECONFIG={args.kubeconfig_out.resolve()}")
         print("  kubectl get nodes")

@@ -10,7 +10,8 @@ import re
 import shlex
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from augment_dev import REPO_ROOT
+
 README = REPO_ROOT / "README.md"
 CONSOLE_BLOCK = re.compile(r"^```console\n(.*?)^```", re.M | re.S)
 

@@ -1,4 +1,4 @@
-"""``augment hub``: serve the local Hugging Face Hub stand-in until Ctrl-C (for demos)."""
+"""``augment-dev hub``: serve the local Hugging Face Hub stand-in until Ctrl-C (for demos)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from augment_testing.hub import LocalHub
+from augment_dev.hub import LocalHub
 
 
 def _pair(value: str, sep: str, what: str) -> tuple[str, str]:
@@ -52,16 +52,15 @@ def main(args: argparse.Namespace) -> int:
     hub = LocalHub(args.root, dict(args.token), orgs, port=args.port)
     for repo_id, folder in args.seed_dataset:
         if not Path(folder).is_dir():
-            print(
-                f"augment hub: --seed-dataset {repo_id}: {folder} is not a folder", file=sys.stderr
-            )
+            print(f"augment-dev hub: --seed-dataset {repo_id}: {folder} is not a folder",
+                  file=sys.stderr)
             return 2
         sha = hub.seed(repo_id, Path(folder), message=f"Seed from {folder}")
         print(f"seeded dataset {repo_id} at {sha}")
     try:
         hub.start()
     except OSError as err:
-        print(f"augment hub: cannot listen on port {args.port}: {err}", file=sys.stderr)
+        print(f"augment-dev hub: cannot listen on port {args.port}: {err}", file=sys.stderr)
         return 1
     print(f"Local Hub serving {args.root} at {hub.endpoint}")
     print("Point clients at it with:")
@@ -78,8 +77,3 @@ def main(args: argparse.Namespace) -> int:
         hub.stop()
     return 0
 
-
-if __name__ == "__main__":
-    cli = argparse.ArgumentParser(prog="augment hub", description=__doc__)
-    add_arguments(cli)
-    sys.exit(main(cli.parse_args()))

@@ -1,7 +1,7 @@
 """Inside a fresh mount namespace: mount the pod's volumes, then exec the container.
 
 Run by the executor as `unshare --mount --propagation private -- python -m
-augment_testing.podlaunch PLAN.json`; the mounts are private to this one container.
+augment_dev.podlaunch PLAN.json`; the mounts are private to this one container.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Render the Helm chart with the project's own helm binary; no cluster needed.
 
-The binary is the one `make binaries` builds (tests/augment_testing/binaries.py), and
+The binary is the one `make binaries` builds (dev/augment_dev/binaries.py), and
 is built here when missing, so the chart is checked by the same helm that installs it
 in the end-to-end tests, and never skipped.
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from augment_testing.binaries import ensure_binaries
+from augment_dev import REPO_ROOT
+from augment_dev.binaries import ensure_binaries
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "augment-operator"
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from augment_testing.cluster import die_with_parent
+from augment_dev.cluster import die_with_parent
 
 HEARTBEAT_SECONDS = 10
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
@@ -268,7 +268,7 @@ class RunningPod:
         started = now()
         proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--",
-             sys.executable, "-m", "augment_testing.podlaunch", str(launch)],
+             sys.executable, "-m", "augment_dev.podlaunch", str(launch)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir,
             preexec_fn=die_with_parent,  # the forking thread waits for it, so this is safe
         )
@@ -315,7 +315,10 @@ class RunningPod:
             "KUBERNETES_SERVICE_PORT": str(self.executor.cluster.port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.executor.cluster.port),
         }
-        for key in ("LANG", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AUGMENT_BACKEND"):
+        # PYTHONPATH: a pod runs the code the tests import, also when that is a checkout
+        # placed over the installed one.
+        for key in ("LANG", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AUGMENT_BACKEND",
+                    "PYTHONPATH"):
             if key in os.environ:
                 env[key] = os.environ[key]
         for source in container.get("envFrom") or []:

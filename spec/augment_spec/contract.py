@@ -1,0 +1,123 @@
+"""What the API, the operator and the runner agree on: one module, imported by each.
+
+They run as separate processes, from separate images, and meet only through the
+Kubernetes API: the AugmentationJob's address, its labels, annotations and status, the
+runner pod's environment and its exit code. Every such name and value lives here, so
+no side re-types the other's. They are wire formats: a change breaks jobs already
+running and resources already stored, which is why tests/unit/test_contract.py pins
+each value. This module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+# ---- the custom resource's address ----
+GROUP = "augment.dev"
+VERSION = "v1alpha1"
+KIND = "AugmentationJob"
+PLURAL = "augmentationjobs"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+# ---- .status.phase ----
+class Phase(StrEnum):
+    Pending = "Pending"
+    Running = "Running"
+    Succeeded = "Succeeded"
+    Failed = "Failed"
+    Cancelled = "Cancelled"
+
+
+# Sticky: once a job reaches one, nothing moves it again (and there is nothing to cancel).
+TERMINAL_PHASES = frozenset({Phase.Succeeded, Phase.Failed, Phase.Cancelled})
+
+
+def phase_of(cr: dict[str, Any]) -> Phase:
+    """The CR's phase; Pending until the operator has written one."""
+    return Phase((cr.get("status") or {}).get(STATUS_PHASE) or Phase.Pending)
+
+
+# ---- labels ----
+LABEL_PROJECT = f"{GROUP}/project-id"  # on CRs, Jobs and pods: the spec's project id
+LABEL_JOB = f"{GROUP}/job"  # on a runner Job and its pods: the name of their CR
+LABEL_JOB_ID = f"{GROUP}/job-id"  # the CR's uid, the API's job_id: found by label, not a scan
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_API = "augment-api"  # CRs the API created
+MANAGED_BY_OPERATOR = "augment-operator"  # runner Jobs and their pods
+
+# ---- annotations on a CR ----
+ANNOTATION_IDEMPOTENCY = f"{GROUP}/idempotency-key"
+ANNOTATION_REQUEST_HASH = f"{GROUP}/request-hash"
+ANNOTATION_CREATED_BY = f"{GROUP}/created-by"  # the API key's name: "who made this?"
+# Spec is immutable, so a cancel is metadata: the API (or kubectl) sets it, the operator
+# deletes the Job and moves the CR to Cancelled.
+ANNOTATION_CANCEL = f"{GROUP}/cancel-requested"
+CANCEL_REQUESTED = "true"
+
+
+def cancel_annotations() -> dict[str, str]:
+    """The annotations that ask the operator to stop a job."""
+    return {ANNOTATION_CANCEL: CANCEL_REQUESTED}
+
+
+def cancel_requested(cr: dict[str, Any]) -> bool:
+    """Whether the CR asks to be stopped (any letter case, as a human may type it)."""
+    annotations = (cr.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(ANNOTATION_CANCEL, "")).lower() == CANCEL_REQUESTED
+
+
+# ---- the runner pod: environment set by the operator's Job, read by the runner ----
+ENV_SPEC = "AUGMENT_SPEC"  # the full spec as snake_case JSON
+ENV_JOB_NAME = "AUGMENT_JOB_NAME"  # the CR whose status the runner patches ...
+ENV_JOB_NAMESPACE = "AUGMENT_JOB_NAMESPACE"  # ... and its namespace
+ENV_WORKDIR = "AUGMENT_WORKDIR"  # scratch space for the source and the output
+ENV_TERMINATION_LOG = "AUGMENT_TERMINATION_LOG"  # where the one-line failure goes
+ENV_THREADS = "AUGMENT_THREADS"  # transform threads (the pod sees the node's cores)
+ENV_BACKEND = "AUGMENT_BACKEND"  # numpy | cupy | auto; a profile's env may set it
+ENV_HF_TOKEN = "HF_TOKEN"  # from the profile's or the spec's Secret
+# Kubernetes' default terminationMessagePath: what the runner writes there becomes the
+# pod's termination message, which the operator copies into the CR's status.message.
+TERMINATION_LOG_PATH = "/dev/termination-log"
+
+# ---- the runner's exit code ----
+EXIT_OK = 0
+EXIT_BUG = 1  # unexpected: a retry may help
+EXIT_BAD_INPUT = 2  # the input is wrong: no retry can fix it, so the Job fails at once
+
+# ---- .status fields (camelCase, as the CRD's status schema names them) ----
+# The operator writes phase, message, jobName, startTime, completionTime and the final
+# progress; the runner writes progress while it works, and the revisions; the API reads.
+STATUS_PHASE = "phase"
+STATUS_MESSAGE = "message"
+STATUS_JOB_NAME = "jobName"
+STATUS_START_TIME = "startTime"
+STATUS_COMPLETION_TIME = "completionTime"
+STATUS_PROGRESS = "progress"
+STATUS_SOURCE_REVISION = "sourceRevision"
+STATUS_OUTPUT_DATASET_ID = "outputDatasetId"
+STATUS_OUTPUT_REVISION = "outputRevision"
+PROGRESS_DONE = "episodesDone"
+PROGRESS_TOTAL = "episodesTotal"
+PROGRESS_PERCENT = "percent"
+PROGRESS_TEXT = "text"  # for `kubectl get`
+
+
+def progress_status(done: int, total: int, *, finished: bool = False) -> dict[str, Any]:
+    """The status patch for `done` of `total` source episodes processed; `finished`:
+    100% even when no total was ever reported."""
+    percent = 100 if finished else int(100 * done / total) if total else 0
+    return {STATUS_PROGRESS: {PROGRESS_DONE: done, PROGRESS_TOTAL: total,
+                              PROGRESS_PERCENT: percent,
+                              PROGRESS_TEXT: f"{percent}% ({done}/{total})"}}
+
+
+def started_status(source_revision: str, output_dataset_id: str) -> dict[str, Any]:
+    """The status patch once the source is downloaded: what is read, where it goes."""
+    return {STATUS_SOURCE_REVISION: source_revision, STATUS_OUTPUT_DATASET_ID: output_dataset_id}
+
+
+def output_status(output_revision: str) -> dict[str, Any]:
+    """The status patch once the output is pushed: the Hub commit holding it."""
+    return {STATUS_OUTPUT_REVISION: output_revision}

@@ -1,0 +1,60 @@
+"""The chart's default GPU profiles are the operator's (augment_operator.check_values)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from augment_dev import chart
+from augment_operator import check_values
+from augment_operator.config import OperatorConfig, load_config
+
+VALUES = chart.CHART / "values.yaml"
+
+
+def test_the_chart_profiles_are_the_operators_defaults() -> None:
+    assert check_values.check(VALUES) == [], "run `make generate`"
+
+
+def test_the_chart_as_installed_configures_the_operator_with_its_defaults(
+        tmp_path: Path) -> None:
+    (config_map,) = [d for d in chart.of_kind(chart.template({}), "ConfigMap")
+                     if "config.yaml" in d.get("data", {})]
+    config = tmp_path / "config.yaml"
+    config.write_text(config_map["data"]["config.yaml"])
+    assert load_config(config) == OperatorConfig()
+
+
+@pytest.fixture
+def stale(tmp_path: Path) -> Path:
+    """values.yaml with a hand edit inside the block and a comment outside it."""
+    path = tmp_path / "values.yaml"
+    shutil.copy(VALUES, path)
+    text = path.read_text().replace("    nodeSelector: {}\n", "    nodeSelector: {a: b}\n", 1)
+    path.write_text("# a comment of the operator's admin\n" + text)
+    return path
+
+
+def test_a_hand_edit_of_the_block_is_reported(stale: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert check_values.check(stale)
+    assert check_values.main(["--values", str(stale)]) == 1
+    assert "make generate" in capsys.readouterr().err
+
+
+def test_write_regenerates_the_block_and_keeps_the_rest(stale: Path) -> None:
+    before = stale.read_text()
+    assert check_values.main(["--write", "--values", str(stale)]) == 0
+    assert check_values.check(stale) == []
+    assert stale.read_text() == "# a comment of the operator's admin\n" + VALUES.read_text()
+    assert before.count("\n") == stale.read_text().count("\n")
+
+
+def test_a_file_without_the_markers_is_refused(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text("profiles: {}\n")
+    assert check_values.main(["--values", str(path)]) == 1
+    assert "BEGIN profiles" in capsys.readouterr().err
