@@ -363,25 +363,27 @@ def cut_episode(
     start on a key frame of its own, or the window holds another number of frames."""
     with _open_input(source) as container:
         stream = container.streams.video[0]
+        if stream.time_base is None:
+            return None
         frame_ticks = 1 / (Fraction(fps) * stream.time_base)
-        first = start_s / stream.time_base
+        first = Fraction(start_s) / stream.time_base
         low, high = first - frame_ticks / 2, first + (frames - Fraction(1, 2)) * frame_ticks
-        packets = [
-            p for p in container.demux(stream)
+        # (pts, dts, packet) of the window, in decode order.
+        window = [
+            (p.pts, p.dts, p) for p in container.demux(stream)
             if p.dts is not None and p.pts is not None and low <= p.pts < high
         ]
-        if len(packets) != frames or not packets[0].is_keyframe:
+        if len(window) != frames or not window[0][2].is_keyframe:
             return None
-        shift = min(p.pts for p in packets)
-        if packets[0].pts != shift:
+        shift = min(pts for pts, _, _ in window)
+        if window[0][0] != shift:
             return None  # the first packet to decode is not the episode's first frame
         out.parent.mkdir(parents=True, exist_ok=True)
         with av.open(str(out), "w") as target:
             target_stream = target.add_stream_from_template(stream, opaque=True)
             target_stream.time_base = stream.time_base
-            for packet in packets:
-                packet.pts -= shift
-                packet.dts -= shift
+            for pts, dts, packet in window:
+                packet.pts, packet.dts = pts - shift, dts - shift
                 packet.stream = target_stream
                 target.mux(packet)
     return EpisodeCut(out)

@@ -222,6 +222,15 @@ class DatasetReader(ABC):
         """The source episode's statistics, as its metadata has them."""
         return {}
 
+    @cached_property
+    def computed_stats(self) -> dict[int, dict[str, Stats]]:
+        """Per episode index: statistics the source lacks, computed from its frames."""
+        return {}
+
+    def source_stats(self, episode: SourceEpisode) -> dict[str, Stats]:
+        """The episode's statistics: the source's own, completed by the computed ones."""
+        return {**self.computed_stats.get(episode.index, {}), **self.episode_stats(episode)}
+
     @abstractmethod
     def create_writer(self, output: Path, keep_originals: bool, slots: int) -> DatasetWriter:
         """The writer of the output in `output`: the originals when keep_originals, then
@@ -270,15 +279,6 @@ class LeRobotReader(DatasetReader):
     @abstractmethod
     def episode_stats(self, episode: SourceEpisode) -> dict[str, Stats]:
         """The source's own statistics of the episode (features it lacks are absent)."""
-
-    @cached_property
-    def computed_stats(self) -> dict[int, dict[str, Stats]]:
-        """Per episode index: statistics the source lacks, computed from its frames."""
-        return {}
-
-    def source_stats(self, episode: SourceEpisode) -> dict[str, Stats]:
-        """The episode's statistics: the source's own, completed by the computed ones."""
-        return {**self.computed_stats.get(episode.index, {}), **self.episode_stats(episode)}
 
     def output_plan(self, keep_originals: bool, slots: int) -> OutputPlan:
         return OutputPlan.of(keep_originals, slots, self.episodes)
