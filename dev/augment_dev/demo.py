@@ -112,9 +112,10 @@ class Demo:
         return self.stack
 
     def submit(self, stack: Stack) -> dict[str, Any]:
+        # Public (the seeded source is public), so the preview URL below needs no token.
         body = {"project_id": PROJECT_ID, "dataset_id": SOURCE_ID,
                 "augment_transforms": self.args.transforms,
-                "augment_copies": self.args.copies}
+                "augment_copies": self.args.copies, "output_visibility": "public"}
         url = f"{stack.api_url}/v1/augmentation"
         step(4, "submitting a job through the REST API, as this curl command would:")
         say("      " + curl_command("POST", url, stack.api_key, body))

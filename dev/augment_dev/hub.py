@@ -21,6 +21,11 @@ its snapshot is written, and only then does the branch move: a failed commit is 
 
 Like the real Hub, LFS contents are served from a different origin (a second port, standing
 in for the CDN) through signed URLs, so the client downloads them without its token.
+
+Faults are injected with ``fail_next`` (or ``POST /_local/fail-next`` with the same fields as
+JSON, for a server in another process): the next requests matching a pattern are answered
+with an error status (with ``Retry-After`` if asked), after a delay if asked, either before
+they take effect, just before a commit is published, or after they took effect.
 """
 
 from __future__ import annotations
@@ -79,20 +84,33 @@ class Call:
         return self.method not in ("GET", "HEAD")
 
 
+FAULT_STAGES = ("request", "publish", "response")
+
+
 @dataclass
 class _Failure:
     pattern: re.Pattern[str]
     status: int
     times: int
     stage: str
+    retry_after: str | None
+    delay: float
 
 
 class HubHTTPError(Exception):
     """An error answer, with the headers the client turns into typed exceptions."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, commit: str = ""):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        commit: str = "",
+        retry_after: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.commit = status, message, code, commit
+        self.retry_after = retry_after
 
     def response(self) -> Response:
         headers = {"X-Error-Message": self.message.encode("ascii", "replace").decode()}
@@ -100,6 +118,8 @@ class HubHTTPError(Exception):
             headers["X-Error-Code"] = self.code
         if self.commit:
             headers["X-Repo-Commit"] = self.commit
+        if self.retry_after is not None:
+            headers["Retry-After"] = self.retry_after
         return JSONResponse({"error": self.message}, self.status, headers=headers)
 
 
@@ -323,6 +343,7 @@ class LocalHub:
         self.tree_page_size = tree_page_size
         self.calls: list[Call] = []
         self._failures: list[_Failure] = []
+        self._failures_lock = threading.Lock()
         self._secret = secrets.token_bytes(16)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -373,14 +394,28 @@ class LocalHub:
 
     # test helpers (server side, no HTTP)
     def fail_next(
-        self, pattern: str, status: int = 500, times: int = 1, stage: str = "request"
+        self,
+        pattern: str,
+        status: int = 500,
+        times: int = 1,
+        stage: str = "request",
+        *,
+        retry_after: str | None = None,
+        delay: float = 0.0,
     ) -> None:
         """Answer the next ``times`` requests whose ``"METHOD /path"`` matches with ``status``.
 
-        ``stage="publish"`` (commits only): the commit is parsed, checked and stored, and
-        fails just before its branch would move.
+        ``stage``: ``"request"`` fails them before they take effect; ``"publish"`` (commits
+        only) parses, checks and stores the commit and fails just before its branch would
+        move; ``"response"`` lets them take effect and loses the answer. ``retry_after`` is
+        sent as the ``Retry-After`` header; ``delay`` seconds pass before the answer (longer
+        than the client's timeout, it is a request that gets no answer).
         """
-        self._failures.append(_Failure(re.compile(pattern), status, times, stage))
+        if stage not in FAULT_STAGES:
+            raise ValueError(f"stage must be one of {FAULT_STAGES}, got {stage!r}")
+        failure = _Failure(re.compile(pattern), status, times, stage, retry_after, delay)
+        with self._failures_lock:
+            self._failures.append(failure)
 
     def seed(
         self,
@@ -442,7 +477,7 @@ class LocalHub:
             body,
         )
         try:
-            response = await run_in_threadpool(self._handle, ctx)
+            response = await run_in_threadpool(self._serve, ctx)
         except HubHTTPError as err:
             response = err.response()
         except Exception as err:  # a bug here: answer it, and keep it in the log
@@ -451,17 +486,48 @@ class LocalHub:
         return response
 
     def _failure(self, ctx: _Ctx, stage: str) -> None:
-        for failure in self._failures:
-            if failure.stage == stage and failure.pattern.search(
-                f"{ctx.method} {unquote(ctx.raw_path)}"
-            ):
-                failure.times -= 1
-                if failure.times <= 0:
-                    self._failures.remove(failure)
-                raise HubHTTPError(failure.status, "Injected failure (LocalHub.fail_next)")
+        request = f"{ctx.method} {unquote(ctx.raw_path)}"
+        with self._failures_lock:  # requests are served by several threads
+            matching = (f for f in self._failures if f.stage == stage and f.pattern.search(request))
+            failure = next(matching, None)
+            if failure is None:
+                return
+            failure.times -= 1
+            if failure.times <= 0:
+                self._failures.remove(failure)
+        time.sleep(failure.delay)
+        raise HubHTTPError(
+            failure.status,
+            "Injected failure (LocalHub.fail_next)",
+            retry_after=failure.retry_after,
+        )
+
+    def _serve(self, ctx: _Ctx) -> Response:
+        if ctx.method == "POST" and ctx.raw_path == "/_local/fail-next":
+            return self._fail_next_endpoint(ctx)
+        self._failure(ctx, "request")
+        response = self._handle(ctx)
+        self._failure(ctx, "response")
+        return response
+
+    def _fail_next_endpoint(self, ctx: _Ctx) -> Response:
+        """``fail_next`` over HTTP, for a server in another process (``augment hub``)."""
+        fields = ctx.json()
+        retry_after = fields.get("retry_after")
+        try:
+            self.fail_next(
+                str(fields["pattern"]),
+                int(fields.get("status", 500)),
+                int(fields.get("times", 1)),
+                str(fields.get("stage", "request")),
+                retry_after=None if retry_after is None else str(retry_after),
+                delay=float(fields.get("delay", 0.0)),
+            )
+        except (KeyError, ValueError, re.error) as err:
+            raise HubHTTPError(400, f"Invalid fault: {err}") from err
+        return JSONResponse({"queued": len(self._failures)})
 
     def _handle(self, ctx: _Ctx) -> Response:
-        self._failure(ctx, "request")
         segs = [unquote(s) for s in ctx.raw_path.split("/")[1:]]
         m = ctx.method
         if segs[:2] == ["api", "repos"] and segs[2:] == ["create"] and m == "POST":

@@ -7,10 +7,11 @@ In a pod:  the full spec comes from AUGMENT_SPEC (JSON) or --spec-file; the outp
            (the pod's environment: pod.py).
 
 Flags left unset take the spec model's defaults (they are not repeated here). A bad
-input exits with code 2 and one line on stderr saying what is wrong and what to do;
+input exits with code 2 and one line on stderr saying what is wrong and what to do; a
+Hub that stays unavailable after retries exits with 3 (the Job tries the pod again);
 an unexpected error exits with 1 (exit codes: augment_spec.contract). Either line also
 goes to AUGMENT_TERMINATION_LOG when set (Kubernetes shows it as the pod's termination
-message).
+message), and neither ever holds the Hub token (see errors.redact).
 """
 
 from __future__ import annotations
@@ -31,17 +32,31 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
-from augment_spec.contract import ENV_SPEC, EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK
+from augment_spec.contract import (
+    ENV_SPEC,
+    EXIT_BAD_INPUT,
+    EXIT_BUG,
+    EXIT_HUB_UNAVAILABLE,
+    EXIT_OK,
+)
 from augment_spec.model import (
     HUB_REPO_ID_PATTERN,
     AugmentationSpec,
+    OutputVisibility,
     SpecError,
     parse_spec,
 )
 
 from . import status
-from .errors import SCRATCH_FULL, AugmentError, is_disk_full
-from .hub import HubError, download_dataset, resolve_token, upload_dataset
+from .errors import SCRATCH_FULL, AugmentError, is_disk_full, redact
+from .hub import (
+    HubError,
+    HubUnavailable,
+    check_output,
+    download_dataset,
+    resolve_token,
+    upload_dataset,
+)
 from .pod import PodEnv
 
 # A local run belongs to no project; the spec still needs a project id.
@@ -109,6 +124,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-push", action="store_true", help="with a spec, write the output but do not upload it"
     )
+    parser.add_argument(
+        "--public",
+        action="store_true",
+        help="create the pushed dataset public (only when the source is public, or a folder)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow pushing into an existing dataset this tool did not make (its files are kept)",
+    )
     parser.add_argument("--project-id", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--batch-frames",
@@ -131,6 +156,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         return _run(args)
+    except HubUnavailable as exc:
+        return _fail(str(exc), EXIT_HUB_UNAVAILABLE)
     except (AugmentError, SpecError, HubError) as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
     except OSError as exc:
@@ -144,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
 def _bug(exc: Exception) -> int:
     """A bug: still one line, with the traceback only on request."""
     if os.environ.get("AUGMENT_DEBUG"):
-        traceback.print_exc()
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
     return _fail(
         f"unexpected error: {type(exc).__name__}: {exc} (a bug; rerun with "
         f"AUGMENT_DEBUG=1 for the traceback and report it)",
@@ -153,7 +180,7 @@ def _bug(exc: Exception) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    line = " ".join(f"augment run: {message}".split())
+    line = redact(" ".join(f"augment run: {message}".split()))
     print(line, file=sys.stderr)
     log = PodEnv.read().termination_log
     if log:
@@ -168,6 +195,7 @@ def _fail(message: str, code: int) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import augment_dataset
 
+    token = resolve_token()  # a malformed token fails here, before any download or GPU work
     pod = PodEnv.read()
     base = _spec_from_pod(args.spec_file, pod)
     in_pod = base is not None
@@ -177,6 +205,9 @@ def _run(args: argparse.Namespace) -> int:
     local_source = _local_folder(src)
     spec = _build_spec(base or {}, args, src, local_source)
     push_to = args.push_to or (spec.target_dataset_id if in_pod and not args.no_push else None)
+    source_id = None if local_source else src
+    if push_to:
+        _check_push(spec, push_to, token, source_id)
     workdir = pod.workdir or Path(tempfile.mkdtemp(prefix="augment-"))
     owns_workdir = pod.workdir is None
     output = (args.output or workdir / "output").resolve()
@@ -187,7 +218,7 @@ def _run(args: argparse.Namespace) -> int:
             source, revision = local_source, spec.source_revision
         else:
             source = workdir / "source"
-            revision = download_dataset(src, source, spec.source_revision, resolve_token())
+            revision = download_dataset(src, source, spec.source_revision, token)
         if push_to:
             status.report_started(revision or "local", push_to)
         result = augment_dataset(
@@ -196,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
             output,
             progress=_progress(),
             batch_frames=args.batch_frames,
-            source_id=None if local_source else src,
+            source_id=source_id,
             source_revision=revision,
         )
         print(f"output: {result.output}")
@@ -205,11 +236,13 @@ def _run(args: argparse.Namespace) -> int:
             commit = upload_dataset(
                 result.output,
                 push_to,
-                resolve_token(),
+                token,
                 f"Augment {spec.dataset_id} ({spec.augment_transforms}, "
                 f"{spec.augment_dataset_mode.value}/{spec.augment_mode.value}) "
                 "with augment-operator",
-                source_repo_id=None if local_source else src,
+                source_repo_id=source_id,
+                public=spec.output_visibility is OutputVisibility.public,
+                overwrite=spec.overwrite,
             )
             status.report_output(commit)
             print(f"pushed: {push_to}@{commit}")
@@ -219,6 +252,18 @@ def _run(args: argparse.Namespace) -> int:
         if owns_workdir and args.output is not None:
             shutil.rmtree(workdir, ignore_errors=True)
     return EXIT_OK
+
+
+def _check_push(
+    spec: AugmentationSpec, push_to: str, token: str | None, source_id: str | None
+) -> None:
+    """Refuse an output this job may not write now, when it costs no download or GPU time."""
+    public = spec.output_visibility is OutputVisibility.public
+    private = check_output(
+        push_to, token, source_repo_id=source_id, public=public, overwrite=spec.overwrite
+    )
+    if public and private:
+        print(f"note: {push_to} will be private: the source dataset is private or gated")
 
 
 def _clear_scratch(output: Path) -> None:
@@ -278,6 +323,10 @@ def _build_spec(
             data[field] = value
     if args.push_to:
         data["output_dataset_id"] = args.push_to
+    if args.public:
+        data["output_visibility"] = OutputVisibility.public.value
+    if args.overwrite:
+        data["overwrite"] = True
     return parse_spec(data)
 
 

@@ -41,13 +41,12 @@ from .formats.base import (
 )
 from .formats.detect import open_dataset
 from .preview import PreviewCollector
-from .provenance import write_card, write_provenance
+from .provenance import TOOL_NAME, write_card, write_provenance
 
 Progress = Callable[[int, int], None]
 # One copy's transforms: a batch of frames and the episode offset of its first frame in,
 # the augmented batch out.
 FrameAugmenter = Callable[[np.ndarray, int], np.ndarray]
-TOOL_NAME = "augment-operator"
 
 
 def tool_version() -> str:

@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+# The tool named in every provenance file: the Hub upload treats a dataset whose
+# provenance names it as one this product made (and may replace).
+TOOL_NAME = "augment-operator"
 PROVENANCE_PATH = "meta/augmentation.json"
 CARD_PATH = "README.md"
 

@@ -85,6 +85,9 @@ TERMINATION_LOG_PATH = "/dev/termination-log"
 EXIT_OK = 0
 EXIT_BUG = 1  # unexpected: a retry may help
 EXIT_BAD_INPUT = 2  # the input is wrong: no retry can fix it, so the Job fails at once
+# The Hub kept failing for a passing reason (429, 5xx, timeouts) after the runner's own
+# retries: the Job tries the pod again (counted against its backoffLimit), never FailJob.
+EXIT_HUB_UNAVAILABLE = 3
 
 # ---- .status fields (camelCase, as the CRD's status schema names them) ----
 # The operator writes phase, message, jobName, startTime, completionTime and the final

@@ -39,6 +39,11 @@ class Transform(StrEnum):
     occlusion = "occlusion"
 
 
+class OutputVisibility(StrEnum):
+    private = "private"
+    public = "public"
+
+
 GENERATIVE_DISABLED = "generative augmentation (Cosmos Transfer2.5) is currently disabled"
 TRANSFORM_NAMES = [t.value for t in Transform]
 
@@ -144,6 +149,19 @@ class AugmentationSpec(BaseModel):
         default=None,
         description="Hub dataset to upload to; default: '<dataset_id>-augmented'. "
         "Never the source dataset.",
+    )
+    output_visibility: OutputVisibility = Field(
+        default=OutputVisibility.private,
+        description="Visibility of the output dataset when the job creates it. 'public' "
+        "takes effect only when the source dataset is public and not gated; otherwise the "
+        "output is private. An existing public output is written only when the output may "
+        "be public.",
+    )
+    overwrite: bool = Field(
+        default=False,
+        description="Allow writing into an existing output dataset that augment-operator "
+        "did not create: the output's files are added or replaced, the dataset's other "
+        "files are kept. Default: such a dataset is refused before any work starts.",
     )
     source_revision: str | None = Field(
         default=None, max_length=255,

@@ -93,3 +93,45 @@ def test_operator_restart_mid_job_adopts_the_job(stack: Stack) -> None:
     assert cr["status"]["phase"] == "Succeeded", cr["status"].get("message")
     assert len(stack.jobs_of("restarted")) == 1
     time.sleep(1)
+
+
+def test_hub_hiccups_do_not_fail_the_job(stack: Stack) -> None:
+    hub = stack.hub
+    start = len(hub.calls)
+    # One failure each on the source download, an LFS upload and the commit.
+    hub.fail_next(r"^(GET|HEAD) /datasets/robotics-lab/pick-place/resolve/.*/meta/info\.json$",
+                  503, retry_after="1")
+    hub.fail_next(r"^PUT /_storage/upload/", 503, retry_after="1")
+    hub.fail_next(r"^POST /api/datasets/robotics-lab/hiccups/commit/", 429, retry_after="1")
+    # A seed of its own: new video content, so LFS uploads happen whatever ran before.
+    stack.apply(example_manifest(outputDatasetId="robotics-lab/hiccups", augmentSeed=4242)
+                | {"metadata": {"name": "hiccups"}})
+    cr = stack.wait_phase("hiccups", {"Succeeded", "Failed"}, timeout=240)
+    assert cr["status"]["phase"] == "Succeeded", cr["status"].get("message")
+    assert cr["status"]["outputRevision"] == hub.head("robotics-lab/hiccups")
+    failed = [c for c in hub.calls[start:] if c.status in (429, 503)]
+    assert len(failed) == 3, failed  # every injected failure was met, and got over
+    assert len(runner_pods(stack, "hiccups")) == 1  # in the pod: no GPU work thrown away
+
+
+# A Secret that holds something else than a Hub token, as a wrong hfTokenSecretName gives.
+PEM = ("-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAq7BFUpkGp3+L\n"
+       "-----END PRIVATE KEY-----\n")
+
+
+def test_a_secret_that_is_not_a_token_never_reaches_status_or_events(
+        stack: Stack, tmp_path: Path) -> None:
+    key_file = tmp_path / "tls.key"
+    key_file.write_text(PEM)
+    stack.cluster.kubectl("create", "secret", "generic", "not-a-token", "-n", stack.namespace,
+                          f"--from-file=token={key_file}")
+    stack.apply(example_manifest(hfTokenSecretName="not-a-token")
+                | {"metadata": {"name": "wrong-secret"}})
+    cr = stack.wait_phase("wrong-secret", {"Succeeded", "Failed"}, timeout=180)
+    assert cr["status"]["phase"] == "Failed"
+    assert "the Hub token is malformed" in cr["status"]["message"]
+    (pod,) = runner_pods(stack, "wrong-secret")  # bad input: not retried
+    events = get_json(stack.cluster, "events", "-n", stack.namespace)["items"]
+    seen = yaml.safe_dump([cr, pod, [e for e in events if "wrong-secret" in str(e)]])
+    for piece in [p for p in PEM.split() if len(p) >= 6]:
+        assert piece not in seen

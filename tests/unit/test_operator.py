@@ -14,6 +14,7 @@ from augment_operator.status import Action, decide, differs, status_patch
 from augment_spec.contract import (
     ANNOTATION_CANCEL,
     EXIT_BAD_INPUT,
+    EXIT_HUB_UNAVAILABLE,
     TERMINAL_PHASES,
     Phase,
     cancel_annotations,
@@ -139,6 +140,7 @@ def test_job_is_restricted_owned_and_fails_fast_on_bad_input() -> None:
     rule = built["spec"]["podFailurePolicy"]["rules"][0]
     assert rule["action"] == "FailJob"
     assert rule["onExitCodes"]["values"] == [EXIT_BAD_INPUT]
+    assert EXIT_HUB_UNAVAILABLE not in rule["onExitCodes"]["values"]  # a Hub outage is retried
 
 
 def test_long_names_give_short_stable_job_names() -> None:
