@@ -511,7 +511,7 @@ class LocalHub:
         return response
 
     def _fail_next_endpoint(self, ctx: _Ctx) -> Response:
-        """``fail_next`` over HTTP, for a server in another process (``augment hub``)."""
+        """``fail_next`` over HTTP, for a server in another process (``augment-dev hub``)."""
         fields = ctx.json()
         retry_after = fields.get("retry_after")
         try:

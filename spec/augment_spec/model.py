@@ -199,7 +199,7 @@ class AugmentationSpec(BaseModel):
         return self.output_dataset_id or f"{self.dataset_id}-augmented"
 
     def copies_per_episode(self) -> int:
-        """Augmented episodes made from each source episode (DESIGN.md §2, modes)."""
+        """Augmented episodes made from each source episode (docs/design.md, Modes)."""
         if self.augment_dataset_mode is DatasetMode.inplace:
             return 1
         if self.augment_mode is AugmentMode.independent:

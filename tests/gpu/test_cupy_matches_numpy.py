@@ -1,4 +1,4 @@
-"""CuPy output equals NumPy output within one grey level (DESIGN.md §5, GPU).
+"""CuPy output equals NumPy output within one grey level (docs/design.md, Transforms).
 
 Run on a GPU machine: `pytest tests/gpu` (bench/gpu_check.sh does). Without CuPy and a
 CUDA device this module collects no tests at all, so CPU runs neither fail nor skip.

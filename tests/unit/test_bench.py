@@ -1,6 +1,6 @@
 """Smoke tests of `make bench`: every benchmark in a tiny mode, and the report it writes.
 
-Sizes here are far too small to mean anything about speed (DESIGN.md §5: speed is
+Sizes here are far too small to mean anything about speed (docs/design.md, Testing: speed is
 measured by `make bench`, never asserted in tests); the tests check that each benchmark
 runs end to end, returns the documented structure, and that its values are sane.
 """

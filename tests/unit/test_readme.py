@@ -51,7 +51,7 @@ COVERED: list[tuple[str, str]] = [
      "command, and tests the EmbeddedCluster it starts"),
     (r"^make crd$", "`make test` runs augment_spec.check_crd; tests/e2e/test_chart.py checks "
      "the chart's copy byte for byte"),
-    # Measurements, not tests (DESIGN.md §5): no test runs these two.
+    # Measurements, not tests (docs/design.md, Testing): no test runs these two.
     (r"^make bench$", "none: bench/ measures and asserts nothing; results in bench/results.md"),
     (r"^make gpu-check$", "none here: the GPU device check runs it on a GPU machine "
      "(tests/gpu, bench/gpu_check.sh)"),
