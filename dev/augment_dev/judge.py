@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from augment_dev import REPO_ROOT
-from augment_dev.binaries import CACHE_ROOT, log
+from augment_dev.binaries import CACHE_ROOT, exclusive, log
 
 JUDGE_DIR = REPO_ROOT / "tests" / "judge"
 REQUIREMENTS = JUDGE_DIR / "requirements.txt"
@@ -29,11 +29,13 @@ def judge_python() -> Path:
     python = venv / "bin" / "python"
     if (venv / ".complete").exists():
         return python
-    log(f"building LeRobot's reader environment in {venv} (cold: a few minutes, torch)")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
-                   check=True)
-    (venv / ".complete").touch()
+    with exclusive(venv.parent):
+        if not (venv / ".complete").exists():  # another process may have built it meanwhile
+            log(f"building LeRobot's reader environment in {venv} (cold: a few minutes, torch)")
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", "-r",
+                            str(REQUIREMENTS)], check=True)
+            (venv / ".complete").touch()
     return python
 
 
