@@ -82,6 +82,9 @@ def _comma_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+_SCALAR_PARSERS: dict[object, Callable[[str], Any]] = {str: str, int: int, float: float}
+
+
 def _flag_parsing(field: str) -> tuple[Callable[[str], Any], list[str] | None]:
     """(argparse type, choices) from the field's annotation, its `| None` dropped."""
     annotation = AugmentationSpec.model_fields[field].annotation
@@ -91,8 +94,9 @@ def _flag_parsing(field: str) -> tuple[Callable[[str], Any], list[str] | None]:
         return _comma_list, None
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return str, [member.value for member in annotation]
-    if annotation in (str, int, float):
-        return annotation, None
+    parse = _SCALAR_PARSERS.get(annotation)
+    if parse is not None:
+        return parse, None
     raise TypeError(f"no command-line form for {field}: {annotation}")
 
 
@@ -351,7 +355,7 @@ class _TqdmProgress:
     """A progress bar over source episodes, on a terminal only."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar, made on the first report (tqdm loads lazily)
 
     def __call__(self, done: int, total: int) -> None:
         from tqdm import tqdm

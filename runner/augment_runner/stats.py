@@ -16,7 +16,7 @@ What LeRobot does (src/lerobot/datasets/compute_stats.py, read for this module):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -156,7 +156,7 @@ def select_stats(stats: Stats, keys: Iterable[str] | None) -> Stats:
     return {key: stats[key] for key in keys if key in stats}
 
 
-def aggregate_feature(per_episode: list[Mapping[str, np.ndarray]]) -> Stats:
+def aggregate_feature(per_episode: Sequence[Mapping[str, np.ndarray]]) -> Stats:
     """Dataset-level stats of one feature from its per-episode stats."""
     means = np.stack([np.asarray(s["mean"], dtype=np.float64) for s in per_episode])
     variances = np.stack([np.asarray(s["std"], dtype=np.float64) ** 2 for s in per_episode])
@@ -179,7 +179,9 @@ def aggregate_feature(per_episode: list[Mapping[str, np.ndarray]]) -> Stats:
     return out
 
 
-def aggregate(per_episode: list[Mapping[str, Mapping[str, np.ndarray]]]) -> dict[str, Stats]:
+def aggregate(
+    per_episode: Sequence[Mapping[str, Mapping[str, np.ndarray]]],
+) -> dict[str, Stats]:
     """meta/stats.json content from every episode's stats (features as in any episode)."""
     features = sorted({feature for stats in per_episode for feature in stats})
     return {

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from augment_runner.formats.base import KNOWN_DTYPES
+from augment_runner.video import time_base
 
 TOLERANCE_S = 1e-4  # LeRobot's default tolerance between a query and a frame timestamp
 REQUIRED_STATS = ("min", "max", "mean", "std", "count")
@@ -188,7 +189,8 @@ def _decode_times(path: Path, problems: Problems) -> tuple[list[float], tuple[in
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            times = [float(frame.pts * stream.time_base) for frame in container.decode(stream)]
+            base = time_base(stream)
+            times = [float((frame.pts or 0) * base) for frame in container.decode(stream)]
             return times, (stream.height, stream.width)
     except (av.error.FFmpegError, OSError, IndexError) as exc:
         problems.add(f"{path}: does not decode ({exc})")
@@ -327,7 +329,7 @@ def _validate_v3(root: Path, info: dict[str, Any], problems: Problems) -> None:
     }
     kept = {key: ft for key, ft in features.items() if key in with_columns}
     for n, row in enumerate(rows):
-        per_episode = {}
+        per_episode: dict[str, dict[str, Any]] = {}
         for column, value in row.items():
             if column.startswith("stats/"):
                 feature, _, stat = column[len("stats/") :].rpartition("/")
@@ -421,9 +423,10 @@ def _check_v3_videos(
             continue
         if path not in decoded:
             decoded[path] = _decode_times(path, problems)
-        if decoded[path] is None:
+        found = decoded[path]
+        if found is None:
             continue
-        times, size = decoded[path]
+        times, size = found
         if size != (height, width):
             problems.add(
                 f"{where}: video is {size[1]}x{size[0]}, the feature says {width}x{height}"

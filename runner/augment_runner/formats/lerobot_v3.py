@@ -203,7 +203,14 @@ class _Part:
 
     def __init__(self, staging: Path) -> None:
         self.staging = staging
-        self.final: tuple[int, int] | None = None
+        self.final: tuple[int, int] | None = None  # set when the writer finishes
+
+    @property
+    def placed(self) -> tuple[int, int]:
+        """(chunk, file) index; only asked for after every part was allocated."""
+        if self.final is None:
+            raise RuntimeError(f"{self.staging} was never given a file index")
+        return self.final
 
 
 class LeRobotV3Writer(DatasetWriter):
@@ -329,7 +336,7 @@ class LeRobotV3Writer(DatasetWriter):
             last = self._allocate(self.data_parts[slot], last)
             for part in self.data_parts[slot]:
                 target = self.output / self.info["data_path"].format(
-                    chunk_index=part.final[0], file_index=part.final[1]
+                    chunk_index=part.placed[0], file_index=part.placed[1]
                 )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 part.staging.rename(target)
@@ -346,7 +353,7 @@ class LeRobotV3Writer(DatasetWriter):
                 last = self._allocate(parts, last)
                 for part in parts:
                     target = self.output / self.reader.video_path.format(
-                        video_key=camera.key, chunk_index=part.final[0], file_index=part.final[1]
+                        video_key=camera.key, chunk_index=part.placed[0], file_index=part.placed[1]
                     )
                     target.parent.mkdir(parents=True, exist_ok=True)
                     part.staging.rename(target)
@@ -359,8 +366,8 @@ class LeRobotV3Writer(DatasetWriter):
                 "episode_index": record.index,
                 "tasks": list(record.tasks),
                 "length": record.length,
-                "data/chunk_index": data_part.final[0],
-                "data/file_index": data_part.final[1],
+                "data/chunk_index": data_part.placed[0],
+                "data/file_index": data_part.placed[1],
                 "dataset_from_index": record.first_frame,
                 "dataset_to_index": record.first_frame + record.length,
             }
@@ -368,8 +375,8 @@ class LeRobotV3Writer(DatasetWriter):
         for key, (part, segment) in record.extra["videos"].items():
             row.update(
                 {
-                    f"videos/{key}/chunk_index": part.final[0],
-                    f"videos/{key}/file_index": part.final[1],
+                    f"videos/{key}/chunk_index": part.placed[0],
+                    f"videos/{key}/file_index": part.placed[1],
                     f"videos/{key}/from_timestamp": segment.from_timestamp,
                     f"videos/{key}/to_timestamp": segment.to_timestamp,
                 }
