@@ -356,10 +356,16 @@ def ensure(names: Sequence[str]) -> dict[str, Built]:
         return {name: ensure_image(IMAGES[name]) for name in names}
 
 
+def archive_path(ref: str) -> Path:
+    """Where `make images` writes the OCI archive of the image `localhost/NAME:TAG`."""
+    name, _, tag = ref.removeprefix("localhost/").partition(":")
+    return EXPORTS / f"{name}-{tag}.oci.tar"
+
+
 def export(built: Built) -> Path:
     """The image as an OCI archive (gzip layers), what `skopeo copy` pushes to a registry."""
     name, _, tag = built.ref.removeprefix("localhost/").partition(":")
-    archive = EXPORTS / f"{name}-{tag}.oci.tar"
+    archive = archive_path(built.ref)
     stamp = archive.with_suffix(".id")
     if archive.exists() and stamp.exists() and stamp.read_text() == built.image_id:
         return archive
