@@ -58,6 +58,7 @@ from .hub import (
     upload_dataset,
 )
 from .pod import PodEnv
+from .shards import Shard
 
 # A local run belongs to no project; the spec still needs a project id.
 LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
@@ -138,6 +139,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow pushing into an existing dataset this tool did not make (its files are kept)",
     )
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="write only shard K of N (0-based) into --output; `augment merge` puts the N "
+        "shards together into what one run writes",
+    )
     parser.add_argument("--project-id", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--batch-frames",
@@ -158,33 +165,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    return exit_code("augment run", lambda: _run(args))
+
+
+def exit_code(prog: str, work: Callable[[], int]) -> int:
+    """Run `work`; every failure becomes one line on stderr and its exit code."""
     try:
-        return _run(args)
+        return work()
     except HubUnavailable as exc:
-        return _fail(str(exc), EXIT_HUB_UNAVAILABLE)
+        return _fail(prog, str(exc), EXIT_HUB_UNAVAILABLE)
     except (AugmentError, SpecError, HubError) as exc:
-        return _fail(str(exc), EXIT_BAD_INPUT)
+        return _fail(prog, str(exc), EXIT_BAD_INPUT)
     except OSError as exc:
         if is_disk_full(exc):  # bad input in the Job's sense: a retry fills the same disk
-            return _fail(SCRATCH_FULL, EXIT_BAD_INPUT)
-        return _bug(exc)
+            return _fail(prog, SCRATCH_FULL, EXIT_BAD_INPUT)
+        return _bug(prog, exc)
     except Exception as exc:
-        return _bug(exc)
+        return _bug(prog, exc)
 
 
-def _bug(exc: Exception) -> int:
+def _bug(prog: str, exc: Exception) -> int:
     """A bug: still one line, with the traceback only on request."""
     if os.environ.get("AUGMENT_DEBUG"):
         print(redact(traceback.format_exc()), file=sys.stderr, end="")
     return _fail(
+        prog,
         f"unexpected error: {type(exc).__name__}: {exc} (a bug; rerun with "
         f"AUGMENT_DEBUG=1 for the traceback and report it)",
         EXIT_BUG,
     )
 
 
-def _fail(message: str, code: int) -> int:
-    line = redact(" ".join(f"augment run: {message}".split()))
+def _fail(prog: str, message: str, code: int) -> int:
+    line = redact(" ".join(f"{prog}: {message}".split()))
     print(line, file=sys.stderr)
     log = PodEnv.read().termination_log
     if log:
@@ -200,6 +213,7 @@ def _run(args: argparse.Namespace) -> int:
     from .pipeline import augment_dataset
 
     token = resolve_token()  # a malformed token fails here, before any download or GPU work
+    shard = Shard.parse(args.shard) if args.shard else None
     pod = PodEnv.read()
     base = _spec_from_pod(args.spec_file, pod)
     in_pod = base is not None
@@ -209,6 +223,11 @@ def _run(args: argparse.Namespace) -> int:
     local_source = _local_folder(src)
     spec = _build_spec(base or {}, args, src, local_source)
     push_to = args.push_to or (spec.target_dataset_id if in_pod and not args.no_push else None)
+    if shard is not None and push_to:
+        raise AugmentError(
+            "--shard writes one shard's folder, not a dataset: merge the shards with "
+            "augment merge and push the result (or pass --no-push)"
+        )
     source_id = None if local_source else src
     if push_to:
         _check_push(spec, push_to, token, source_id)
@@ -233,9 +252,13 @@ def _run(args: argparse.Namespace) -> int:
             batch_frames=args.batch_frames,
             source_id=source_id,
             source_revision=revision,
+            shard=shard,
         )
+        if shard is not None:
+            print(f"shard {shard}: {result.source_episodes} source episode(s)")
         print(f"output: {result.output}")
-        print(f"preview: {result.preview}")
+        if result.preview is not None:
+            print(f"preview: {result.preview}")
         if push_to:
             commit = upload_dataset(
                 result.output,

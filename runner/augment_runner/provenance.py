@@ -11,6 +11,7 @@ from typing import Any
 TOOL_NAME = "augment-operator"
 PROVENANCE_PATH = "meta/augmentation.json"
 CARD_PATH = "README.md"
+PREVIEW_PATH = "preview.png"  # the card shows it
 
 
 def write_provenance(root: Path, provenance: dict[str, Any]) -> Path:
@@ -107,7 +108,7 @@ def write_card(root: Path, provenance: dict[str, Any], source: Path) -> Path:
         "",
         *_transform_lines(spec),
         "",
-        "![Source frames (top row) and their augmented copies (one row per copy)](preview.png)",
+        f"![Source frames (top row) and their augmented copies (one row per copy)]({PREVIEW_PATH})",
         "",
         f"Every augmented episode's source episode, transforms and drawn parameters are in "
         f"[`{PROVENANCE_PATH}`]({PROVENANCE_PATH}).",
