@@ -270,7 +270,8 @@ def _provenance(
         "copies_per_episode": spec.copies_per_episode(),
         "seed": spec.augment_seed,
         "augmented_cameras": [c.key for c in cameras],
-        "spec": spec.model_dump(mode="json"),
+        # How many pods shared the work changes nothing in what was made.
+        "spec": spec.model_dump(mode="json", exclude={"shards"}),
         "episodes": episodes,
     }
 
