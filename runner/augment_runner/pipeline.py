@@ -45,7 +45,13 @@ from .formats.base import (
 )
 from .formats.detect import open_dataset
 from .preview import PreviewCollector
-from .provenance import PREVIEW_PATH, TOOL_NAME, write_card, write_provenance
+from .provenance import (
+    PREVIEW_PATH,
+    TOOL_NAME,
+    recorded_spec,
+    write_card,
+    write_provenance,
+)
 from .shards import Shard, ShardManifest
 
 Progress = Callable[[int, int], None]
@@ -270,8 +276,7 @@ def _provenance(
         "copies_per_episode": spec.copies_per_episode(),
         "seed": spec.augment_seed,
         "augmented_cameras": [c.key for c in cameras],
-        # How many pods shared the work changes nothing in what was made.
-        "spec": spec.model_dump(mode="json", exclude={"shards"}),
+        "spec": recorded_spec(spec),
         "episodes": episodes,
     }
 

@@ -140,7 +140,7 @@ def test_the_runner_reads_what_the_operators_job_sets(monkeypatch: pytest.Monkey
 
     pod = PodEnv.read()
     assert pod == PodEnv.read(env)
-    given = runner_cli._spec_from_pod(None, pod)
+    given = runner_cli.spec_from_pod(None, pod)
     assert given is not None and parse_spec(given) == spec
     assert (pod.job_name, pod.job_namespace) == ("pick", "lab")
     assert pod.workdir == Path("/scratch/work")

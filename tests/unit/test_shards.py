@@ -1,34 +1,23 @@
-"""`augment run --shard K/N` and `augment merge`: N shards merged give what one run gives.
-
-"The same" is what a reader sees (docs/design.md, Scale out): the data rows, the decoded
-frames of every episode and camera, the episode table but for where each episode's
-files are, the statistics, info, tasks, provenance, card and preview. Only the split of
-the new episodes into files may differ (each shard writes its own files).
-"""
+"""`augment run --shard K/N` and `augment merge`: N shards merged give what one run gives
+(same_dataset.py says what "the same" means)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pyarrow.dataset as pads
 import pytest
+from same_dataset import assert_same_dataset, digest
 
 from augment_cli.main import main as augment_main
 from augment_dev.datasets import make_lerobot_v3, make_lerobot_v21
 from augment_runner.errors import AugmentError
 from augment_runner.formats.detect import open_dataset
 from augment_runner.shards import SHARD_MANIFEST, Shard
-from augment_runner.validate import validate_dataset
 from augment_spec.contract import EXIT_BAD_INPUT, EXIT_OK
 
 TOP, WRIST, SIDE = "observation.images.top", "observation.images.wrist", "observation.images.side"
-# Files that say where an episode's rows and frames are: the only columns allowed to differ.
-LOCATION = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 COPY_FLAGS = ("--copies", "2", "--transforms", "lighting,noise", "--cameras", f"{TOP},{SIDE}")
 INPLACE_FLAGS = (
     "--dataset-mode", "inplace", "--mode", "independent", "--transforms", "lighting,blur",
@@ -62,64 +51,6 @@ def merged(source: Path, root: Path, count: int, flags: tuple[str, ...]) -> Path
     # Any order: the manifests say which shard is which.
     assert augment("merge", *map(str, reversed(folders)), "--output", str(output)) == EXIT_OK
     return output
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def data_rows(root: Path) -> list[dict[str, Any]]:
-    files = sorted(str(p) for p in root.glob("data/*/*.parquet"))
-    return pads.dataset(files, format="parquet").to_table().sort_by("index").to_pylist()
-
-
-def episode_rows(root: Path) -> list[dict[str, Any]]:
-    table = pads.dataset(str(root / "meta/episodes"), format="parquet").to_table()
-    return [
-        {k: v for k, v in row.items() if not k.endswith(LOCATION)}
-        for row in table.sort_by("episode_index").to_pylist()
-    ]
-
-
-def frames_of(root: Path) -> dict[tuple[int, str], np.ndarray]:
-    reader = open_dataset(root)
-    return {
-        (episode.index, camera.key): np.concatenate(
-            list(reader.decode_frames(episode, camera, 64))
-        )
-        for episode in reader.episodes
-        for camera in reader.cameras
-        if camera.storage == "video"
-    }
-
-
-def stats_json(root: Path) -> dict[str, dict[str, np.ndarray]]:
-    stats = json.loads((root / "meta/stats.json").read_text())
-    return {f: {k: np.asarray(v) for k, v in values.items()} for f, values in stats.items()}
-
-
-def assert_same_dataset(whole: Path, merged_: Path, source: Path) -> None:
-    assert validate_dataset(merged_) == []
-    for name in ("meta/info.json", "meta/tasks.parquet", "meta/augmentation.json",
-                 "README.md", "preview.png"):
-        assert digest(merged_ / name) == digest(whole / name), name
-    assert data_rows(merged_) == data_rows(whole)
-    assert episode_rows(merged_) == episode_rows(whole)
-    whole_frames, merged_frames = frames_of(whole), frames_of(merged_)
-    assert whole_frames.keys() == merged_frames.keys()
-    for key, frames in whole_frames.items():
-        np.testing.assert_array_equal(merged_frames[key], frames, err_msg=str(key))
-    expected, got = stats_json(whole), stats_json(merged_)
-    assert got.keys() == expected.keys()
-    for feature, values in expected.items():
-        assert got[feature].keys() == values.keys()
-        for stat, value in values.items():
-            np.testing.assert_allclose(got[feature][stat], value, rtol=1e-12, err_msg=feature)
-    # Every source file the whole run copies is in the merge, byte for byte.
-    for path in (p for p in source.rglob("*") if p.is_file()):
-        relative = path.relative_to(source)
-        if (whole / relative).exists() and digest(whole / relative) == digest(path):
-            assert digest(merged_ / relative) == digest(path), relative
 
 
 @pytest.fixture(scope="module")
