@@ -127,7 +127,8 @@ STATUS_SHARDS = "shards"
 SHARDS_TOTAL = "total"
 SHARDS_DONE = "done"
 SHARDS_RUNNING = "running"
-SHARDS_FAILED = "failed"
+SHARDS_FAILED = "failed"  # shards that kept failing (the job fails)
+SHARDS_FAILED_PODS = "failedPods"  # shard pods that failed, each retried while it may be
 SHARDS_TEXT = "text"  # for `kubectl get`
 
 
@@ -143,10 +144,13 @@ def summed_progress(status: dict[str, Any]) -> tuple[int, int]:
             sum(int(e.get(PROGRESS_TOTAL, 0)) for e in entries))
 
 
-def shards_status(total: int, done: int, running: int, failed: int) -> dict[str, Any]:
+def shards_status(
+    total: int, done: int, running: int, failed: int, failed_pods: int
+) -> dict[str, Any]:
     """The status patch counting a sharded job's shards."""
     return {STATUS_SHARDS: {SHARDS_TOTAL: total, SHARDS_DONE: done, SHARDS_RUNNING: running,
-                            SHARDS_FAILED: failed, SHARDS_TEXT: f"{done}/{total}"}}
+                            SHARDS_FAILED: failed, SHARDS_FAILED_PODS: failed_pods,
+                            SHARDS_TEXT: f"{done}/{total}"}}
 
 
 def started_status(source_revision: str, output_dataset_id: str) -> dict[str, Any]:

@@ -153,6 +153,7 @@ def status_schema() -> dict[str, Any]:
                     "done": {"type": "integer", "minimum": 0},
                     "running": {"type": "integer", "minimum": 0},
                     "failed": {"type": "integer", "minimum": 0},
+                    "failedPods": {"type": "integer", "minimum": 0},
                     "text": {"type": "string", "description": "For `kubectl get`"},
                 },
             },

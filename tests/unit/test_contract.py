@@ -55,7 +55,7 @@ WIRE = {
     "ENV_JOB_UID": "AUGMENT_JOB_UID", "ENV_SHARD_INDEX": "JOB_COMPLETION_INDEX",
     "STATUS_SHARD_PROGRESS": "shardProgress", "STATUS_SHARDS": "shards",
     "SHARDS_TOTAL": "total", "SHARDS_DONE": "done", "SHARDS_RUNNING": "running",
-    "SHARDS_FAILED": "failed", "SHARDS_TEXT": "text",
+    "SHARDS_FAILED": "failed", "SHARDS_FAILED_PODS": "failedPods", "SHARDS_TEXT": "text",
 }
 # Set by the operator for the libraries the runner uses, not read by our code.
 LIBRARY_ENV = {"HOME", "HF_HOME"}
@@ -190,7 +190,7 @@ def status_writes() -> list[dict[str, Any]]:
     return [
         contract.progress_status(2, 5), contract.started_status("a" * 40, "lab/pick-aug"),
         contract.output_status("b" * 40), contract.shard_progress_status(3, 2, 5),
-        contract.shards_status(4, 1, 2, 1),
+        contract.shards_status(4, 1, 2, 1, 3),
         status_patch(cr, running, "pick-run", "lab/pick-aug"),
         status_patch(cr, done, "pick-run", "lab/pick-aug"),
     ]
@@ -215,8 +215,8 @@ def test_shards_report_progress_apart_and_it_is_summed() -> None:
         status.setdefault("shardProgress", {}).update(patch["shardProgress"])
     assert contract.summed_progress(status) == (5, 7)
     assert contract.summed_progress({}) == (0, 0)
-    assert contract.shards_status(4, 1, 2, 1)["shards"] == {
-        "total": 4, "done": 1, "running": 2, "failed": 1, "text": "1/4"}
+    assert contract.shards_status(4, 1, 2, 1, 3)["shards"] == {
+        "total": 4, "done": 1, "running": 2, "failed": 1, "failedPods": 3, "text": "1/4"}
     schema = status_schema()["properties"]
     entry = schema[contract.STATUS_SHARD_PROGRESS]["additionalProperties"]["properties"]
     assert set(entry) == {contract.PROGRESS_DONE, contract.PROGRESS_TOTAL}
