@@ -37,7 +37,7 @@ test: $(STAMP) binaries judge test-images lint typecheck  ## every test, the end
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-e2e: $(STAMP) binaries
+e2e: $(STAMP) binaries test-images
 	$(BIN)/pytest -q tests/e2e
 
 lint: $(STAMP)
@@ -60,7 +60,7 @@ run: $(STAMP)  ## augment the sample dataset locally
 	$(BIN)/augment run --dataset examples/sample-dataset --output out/sample-augmented \
 		--transforms lighting,noise,blur,occlusion --copies 2
 
-demo: $(STAMP) binaries  ## the whole stack on the embedded control plane
+demo: $(STAMP) binaries test-images  ## the whole stack on the embedded control plane, pods from the images
 	$(BIN)/augment-dev demo
 
 bench: $(STAMP) binaries  ## side-by-side benchmarks -> bench/results.json, .md, .png

@@ -109,12 +109,18 @@ class Demo:
         step(2, "installing the CRD and the Helm chart (operator and REST API as pods) "
                 "and starting a local Hub")
         install_crd(cluster)
-        options = StackOptions(namespace=NAMESPACE, release="augment")
+        options = StackOptions(namespace=NAMESPACE, release="augment", from_images=True)
         self.stack = Stack(cluster, options, hub_root=self.hub_root)
         started = time.monotonic()
         self.stack.start()
         say(f"      ready in {time.monotonic() - started:.1f}s: API {self.stack.api_url}, "
             f"Hub {self.stack.hub.endpoint}")
+        if self.stack.image_fallback:
+            say(f"      pods run in this environment, not from the images: "
+                f"{self.stack.image_fallback}")
+        else:
+            refs = sorted({root.ref for root in self.stack.images.values()})
+            say(f"      pods run from the images {', '.join(refs)}")
         gate = self.args.hold_upload_until
         if gate is not None:
             self.stack.hub.hold(UPLOAD_COMMIT, gate)

@@ -4,9 +4,15 @@ It keeps each fake node Ready (Lease and status heartbeats, with that node's own
 credentials, so the Node authorizer and NodeRestriction apply), and runs every pod the
 real scheduler binds to one of them as local processes:
 
-- The container image is NOT pulled: every container runs in this project's own Python
-  environment (its `bin/` first on PATH). A container without `command` runs `augment`,
-  the entrypoint of the project's images.
+- Images are not pulled. A namespace can be told to run its pods from the images built
+  by `make images` (`run_from_images`, what the chart's end-to-end tests and the demo do):
+  a container whose image is one of those runs in the image's own filesystem (an overlay
+  of the unpacked image with a writable layer of its own, entered by chroot), with the
+  image's entrypoint, command, environment and working directory, as the securityContext's
+  or the image's user; `readOnlyRootFilesystem` is kept. Where a kernel feature for that
+  is missing (`podlaunch --probe` names it), and for any other image, the container runs
+  in this project's own Python environment (its `bin/` first on PATH), and a container
+  without `command` runs `augment`, the entrypoint of the project's images.
 - Each container runs in a private mount namespace (`unshare --mount`) where the pod's
   volumes (emptyDir, configMap, secret, projected ServiceAccount token, downwardAPI) and
   the termination-message file are bind-mounted at their `mountPath`, so in-cluster
@@ -14,7 +20,7 @@ real scheduler binds to one of them as local processes:
   project's own environment, e.g. /tmp when the checkout is under /tmp, is skipped).
   KUBERNETES_SERVICE_HOST/PORT point at the
   apiserver on 127.0.0.1. securityContext is checked by the apiserver (Pod Security
-  admission) but not enforced here: processes run as the user running the tests.
+  admission); outside an image, processes run as the user running the tests.
 - All pods share the host's network: two pods binding the same port collide.
 - Status goes back through the API like a kubelet's: Running, then Succeeded or Failed
   with exit code, reason and termination message; restartPolicy OnFailure/Always
@@ -41,6 +47,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 from augment_dev.cluster import die_with_parent
+from augment_dev.images import ImageRoot
 
 HEARTBEAT_SECONDS = 10
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
@@ -64,6 +71,38 @@ class PodExecutor:
             name: config.new_client_from_config(config_file=str(path))
             for name, path in cluster.node_kubeconfigs.items()
         }
+        # Per namespace, the pod image names that run from a built image's filesystem.
+        self.image_roots: dict[str, dict[str, ImageRoot]] = {}
+        self.image_probe: tuple[str | None] | None = None  # (missing feature,) once probed
+
+    # ---- images ----
+    def run_from_images(self, namespace: str, roots: dict[str, ImageRoot]) -> str | None:
+        """From now on, run the namespace's containers whose image is named in `roots`
+        from that image. Returns None, or the kernel feature this machine lacks for it
+        (the containers then run in this environment, as before)."""
+        missing = self.image_support(next(iter(roots.values())).rootfs)
+        if missing is None:
+            with self.lock:
+                self.image_roots[namespace] = dict(roots)
+        return missing
+
+    def stop_images(self, namespace: str) -> None:
+        with self.lock:
+            self.image_roots.pop(namespace, None)
+
+    def image_for(self, namespace: str, image: str) -> ImageRoot | None:
+        with self.lock:
+            return self.image_roots.get(namespace, {}).get(image)
+
+    def image_support(self, rootfs: Path) -> str | None:
+        """What running from an image needs and this machine lacks, probed once."""
+        if self.image_probe is None:
+            missing = probe_image_root(rootfs, self.root / ".image-probe")
+            if missing:
+                print(f"[executor] pods run in this environment, not from images: {missing}",
+                      file=sys.stderr)
+            self.image_probe = (missing,)
+        return self.image_probe[0]
 
     def start(self) -> None:
         self._heartbeat_once()
@@ -263,7 +302,8 @@ class RunningPod:
         termination_file.write_text("")
         termination_file.chmod(0o666)
         launch = self.dir / f"{name}.launch.json"
-        launch.write_text(json.dumps(self.launch_plan(container, volumes, termination_file)))
+        plan = self.launch_plan(container, volumes, termination_file, restart_count)
+        launch.write_text(json.dumps(plan))
         log = (self.dir / f"{name}.log").open("ab")
         started = now()
         proc = subprocess.Popen(
@@ -280,7 +320,7 @@ class RunningPod:
                 and code != 0:
             message = tail_lines(self.dir / f"{name}.log", 80, 4096)
         return {
-            "name": name, "image": container.get("image", ""), "imageID": "",
+            "name": name, "image": container.get("image", ""), "imageID": self.image_id(container),
             "ready": False, "started": False, "restartCount": restart_count,
             "state": {"terminated": {
                 "exitCode": code if code >= 0 else 128 - code,
@@ -288,8 +328,13 @@ class RunningPod:
                 "message": message[:4096], "startedAt": started, "finishedAt": now()}},
         }
 
+    def image_id(self, container: dict[str, Any]) -> str:
+        """The containerStatus' imageID: the built image a container runs from, or none."""
+        root = self.executor.image_for(self.namespace, container.get("image", ""))
+        return f"{root.ref}@sha256:{root.image_id}" if root else ""
+
     def launch_plan(self, container: dict[str, Any], volumes: dict[str, Path],
-                    termination_file: Path) -> dict[str, Any]:
+                    termination_file: Path, restart_count: int) -> dict[str, Any]:
         mounts = [
             {"source": str(volumes[m["name"]]) + (f"/{m['subPath']}" if m.get("subPath") else ""),
              "target": m["mountPath"], "readOnly": bool(m.get("readOnly"))}
@@ -298,29 +343,50 @@ class RunningPod:
         mounts.append({"source": str(termination_file),
                        "target": container.get("terminationMessagePath")
                        or DEFAULT_TERMINATION_PATH, "readOnly": False})
+        root = self.executor.image_for(self.namespace, container.get("image", ""))
+        if root is None:
+            return {
+                "argv": (container.get("command") or DEFAULT_ENTRYPOINT)
+                + (container.get("args") or []),
+                "env": self.environment(container),
+                "workingDir": container.get("workingDir") or "/",
+                "mounts": mounts,
+            }
+        layer = self.dir / f"{container['name']}.{restart_count}"  # fresh on each restart
+        security = {**(self.pod["spec"].get("securityContext") or {}),
+                    **(container.get("securityContext") or {})}
         return {
-            "argv": (container.get("command") or DEFAULT_ENTRYPOINT)
-            + (container.get("args") or []),
-            "env": self.environment(container),
-            "workingDir": container.get("workingDir") or "/",
+            "argv": image_argv(container, root),
+            "env": self.environment(container, root),
+            "workingDir": container.get("workingDir") or root.working_dir,
             "mounts": mounts,
+            "root": {"lower": str(root.rootfs), "upper": str(layer / "upper"),
+                     "work": str(layer / "work"), "merged": str(layer / "root"),
+                     "readOnly": bool(security.get("readOnlyRootFilesystem"))},
+            "user": run_as(security, root),
         }
 
     # ---- environment ----
-    def environment(self, container: dict[str, Any]) -> dict[str, str]:
-        env = {
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "HOME": str(self.dir), "HOSTNAME": self.name, "PYTHONUNBUFFERED": "1",
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+    def environment(self, container: dict[str, Any],
+                    root: ImageRoot | None = None) -> dict[str, str]:
+        cluster = {
+            "HOSTNAME": self.name, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": str(self.executor.cluster.port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.executor.cluster.port),
         }
-        # PYTHONPATH: a pod runs the code the tests import, also when that is a checkout
-        # placed over the installed one.
-        for key in ("LANG", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AUGMENT_BACKEND",
-                    "PYTHONPATH"):
-            if key in os.environ:
-                env[key] = os.environ[key]
+        if root is not None:  # the image's environment, nothing of this machine's
+            env = {**root.env, **cluster}
+        else:
+            env = {
+                "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                "HOME": str(self.dir), "PYTHONUNBUFFERED": "1", **cluster,
+            }
+            # PYTHONPATH: a pod runs the code the tests import, also when that is a
+            # checkout placed over the installed one.
+            for key in ("LANG", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "AUGMENT_BACKEND",
+                        "PYTHONPATH"):
+                if key in os.environ:
+                    env[key] = os.environ[key]
         for source in container.get("envFrom") or []:
             prefix = source.get("prefix", "")
             if "configMapRef" in source:
@@ -446,7 +512,8 @@ class RunningPod:
 
     # ---- status ----
     def running_status(self, container: dict[str, Any], restarts: int) -> dict[str, Any]:
-        return {"name": container["name"], "image": container.get("image", ""), "imageID": "",
+        return {"name": container["name"], "image": container.get("image", ""),
+                "imageID": self.image_id(container),
                 "ready": True, "started": True, "restartCount": restarts,
                 "state": {"running": {"startedAt": now()}}}
 
@@ -507,6 +574,45 @@ class RunningPod:
 
 class ExecutorError(RuntimeError):
     pass
+
+
+def image_argv(container: dict[str, Any], root: ImageRoot) -> list[str]:
+    """Kubernetes' rule: `command` replaces the image's entrypoint and command; `args`
+    alone replaces the image's command."""
+    command, args = container.get("command"), container.get("args")
+    if command:
+        return [*command, *(args or [])]
+    return [*root.entrypoint, *(root.cmd if args is None else args)]
+
+
+def run_as(security: dict[str, Any], root: ImageRoot) -> dict[str, Any]:
+    """uid, gid and supplementary groups: the securityContext's, else the image's user
+    (numeric, as the project's images have it: `runAsNonRoot` needs that anyway)."""
+    image_uid, _, image_gid = root.user.partition(":")
+    uid = int(security.get("runAsUser", image_uid))
+    gid = int(security.get("runAsGroup", image_gid or 0))
+    groups = [int(g) for g in security.get("supplementalGroups") or []]
+    if "fsGroup" in security:
+        groups.append(int(security["fsGroup"]))
+    return {"uid": uid, "gid": gid, "groups": groups}
+
+
+def probe_image_root(rootfs: Path, folder: Path) -> str | None:
+    """Run podlaunch's probe of an image root in a mount namespace of its own; the
+    missing kernel feature, or None when containers can run from images here."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        result = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-m",
+             "augment_dev.podlaunch", "--probe", str(rootfs), str(folder)],
+            capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if result.returncode == 0:
+        return None
+    if result.returncode == 1 and result.stdout.strip():
+        return result.stdout.strip()
+    return f"mount namespaces (unshare --mount): {result.stderr.strip()[-500:]}"
 
 
 def with_node_graph_retry(call: Any, *args: Any, **kwargs: Any) -> Any:

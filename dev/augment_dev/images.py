@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from augment_dev import REPO_ROOT
+import yaml
+
+from augment_dev import REPO_ROOT, chart
 from augment_dev.binaries import CACHE_ROOT, exclusive
 
 IMAGES_DIR = REPO_ROOT / "images"
@@ -346,7 +348,22 @@ def ensure_image(spec: ImageSpec) -> Built:
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(built.to_json(), indent=2) + "\n")
     log(f"built {spec.ref} in {built.build_seconds:.0f} s, {built.size_bytes / 1e6:.0f} MB")
+    prune_other_builds(spec, key_ref)
     return built
+
+
+def prune_other_builds(spec: ImageSpec, keep: str) -> None:
+    """Remove the earlier builds of this image (other keys): every change of code makes
+    one, and a runner image weighs a gigabyte."""
+    listed = json.loads(buildah("images", "--json") or "[]")
+    keyed = re.compile(rf"localhost/{re.escape(spec.name)}:{re.escape(spec.tag)}-([0-9a-f]{{16}})")
+    stale = [found for image in listed for name in image.get("names") or []
+             if (found := keyed.fullmatch(name)) and name != keep]
+    for found in stale:
+        buildah("rmi", found.group(0), check=False)
+        record_path(spec, found.group(1)).unlink(missing_ok=True)
+    if stale:
+        buildah("rmi", "--prune", check=False)
 
 
 def ensure(names: Sequence[str]) -> dict[str, Built]:
@@ -414,6 +431,60 @@ def run_in(ref: str, argv: Sequence[str], *, volumes: Sequence[str] = (),
                    *([f"--user={user}"] if user else []), name, "--", *argv]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               check=False)
+
+
+# ------------------------------------------------------------ images for the executor
+
+
+@dataclass(frozen=True)
+class ImageRoot:
+    """A built image unpacked for the pod executor: its files and its configuration."""
+
+    ref: str
+    image_id: str
+    rootfs: Path
+    entrypoint: list[str]
+    cmd: list[str]
+    env: dict[str, str]
+    working_dir: str
+    user: str
+
+
+def unpacked(built: Built) -> ImageRoot:
+    """The image's root filesystem as a plain folder (copied once out of buildah's
+    storage, cached by image id): the lower layer of every container run from it."""
+    name, _, tag = built.ref.removeprefix("localhost/").partition(":")
+    rootfs = CACHE / "rootfs" / f"{name}-{tag}-{built.image_id[:16]}"
+    if not rootfs.exists():
+        partial = rootfs.with_name(rootfs.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        with mounted(built.key_ref) as root:
+            subprocess.run(["cp", "-a", f"{root}/.", str(partial)], check=True)
+        partial.rename(rootfs)
+        earlier = re.compile(rf"{re.escape(name)}-{re.escape(tag)}-[0-9a-f]{{16}}(\.partial)?")
+        for old in rootfs.parent.iterdir():  # earlier builds of this image
+            if old != rootfs and earlier.fullmatch(old.name):
+                shutil.rmtree(old, ignore_errors=True)
+    config = image_record(built.key_ref)["OCIv1"]["config"]
+    env = dict(item.split("=", 1) for item in config.get("Env") or [])
+    return ImageRoot(ref=built.ref, image_id=built.image_id, rootfs=rootfs,
+                     entrypoint=list(config.get("Entrypoint") or []),
+                     cmd=list(config.get("Cmd") or []), env=env,
+                     working_dir=config.get("WorkingDir") or "/",
+                     user=config.get("User") or "0:0")
+
+
+def pod_images() -> dict[str, ImageRoot]:
+    """The images the chart's pods name, each mapped to the built image `make test`
+    runs: the operator's and the API's to the API image, every GPU profile's to the
+    runner's CPU variant (the fake GPU nodes run NumPy)."""
+    values = yaml.safe_load((chart.CHART / "values.yaml").read_text())
+    built = ensure(TESTED)
+    api, runner = unpacked(built["augment"]), unpacked(built["augment-runner-cpu"])
+    image = values["image"]
+    return {f"{image['repository']}:{image['tag']}": api,
+            **{profile["image"]: runner for profile in values["profiles"].values()}}
 
 
 # ------------------------------------------------------------------------- command

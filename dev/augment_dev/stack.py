@@ -2,7 +2,9 @@
 
 Used by the end-to-end tests and by `augment-dev demo`. The operator and the API run from
 the Helm chart's own manifests (Deployments, ServiceAccounts, RBAC), as pods the local
-executor runs; the runner Jobs they create run the same way.
+executor runs; the runner Jobs they create run the same way. With `from_images`, those
+pods run from the built images (`make test-images`) instead of this environment, unless
+the machine lacks a kernel feature for it: `image_fallback` then names it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 from augment_dev import REPO_ROOT
 from augment_dev.cluster import EmbeddedCluster, free_port
 from augment_dev.hub import LocalHub
+from augment_dev.images import ImageRoot, pod_images
 from augment_dev.kube import get_json, wait_for
 from augment_spec.contract import LABEL_JOB
 
@@ -36,6 +39,7 @@ class StackOptions:
     api: bool = True
     project_ids: tuple[str, ...] = ()
     extra_values: dict[str, Any] = field(default_factory=dict)
+    from_images: bool = False
 
 
 def helm(cluster: EmbeddedCluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -72,6 +76,8 @@ class Stack:
         self.hub = LocalHub(self.hub_root, tokens={self.hub_token: HUB_USER})
         self.api_port = free_port()
         self.installed = False
+        self.images: dict[str, ImageRoot] = {}
+        self.image_fallback: str | None = None
 
     @property
     def namespace(self) -> str:
@@ -108,6 +114,8 @@ class Stack:
         return deep_merge(base, self.options.extra_values)
 
     def start(self) -> None:
+        if self.options.from_images:
+            self.use_images()
         self.hub.start()
         self.cluster.kubectl("create", "namespace", self.namespace, check=False)
         self.cluster.kubectl("label", "namespace", self.namespace, "--overwrite",
@@ -120,6 +128,14 @@ class Stack:
              "--namespace", self.namespace, "-f", str(values_file), "--wait=false")
         self.installed = True
         self.wait_ready()
+
+    def use_images(self) -> None:
+        """Pods of this namespace run from the built images, where the machine can."""
+        executor = self.cluster.executor
+        if executor is None:
+            raise RuntimeError("from_images needs the cluster's pod executor (run_pods)")
+        self.images = pod_images()
+        self.image_fallback = executor.run_from_images(self.namespace, self.images)
 
     def wait_ready(self, timeout: float = 120) -> None:
         components = ["operator"] + (["api"] if self.options.api else [])
@@ -150,6 +166,8 @@ class Stack:
                  "uninstall", self.options.release, "-n", self.namespace, "--wait=false"],
                 capture_output=True, timeout=120, check=False)
             self.installed = False
+        if self.cluster.executor is not None:
+            self.cluster.executor.stop_images(self.namespace)
         self.hub.stop()
 
     # ---- helpers for tests and the demo ----

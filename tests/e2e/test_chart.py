@@ -2,7 +2,9 @@
 
 The static checks render the chart with the project's helm; the install runs on the
 embedded control plane through `Stack` (operator and API as pods of the chart's own
-Deployments), with two operator replicas to prove kopf peering lets only one act.
+Deployments), with two operator replicas to prove kopf peering lets only one act. Its
+pods run from the built images (the API image, the runner's CPU variant), unless this
+machine lacks a kernel feature for it: the tests then say which, and run them here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from augment_dev import chart
+from augment_dev import chart, images
 from augment_dev.cluster import EmbeddedCluster
 from augment_dev.datasets import make_lerobot_v3
 from augment_dev.kube import get_json, wait_for
@@ -167,7 +170,7 @@ def test_schema_types_each_gpu_profile_field_like_the_operator() -> None:
 def stack(cluster: EmbeddedCluster) -> Iterator[Stack]:
     cluster.kubectl("apply", "-f", str(ROOT / "crds" / CRD))
     options = StackOptions(namespace="chart", release="chart", operator_replicas=2, api=True,
-                           extra_values=UNPLACEABLE_GENERATIVE)
+                           extra_values=UNPLACEABLE_GENERATIVE, from_images=True)
     with Stack(cluster, options) as running:
         yield running
 
@@ -258,6 +261,32 @@ def test_a_job_submitted_through_the_api_succeeds(
     output = tmp_path / "out"
     download_dataset(job["output_dataset_id"], output, token=stack.hub_token)
     assert validate_dataset(output) == []
+
+
+def test_the_charts_pods_ran_from_the_built_images(stack: Stack) -> None:
+    """Every pod of the release that ran so far (operators, API, the runner of the job
+    above; not the generative job's, which no node takes) reports the built image it ran
+    from, or, where the kernel lacks what running from an image needs, none: the test
+    then says which feature is missing."""
+    pods = [pod for pod in get_json(stack.cluster, "pods", "-n", stack.namespace)["items"]
+            if pod["status"].get("containerStatuses")]
+    ran = {pod["metadata"]["name"]: {s["imageID"] for s in pod["status"].get(
+        "containerStatuses") or []} for pod in pods}
+    components = {pod["metadata"]["labels"].get("app.kubernetes.io/component", "runner")
+                  for pod in pods}
+    assert {"operator", "api", "runner"} <= components, components
+    if stack.image_fallback is not None:
+        warnings.warn(f"the chart's pods ran in this environment, not from the built images: "
+                      f"{stack.image_fallback}", stacklevel=1)
+        assert set().union(*ran.values()) == {""}, ran
+        return
+    expected = {pod["metadata"]["name"]: stack.images[container["image"]]
+                for pod in pods for container in pod["spec"]["containers"]}
+    for name, image_ids in ran.items():
+        root = expected[name]
+        assert image_ids == {f"{root.ref}@sha256:{root.image_id}"}, name
+    assert {root.ref for root in expected.values()} == {
+        images.IMAGES[name].ref for name in images.TESTED}
 
 
 def test_example_job_manifests_are_accepted_by_the_apiserver(stack: Stack) -> None:

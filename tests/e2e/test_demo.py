@@ -124,6 +124,9 @@ def test_demo_runs_the_whole_stack_and_exits_0(tmp_path: Path) -> None:
     assert re.search(r"curl -L -o preview.png http://127.0.0.1:\d+/datasets/"
                      r"robotics-lab/sample-augmented/resolve/main/preview.png", output), output
     assert (tmp_path / "preview.png").read_bytes().startswith(PNG_MAGIC)
+    assert re.search(r"pods run from the images localhost/augment:\S+, "
+                     r"localhost/augment-runner:\S+-cpu$|pods run in this environment, not "
+                     r"from the images: \S", output, re.M), output
     assert "Traceback" not in output
     assert_nothing_left(demo.workdir())
 
