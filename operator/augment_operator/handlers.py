@@ -7,6 +7,7 @@ Job (deterministic name) and never creates a second one.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Mapping
@@ -15,12 +16,19 @@ from typing import Any
 import kopf
 
 from augment_operator import metrics
-from augment_operator.config import OperatorConfig
-from augment_operator.jobs import build_job, job_name
+from augment_operator.config import GpuProfile, OperatorConfig
+from augment_operator.jobs import build_job, job_name, runner_access, runner_account_name
 from augment_operator.kube import Kube
-from augment_operator.status import Action, Decision, decide, differs, status_patch
+from augment_operator.status import (
+    Action,
+    Decision,
+    StartLimits,
+    decide,
+    differs,
+    status_patch,
+)
 from augment_spec.contract import (
-    ANNOTATION_CANCEL,
+    ANNOTATION_JOB,
     GROUP,
     LABEL_JOB,
     LABEL_JOB_ID,
@@ -30,6 +38,7 @@ from augment_spec.contract import (
     TERMINAL_PHASES,
     VERSION,
     Phase,
+    phase_of,
 )
 from augment_spec.crd import spec_from_cr
 from augment_spec.model import AugmentationSpec, SpecError
@@ -63,21 +72,31 @@ class Reconciler:
         meta = cr["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         spec, spec_error = self._parse(cr)
-        profile_error = self._profile_error(spec) if spec else None
+        profile = self.config.profile_for(spec.augmentation_type) if spec else None
         jname = job_name(name)
         job = self.kube.get_job(namespace, jname)
         if job is not None and not self._owns(cr, job):
             self.kube.delete_job(namespace, jname)  # left by an earlier CR of the same name
             job = None
         pods = self.kube.job_pods(namespace, jname) if job else []
-        decision = decide(cr, job, pods, spec_error, profile_error)
-        if decision.action is Action.create_job and spec is not None:
-            profile = self.config.profile_for(spec.augmentation_type)
+        account = runner_account_name(cr)
+        # Only a terminal phase needs the check: any other is rewritten from the Job anyway.
+        can_write = phase_of(cr) in TERMINAL_PHASES and self.kube.access_granted(namespace,
+                                                                                 account)
+        decision = decide(cr, job, pods, spec_error, self._profile_error(spec, profile),
+                          runner_can_write=can_write, at=dt.datetime.now(dt.UTC),
+                          limits=self._limits(profile))
+        if decision.final:  # before the phase is written: from then on it is trusted
+            self.kube.delete_access(namespace, account)
+        if decision.action is Action.create_job and spec is not None and profile is not None:
+            self.kube.create_access(runner_access(cr))  # the pod's account must exist first
             self.kube.create_job(build_job(cr, spec, profile, self.config))
-        elif decision.action is Action.delete_job:
-            self.kube.delete_job(namespace, jname)
         self._label(cr, spec)
         self._write_status(cr, decision, jname, spec)
+        # After the phase: were the operator stopped in between, the Job still there is
+        # what makes the next reconcile decide (and write) the same thing again.
+        if decision.action is Action.delete_job:
+            self.kube.delete_job(namespace, jname)
         return decision
 
     def _parse(self, cr: dict[str, Any]) -> tuple[AugmentationSpec | None, str | None]:
@@ -86,12 +105,19 @@ class Reconciler:
         except SpecError as exc:
             return None, f"invalid spec: {exc}"
 
-    def _profile_error(self, spec: AugmentationSpec) -> str | None:
-        profile = self.config.profile_for(spec.augmentation_type)
-        if profile.enabled:
+    @staticmethod
+    def _profile_error(spec: AugmentationSpec | None, profile: GpuProfile | None) -> str | None:
+        if spec is None or profile is None or profile.enabled:
             return None
         return profile.disabled_message or (
             f"augmentation type {spec.augmentation_type.value} is disabled by configuration")
+
+    @staticmethod
+    def _limits(profile: GpuProfile | None) -> StartLimits:
+        if profile is None:
+            return StartLimits()
+        return StartLimits(schedule_seconds=profile.schedule_timeout_seconds,
+                           start_seconds=profile.start_timeout_seconds)
 
     @staticmethod
     def _owns(cr: dict[str, Any], job: dict[str, Any]) -> bool:
@@ -111,6 +137,8 @@ class Reconciler:
 
     def _write_status(self, cr: dict[str, Any], decision: Decision, jname: str,
                       spec: AugmentationSpec | None) -> None:
+        if decision.recorded:
+            return
         patch = status_patch(cr, decision, jname, spec.target_dataset_id if spec else None)
         if not differs(cr, patch):
             return
@@ -136,15 +164,18 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
         assert namespace is not None
         reconciler.reconcile(namespace, name)
 
-    def on_child(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    def on_child(labels: Mapping[str, str], annotations: Mapping[str, str],
+                 namespace: str | None, **_: Any) -> None:
         assert namespace is not None
-        reconciler.reconcile(namespace, labels[LABEL_JOB])
+        # The label holds only a digest of a long name; Jobs made before the annotation
+        # existed carry the full name in the label.
+        reconciler.reconcile(namespace, annotations.get(ANNOTATION_JOB) or labels[LABEL_JOB])
 
     cr = (GROUP, VERSION, PLURAL)
-    kopf.on.create(*cr, registry=registry, id="reconcile-created")(on_cr)
-    kopf.on.resume(*cr, registry=registry, id="reconcile-resumed")(on_cr)
-    kopf.on.field(*cr, field=["metadata", "annotations", ANNOTATION_CANCEL],
-                  registry=registry, id="cancel")(on_cr)
+    # Every change of a CR, its status included: a runner that writes the operator's
+    # fields of its own status is overwritten at once, not at the next resync. The first
+    # listing after a start comes as events too, so this also resumes every job.
+    kopf.on.event(*cr, registry=registry, id="reconcile")(on_cr)
     # Missed events converge: every unfinished job is looked at again on a timer.
     kopf.timer(*cr, interval=reconciler.config.resync_seconds,
                registry=registry, id="resync",

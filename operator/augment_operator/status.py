@@ -1,13 +1,18 @@
 """What an AugmentationJob's status should say, given its Job and pods.
 
 Pure functions: the handlers fetch the objects, this module decides, the handlers
-write. Terminal phases are sticky, so a Job removed by its TTL never rewinds a result.
+write. The phase comes from the Job and its pods only: a runner may patch its own CR's
+status (it reports progress there), so anything it wrote in the operator's fields is
+overwritten, and a terminal phase is trusted, and kept, only once the runner's
+credentials are gone (the handlers revoke them before writing one). So a Job removed
+by its TTL never rewinds a result, and a runner cannot declare itself done.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -17,6 +22,7 @@ from augment_spec.contract import (
     STATUS_JOB_NAME,
     STATUS_MESSAGE,
     STATUS_OUTPUT_DATASET_ID,
+    STATUS_OUTPUT_REVISION,
     STATUS_PHASE,
     STATUS_PROGRESS,
     STATUS_START_TIME,
@@ -27,6 +33,12 @@ from augment_spec.contract import (
 )
 
 NO_JOB_REASONS = frozenset({"InvalidSpec", "ProfileDisabled"})
+# Container waiting reasons that mean the pod cannot start as it is, unlike the
+# ContainerCreating of a pull in progress; the kubelet keeps retrying all of them.
+START_PROBLEMS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                            "ErrImageNeverPull", "CreateContainerConfigError",
+                            "CreateContainerError", "RunContainerError"})
+MESSAGE_MAX = 1000
 
 
 class Action(Enum):
@@ -41,11 +53,38 @@ class Decision:
     reason: str
     message: str
     action: Action = Action.none
-    extra: dict[str, Any] = field(default_factory=dict)
+    # A phase reached now (not one read back): revoke the runner's credentials, then
+    # write it. False for a result already recorded, which is left as it is.
+    final: bool = False
+    started_at: str | None = None  # when the first runner container started
+
+    @property
+    def recorded(self) -> bool:
+        """A terminal phase read back from a trusted status: nothing to write."""
+        return self.phase in TERMINAL_PHASES and not self.final
+
+
+@dataclass(frozen=True)
+class StartLimits:
+    """How long a runner pod may wait before the job fails (the GPU profile's values)."""
+
+    schedule_seconds: float = math.inf  # no node takes the pod
+    start_seconds: float = math.inf  # on a node, but its container cannot start
 
 
 def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp(dt.datetime.now(dt.UTC))
+
+
+def stamp(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
 
 
 def job_finished(job: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -55,39 +94,140 @@ def job_finished(job: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def termination_message(pods: list[dict[str, Any]]) -> str:
-    """The newest failed runner container's own words (its termination message)."""
-    newest = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""),
-                    reverse=True)
-    for pod in newest:
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (status.get("state") or {}).get("terminated") or {}
-            if terminated.get("exitCode") and terminated.get("message"):
-                return str(terminated["message"]).strip().splitlines()[-1][:1000]
-    return ""
+def newest_first(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""),
+                  reverse=True)
+
+
+def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return (pod.get("status") or {}).get("containerStatuses") or []
+
+
+def condition(pod: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return None
+
+
+def memory_limit(pod: dict[str, Any], container: str) -> str | None:
+    for spec in (pod.get("spec") or {}).get("containers") or []:
+        if spec.get("name") == container:
+            return ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+    return None
+
+
+def pod_failure(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) of one failed pod, named by what stopped it: out of memory, an
+    eviction or another disruption, else the runner's own last line."""
+    status = pod.get("status") or {}
+    for container in containers(pod):
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if terminated.get("reason") == "OOMKilled":
+            limit = memory_limit(pod, container.get("name", ""))
+            at = f" at its {limit} limit" if limit else ""
+            return "OOMKilled", (f"the runner ran out of memory (OOMKilled{at}): raise the "
+                                 "memory limit of the job's GPU profile")
+    if status.get("reason") == "Evicted":
+        return "Evicted", f"the runner pod was evicted: {status.get('message') or 'evicted'}"
+    disruption = condition(pod, "DisruptionTarget")
+    if disruption and disruption.get("status") == "True":
+        why = disruption.get("message") or disruption.get("reason") or "disrupted"
+        return "Disrupted", f"the runner pod was stopped: {why}"
+    for container in containers(pod):
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if terminated.get("exitCode") and terminated.get("message"):
+            return "", str(terminated["message"]).strip().splitlines()[-1][:MESSAGE_MAX]
+    return None
+
+
+def failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """What stopped the newest runner pod that says why it failed."""
+    for pod in newest_first(pods):
+        found = pod_failure(pod)
+        if found:
+            return found
+    return None
 
 
 def unschedulable_reason(pods: list[dict[str, Any]]) -> str:
     for pod in pods:
-        for cond in (pod.get("status") or {}).get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                return cond.get("message") or cond.get("reason") or "unschedulable"
+        cond = condition(pod, "PodScheduled")
+        if cond and cond.get("status") == "False":
+            return cond.get("message") or cond.get("reason") or "unschedulable"
     return ""
+
+
+def start_problem(pods: list[dict[str, Any]]) -> tuple[dict[str, Any], str] | None:
+    """(pod, "Reason: message") of the newest pod whose container cannot start."""
+    for pod in newest_first(pods):
+        if (pod.get("status") or {}).get("phase") not in (None, "Pending"):
+            continue
+        for container in containers(pod):
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in START_PROBLEMS:
+                said = f"{waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
+                return pod, said
+    return None
 
 
 def running(pods: list[dict[str, Any]]) -> bool:
     return any((p.get("status") or {}).get("phase") == "Running" for p in pods)
 
 
+def succeeded(pods: list[dict[str, Any]]) -> bool:
+    return any((p.get("status") or {}).get("phase") == "Succeeded" for p in pods)
+
+
+def first_start(pods: list[dict[str, Any]]) -> str | None:
+    """When the first runner container started, as the kubelet reported it."""
+    starts = [state.get("startedAt") for pod in pods for c in containers(pod)
+              for state in ((c.get("state") or {}).get("running"),
+                            (c.get("state") or {}).get("terminated")) if state]
+    known = [s for s in starts if s]
+    return min(known) if known else None
+
+
+def waited(pod: dict[str, Any], since: str | None, at: dt.datetime) -> float:
+    """Seconds from `since` (else the pod's creation) to `at`."""
+    began = parse_time(since) or parse_time(pod["metadata"].get("creationTimestamp"))
+    return (at - began).total_seconds() if began else 0.0
+
+
 def decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]],
-           spec_error: str | None, profile_error: str | None) -> Decision:
-    current = (cr.get("status") or {}).get(STATUS_PHASE)
-    if current in TERMINAL_PHASES:
-        return Decision(Phase(current), "Final",
-                        (cr.get("status") or {}).get(STATUS_MESSAGE, ""))
+           spec_error: str | None, profile_error: str | None, *,
+           runner_can_write: bool = False, at: dt.datetime | None = None,
+           limits: StartLimits = StartLimits()) -> Decision:
+    """The phase the CR should show. `runner_can_write`: the runner's credentials still
+    exist, so a terminal phase in the status may be the runner's and is not trusted."""
+    status = cr.get("status") or {}
+    current = status.get(STATUS_PHASE)
+    if current in TERMINAL_PHASES and not runner_can_write:
+        # Recorded by the operator. A terminal job runs nothing: a Job still going (the
+        # operator stopped between writing the phase and deleting it) is deleted.
+        going = job is not None and job_finished(job) is None
+        return Decision(Phase(current), "Final", status.get(STATUS_MESSAGE, ""),
+                        action=Action.delete_job if going else Action.none)
+    decision = _decide(cr, job, pods, spec_error, profile_error,
+                       at or dt.datetime.now(dt.UTC), limits)
+    decision.final = decision.phase in TERMINAL_PHASES
+    decision.started_at = first_start(pods)
+    return decision
+
+
+def _decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]],
+            spec_error: str | None, profile_error: str | None, at: dt.datetime,
+            limits: StartLimits) -> Decision:
+    # What the Job did wins over a cancel that came too late to stop it.
+    finished = job_finished(job) if job else None
+    if finished and finished[0] == "Complete":
+        return Decision(Phase.Succeeded, "Completed", "augmented dataset uploaded")
+    if finished:
+        reason, why = failure(pods) or ("", "")
+        return Decision(Phase.Failed, reason or finished[1].get("reason") or "JobFailed",
+                        why or finished[1].get("message") or "the runner failed")
     if cancel_requested(cr):
-        return Decision(Phase.Cancelled, "Cancelled", "cancelled on request",
-                        action=Action.delete_job if job else Action.none)
+        return _cancel(cr, job, pods)
     if spec_error:
         return Decision(Phase.Failed, "InvalidSpec", spec_error)
     if profile_error:
@@ -95,20 +235,47 @@ def decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, 
     if job is None:
         return Decision(Phase.Pending, "CreatingJob", "creating the runner Job",
                         action=Action.create_job)
-    finished = job_finished(job)
-    if finished and finished[0] == "Complete":
-        return Decision(Phase.Succeeded, "Completed", "augmented dataset uploaded")
-    if finished:
-        why = termination_message(pods) or finished[1].get("message") or "the runner failed"
-        return Decision(Phase.Failed, finished[1].get("reason") or "JobFailed", why)
     if running(pods):
         return Decision(Phase.Running, "Running", "the runner is augmenting the dataset")
-    if any((p.get("status") or {}).get("phase") == "Succeeded" for p in pods):
+    if succeeded(pods):
         # The pod is done but the Job controller has not marked the Job Complete yet.
         return Decision(Phase.Running, "Finishing", "the runner finished; the Job is completing")
+    return _waiting(pods, at, limits)
+
+
+def _cancel(cr: dict[str, Any], job: dict[str, Any] | None,
+            pods: list[dict[str, Any]]) -> Decision:
+    """Stop the job, unless its output is already on the Hub: a runner that exited 0, or
+    one still running that reported its output commit, is left to finish."""
+    uploaded = succeeded(pods) or (
+        running(pods) and bool((cr.get("status") or {}).get(STATUS_OUTPUT_REVISION)))
+    if job is not None and uploaded:
+        return Decision(Phase.Running, "Finishing",
+                        "cancel requested after the upload; the runner is finishing")
+    return Decision(Phase.Cancelled, "Cancelled", "cancelled on request",
+                    action=Action.delete_job if job else Action.none)
+
+
+def _waiting(pods: list[dict[str, Any]], at: dt.datetime, limits: StartLimits) -> Decision:
+    """A Job whose pod does not run yet: why, and whether it waited too long."""
     waiting = unschedulable_reason(pods)
     if waiting:
+        pod = newest_first(pods)[0]
+        if waited(pod, None, at) > limits.schedule_seconds:
+            return Decision(Phase.Failed, "ScheduleTimeout",
+                            f"no GPU node took the runner pod within "
+                            f"{limits.schedule_seconds:.0f}s: {waiting}",
+                            action=Action.delete_job)
         return Decision(Phase.Pending, "Unschedulable", f"waiting for a GPU node: {waiting}")
+    problem = start_problem(pods)
+    if problem:
+        pod, said = problem
+        scheduled = condition(pod, "PodScheduled") or {}
+        if waited(pod, scheduled.get("lastTransitionTime"), at) > limits.start_seconds:
+            return Decision(Phase.Failed, "StartTimeout",
+                            f"the runner pod did not start within "
+                            f"{limits.start_seconds:.0f}s: {said}", action=Action.delete_job)
+        return Decision(Phase.Pending, "CannotStart", f"the runner pod cannot start: {said}")
     return Decision(Phase.Pending, "Starting", "waiting for the runner pod to start")
 
 
@@ -117,8 +284,9 @@ def conditions_for(decision: Decision, generation: int,
     """Ready / Scheduled conditions; lastTransitionTime moves only when the status flips."""
     ready = "True" if decision.phase is Phase.Succeeded else (
         "False" if decision.phase in TERMINAL_PHASES else "Unknown")
-    scheduled = "False" if decision.reason == "Unschedulable" else (
-        "True" if decision.phase in (Phase.Running, Phase.Succeeded) else "Unknown")
+    scheduled = "False" if decision.reason in ("Unschedulable", "ScheduleTimeout") else (
+        "True" if decision.phase in (Phase.Running, Phase.Succeeded)
+        or decision.reason in ("CannotStart", "StartTimeout") else "Unknown")
     wanted = {"Ready": ready, "Scheduled": scheduled}
     old = {c["type"]: c for c in previous}
     out = []
@@ -126,7 +294,7 @@ def conditions_for(decision: Decision, generation: int,
         before = old.get(kind, {})
         out.append({
             "type": kind, "status": status, "reason": decision.reason,
-            "message": decision.message[:1000], "observedGeneration": generation,
+            "message": decision.message[:MESSAGE_MAX], "observedGeneration": generation,
             "lastTransitionTime": before.get("lastTransitionTime") if before.get("status")
             == status else now(),
         })
@@ -135,12 +303,13 @@ def conditions_for(decision: Decision, generation: int,
 
 def status_patch(cr: dict[str, Any], decision: Decision, job_name: str,
                  output_dataset_id: str | None) -> dict[str, Any]:
-    """The operator-owned status fields; progress belongs to the runner until the end."""
+    """The operator-owned status fields, all of them every time, so whatever else wrote
+    them is overwritten; progress belongs to the runner until the end."""
     status = cr.get("status") or {}
     generation = cr["metadata"].get("generation", 1)
     patch: dict[str, Any] = {
         STATUS_PHASE: decision.phase.value,
-        STATUS_MESSAGE: decision.message[:1000],
+        STATUS_MESSAGE: decision.message[:MESSAGE_MAX],
         "observedGeneration": generation,
         "conditions": conditions_for(decision, generation, status.get("conditions") or []),
     }
@@ -148,10 +317,17 @@ def status_patch(cr: dict[str, Any], decision: Decision, job_name: str,
         patch[STATUS_JOB_NAME] = job_name
     if output_dataset_id:
         patch[STATUS_OUTPUT_DATASET_ID] = output_dataset_id
-    if decision.phase is Phase.Running and not status.get(STATUS_START_TIME):
+    if decision.started_at:
+        patch[STATUS_START_TIME] = decision.started_at
+    elif decision.phase is Phase.Running and not status.get(STATUS_START_TIME):
         patch[STATUS_START_TIME] = now()
-    if decision.phase in TERMINAL_PHASES and not status.get(STATUS_COMPLETION_TIME):
-        patch[STATUS_COMPLETION_TIME] = now()
+    elif decision.phase is Phase.Pending and status.get(STATUS_START_TIME):
+        patch[STATUS_START_TIME] = None  # no runner container has started yet
+    if decision.phase in TERMINAL_PHASES:
+        if decision.final or not status.get(STATUS_COMPLETION_TIME):
+            patch[STATUS_COMPLETION_TIME] = now()
+    elif status.get(STATUS_COMPLETION_TIME):
+        patch[STATUS_COMPLETION_TIME] = None  # a job not finished has no completion time
     if decision.phase is Phase.Succeeded:
         total = (status.get(STATUS_PROGRESS) or {}).get(PROGRESS_TOTAL, 0)
         patch.update(progress_status(total, total, finished=True))
@@ -168,6 +344,8 @@ def differs(cr: dict[str, Any], patch: dict[str, Any]) -> bool:
                     for c in status.get(key) or []]
             if strip != have:
                 return True
+        elif key == STATUS_COMPLETION_TIME and value is not None and status.get(key):
+            continue  # rewritten only with the phase: a later reconcile must not move it
         elif status.get(key) != value:
             return True
     return False

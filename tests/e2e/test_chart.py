@@ -105,18 +105,28 @@ def test_every_deployment_meets_the_restricted_pod_security_standard() -> None:
         assert restricted_violations(pod) == [], deployment["metadata"]["name"]
 
 
-def test_rbac_has_no_wildcards_and_the_runner_only_reports_status() -> None:
+def test_rbac_has_no_wildcards_and_no_account_for_every_runner() -> None:
     manifests = rendered()
     roles = chart.of_kind(manifests, "Role") + chart.of_kind(manifests, "ClusterRole")
     for role in roles:
         for rule in role["rules"]:
             for key in ("verbs", "resources", "apiGroups"):
                 assert "*" not in rule.get(key, []), (role["metadata"]["name"], rule)
-    runner_roles = [r for r in roles if r["metadata"]["name"] == "augment-runner"]
-    assert {r["metadata"]["namespace"] for r in runner_roles} == {"team-a", "team-b"}
-    for role in runner_roles:
-        assert [(r["apiGroups"], r["resources"], sorted(r["verbs"])) for r in role["rules"]] \
-            == [(["augment.dev"], ["augmentationjobs/status"], ["get", "patch"])]
+    # Runner pods get an account per job from the operator (tests/e2e/
+    # test_operator_scheduling.py checks what it may do), none shared from the chart.
+    accounts = {a["metadata"]["name"] for a in chart.of_kind(manifests, "ServiceAccount")}
+    assert accounts == {"augment-operator", "augment-api"}
+    operator_roles = [r for r in roles if r["metadata"]["name"] == "augment-operator"]
+    assert {r["metadata"]["namespace"] for r in operator_roles} == {"team-a", "team-b"}
+    for role in operator_roles:
+        granted = {(group, resource): sorted(rule["verbs"]) for rule in role["rules"]
+                   for group in rule["apiGroups"] for resource in rule["resources"]}
+        assert granted[("", "serviceaccounts")] == ["create", "delete"]
+        assert granted[("rbac.authorization.k8s.io", "roles")] == ["create", "delete"]
+        assert granted[("rbac.authorization.k8s.io", "rolebindings")] == [
+            "create", "delete", "get"]
+        # What it grants a runner it must hold itself (RBAC's escalation check).
+        assert "patch" in granted[("augment.dev", "augmentationjobs/status")]
 
 
 @pytest.mark.parametrize(("setting", "where"), [
