@@ -417,6 +417,12 @@ class LocalHub:
         with self._failures_lock:
             self._failures.append(failure)
 
+    def pending_failures(self) -> int:
+        """How many injected failures no request has met yet: 0 once the last one is being
+        answered (with its ``delay``, the request it met is held until then)."""
+        with self._failures_lock:
+            return sum(f.times for f in self._failures)
+
     def seed(
         self,
         repo_id: str,
