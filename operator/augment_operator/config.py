@@ -13,7 +13,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from augment_spec.model import GENERATIVE_DISABLED, AugmentationType, validation_messages
+from augment_spec.model import (
+    GENERATIVE_DISABLED,
+    MAX_SHARDS,
+    AugmentationType,
+    validation_messages,
+)
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 SMALL_INFERENCE_GPUS = ["NVIDIA-L4", "NVIDIA-A10G", "Tesla-T4", "NVIDIA-L40S"]
@@ -69,6 +74,8 @@ class GpuProfile(_Strict):
     # A runner pod placed on a node but unable to start (image pull, a missing Secret or
     # ConfigMap, a container the runtime refuses) fails the job after this long.
     start_timeout_seconds: int = Field(default=600, ge=10, alias="startTimeoutSeconds")
+    # A sharded job's pods running at once (the spec's shards beyond it wait their turn).
+    max_parallel_shards: int = Field(default=8, ge=1, le=MAX_SHARDS, alias="maxParallelShards")
     env: dict[str, str] = Field(default_factory=dict)
 
 

@@ -17,14 +17,25 @@ import kopf
 
 from augment_operator import metrics
 from augment_operator.config import GpuProfile, OperatorConfig
-from augment_operator.jobs import build_job, job_name, runner_access, runner_account_name
+from augment_operator.jobs import (
+    build_finalize_job,
+    build_job,
+    finalize_job_name,
+    job_name,
+    runner_access,
+    runner_account_name,
+)
 from augment_operator.kube import Kube
 from augment_operator.status import (
     Action,
+    Child,
     Decision,
     StartLimits,
     decide,
+    decide_sharded,
     differs,
+    shard_failure,
+    shard_status,
     status_patch,
 )
 from augment_spec.contract import (
@@ -69,35 +80,67 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
     def _reconcile(self, cr: dict[str, Any]) -> Decision:
-        meta = cr["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
+        namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
         spec, spec_error = self._parse(cr)
         profile = self.config.profile_for(spec.augmentation_type) if spec else None
+        profile_error = self._profile_error(spec, profile)
         jname = job_name(name)
-        job = self.kube.get_job(namespace, jname)
-        if job is not None and not self._owns(cr, job):
-            self.kube.delete_job(namespace, jname)  # left by an earlier CR of the same name
-            job = None
-        pods = self.kube.job_pods(namespace, jname) if job else []
+        runner = self._child(cr, jname)
         account = runner_account_name(cr)
-        # Only a terminal phase needs the check: any other is rewritten from the Job anyway.
+        # Only a terminal phase needs the check: any other is rewritten from the Jobs anyway.
         can_write = phase_of(cr) in TERMINAL_PHASES and self.kube.access_granted(namespace,
                                                                                  account)
-        decision = decide(cr, job, pods, spec_error, self._profile_error(spec, profile),
-                          runner_can_write=can_write, at=dt.datetime.now(dt.UTC),
-                          limits=self._limits(profile))
+        at, limits = dt.datetime.now(dt.UTC), self._limits(profile)
+        sharded = spec is not None and spec.shards > 1
+        if sharded:
+            finalize = self._child(cr, finalize_job_name(name))
+            decision = decide_sharded(cr, runner, finalize, spec_error, profile_error,
+                                      runner_can_write=can_write, at=at, limits=limits)
+            if not decision.recorded and spec is not None:
+                decision.extra.update(shard_status(cr, runner, spec.shards))
+        else:
+            decision = decide(cr, runner.job, runner.pods, spec_error, profile_error,
+                              runner_can_write=can_write, at=at, limits=limits)
         if decision.final:  # before the phase is written: from then on it is trusted
             self.kube.delete_access(namespace, account)
-        if decision.action is Action.create_job and spec is not None and profile is not None:
-            self.kube.create_access(runner_access(cr))  # the pod's account must exist first
-            self.kube.create_job(build_job(cr, spec, profile, self.config))
+        if spec is not None and profile is not None:
+            self._create(cr, decision, spec, profile)
         self._label(cr, spec)
         self._write_status(cr, decision, jname, spec)
-        # After the phase: were the operator stopped in between, the Job still there is
+        if sharded:
+            self._announce_shard_failure(cr, decision, runner)
+        # After the phase: were the operator stopped in between, the Jobs still there are
         # what makes the next reconcile decide (and write) the same thing again.
         if decision.action is Action.delete_job:
             self.kube.delete_job(namespace, jname)
+            if sharded:
+                self.kube.delete_job(namespace, finalize_job_name(name))
         return decision
+
+    def _child(self, cr: dict[str, Any], name: str) -> Child:
+        """The CR's Job of this name and its pods; one an earlier CR of the same name left
+        behind is deleted, not adopted."""
+        namespace = cr["metadata"]["namespace"]
+        job = self.kube.get_job(namespace, name)
+        if job is not None and not self._owns(cr, job):
+            self.kube.delete_job(namespace, name)
+            job = None
+        return Child(job, self.kube.job_pods(namespace, name) if job else [])
+
+    def _create(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec,
+                profile: GpuProfile) -> None:
+        builders = {Action.create_job: build_job, Action.create_finalize_job: build_finalize_job}
+        build = builders.get(decision.action)
+        if build is not None:
+            self.kube.create_access(runner_access(cr))  # the pods' account must exist first
+            self.kube.create_job(build(cr, spec, profile, self.config))
+
+    def _announce_shard_failure(self, cr: dict[str, Any], decision: Decision,
+                                runner: Child) -> None:
+        message = shard_failure(cr, decision, runner)
+        if message is not None:
+            # kopf's hints name its Body wrapper; it reads any mapping with metadata.
+            kopf.warn(cr, reason="ShardFailed", message=message[:1000])  # type: ignore[arg-type]
 
     def _parse(self, cr: dict[str, Any]) -> tuple[AugmentationSpec | None, str | None]:
         try:

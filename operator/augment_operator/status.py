@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from augment_spec.contract import (
     PROGRESS_TOTAL,
+    SHARDS_FAILED_PODS,
     STATUS_COMPLETION_TIME,
     STATUS_JOB_NAME,
     STATUS_MESSAGE,
@@ -25,11 +26,14 @@ from augment_spec.contract import (
     STATUS_OUTPUT_REVISION,
     STATUS_PHASE,
     STATUS_PROGRESS,
+    STATUS_SHARDS,
     STATUS_START_TIME,
     TERMINAL_PHASES,
     Phase,
     cancel_requested,
     progress_status,
+    shards_status,
+    summed_progress,
 )
 
 NO_JOB_REASONS = frozenset({"InvalidSpec", "ProfileDisabled"})
@@ -44,7 +48,8 @@ MESSAGE_MAX = 1000
 class Action(Enum):
     none = "none"
     create_job = "create_job"
-    delete_job = "delete_job"
+    create_finalize_job = "create_finalize_job"  # a sharded job, every shard done
+    delete_job = "delete_job"  # and a sharded job's finalize Job
 
 
 @dataclass
@@ -57,11 +62,20 @@ class Decision:
     # write it. False for a result already recorded, which is left as it is.
     final: bool = False
     started_at: str | None = None  # when the first runner container started
+    extra: dict[str, Any] = field(default_factory=dict)  # more status fields to write
 
     @property
     def recorded(self) -> bool:
         """A terminal phase read back from a trusted status: nothing to write."""
         return self.phase in TERMINAL_PHASES and not self.final
+
+
+@dataclass(frozen=True)
+class Child:
+    """One of the CR's Jobs (None: not there) and its pods."""
+
+    job: dict[str, Any] | None
+    pods: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -200,16 +214,29 @@ def decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, 
            limits: StartLimits = StartLimits()) -> Decision:
     """The phase the CR should show. `runner_can_write`: the runner's credentials still
     exist, so a terminal phase in the status may be the runner's and is not trusted."""
+    recorded = _recorded(cr, [job], runner_can_write)
+    if recorded is not None:
+        return recorded
+    decision = _decide(cr, job, pods, spec_error, profile_error,
+                       at or dt.datetime.now(dt.UTC), limits, publishes=True)
+    return _reached(decision, pods)
+
+
+def _recorded(cr: dict[str, Any], jobs: list[dict[str, Any] | None],
+              runner_can_write: bool) -> Decision | None:
+    """The terminal phase the operator recorded, once no runner can write one. A
+    terminal job runs nothing: a Job still going (the operator stopped between writing
+    the phase and deleting it) is deleted."""
     status = cr.get("status") or {}
     current = status.get(STATUS_PHASE)
-    if current in TERMINAL_PHASES and not runner_can_write:
-        # Recorded by the operator. A terminal job runs nothing: a Job still going (the
-        # operator stopped between writing the phase and deleting it) is deleted.
-        going = job is not None and job_finished(job) is None
-        return Decision(Phase(current), "Final", status.get(STATUS_MESSAGE, ""),
-                        action=Action.delete_job if going else Action.none)
-    decision = _decide(cr, job, pods, spec_error, profile_error,
-                       at or dt.datetime.now(dt.UTC), limits)
+    if current not in TERMINAL_PHASES or runner_can_write:
+        return None
+    going = any(job is not None and job_finished(job) is None for job in jobs)
+    return Decision(Phase(current), "Final", status.get(STATUS_MESSAGE, ""),
+                    action=Action.delete_job if going else Action.none)
+
+
+def _reached(decision: Decision, pods: list[dict[str, Any]]) -> Decision:
     decision.final = decision.phase in TERMINAL_PHASES
     decision.started_at = first_start(pods)
     return decision
@@ -217,17 +244,17 @@ def decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, 
 
 def _decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]],
             spec_error: str | None, profile_error: str | None, at: dt.datetime,
-            limits: StartLimits) -> Decision:
+            limits: StartLimits, *, publishes: bool) -> Decision:
+    """`publishes`: this Job's completion is the output on the Hub (a sharded job's
+    shards only stage theirs: its finalize Job publishes)."""
     # What the Job did wins over a cancel that came too late to stop it.
     finished = job_finished(job) if job else None
-    if finished and finished[0] == "Complete":
+    if finished and finished[0] == "Complete" and (publishes or not cancel_requested(cr)):
         return Decision(Phase.Succeeded, "Completed", "augmented dataset uploaded")
-    if finished:
-        reason, why = failure(pods) or ("", "")
-        return Decision(Phase.Failed, reason or finished[1].get("reason") or "JobFailed",
-                        why or finished[1].get("message") or "the runner failed")
+    if finished and finished[0] == "Failed":
+        return _failed(finished[1], pods, "the runner failed")
     if cancel_requested(cr):
-        return _cancel(cr, job, pods)
+        return _cancel(cr, job, pods if publishes else [])
     if spec_error:
         return Decision(Phase.Failed, "InvalidSpec", spec_error)
     if profile_error:
@@ -243,10 +270,16 @@ def _decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str,
     return _waiting(pods, at, limits)
 
 
+def _failed(condition: dict[str, Any], pods: list[dict[str, Any]], otherwise: str) -> Decision:
+    reason, why = failure(pods) or ("", "")
+    return Decision(Phase.Failed, reason or condition.get("reason") or "JobFailed",
+                    why or condition.get("message") or otherwise)
+
+
 def _cancel(cr: dict[str, Any], job: dict[str, Any] | None,
             pods: list[dict[str, Any]]) -> Decision:
-    """Stop the job, unless its output is already on the Hub: a runner that exited 0, or
-    one still running that reported its output commit, is left to finish."""
+    """Stop the job, unless its output is already on the Hub: a publishing runner that
+    exited 0, or one still running that reported its output commit, is left to finish."""
     uploaded = succeeded(pods) or (
         running(pods) and bool((cr.get("status") or {}).get(STATUS_OUTPUT_REVISION)))
     if job is not None and uploaded:
@@ -254,6 +287,85 @@ def _cancel(cr: dict[str, Any], job: dict[str, Any] | None,
                         "cancel requested after the upload; the runner is finishing")
     return Decision(Phase.Cancelled, "Cancelled", "cancelled on request",
                     action=Action.delete_job if job else Action.none)
+
+
+def decide_sharded(cr: dict[str, Any], shards: Child, finalize: Child,
+                   spec_error: str | None, profile_error: str | None, *,
+                   runner_can_write: bool = False, at: dt.datetime | None = None,
+                   limits: StartLimits = StartLimits()) -> Decision:
+    """A sharded job (docs/design.md, Scale out): the Indexed Job of its shards runs as a
+    single job's runner Job does; once it completes, its finalize Job decides."""
+    recorded = _recorded(cr, [shards.job, finalize.job], runner_can_write)
+    if recorded is not None:
+        return recorded
+    if finalize.job is not None:
+        decision = _decide_finalize(cr, finalize)
+    else:
+        decision = _decide(cr, shards.job, shards.pods, spec_error, profile_error,
+                           at or dt.datetime.now(dt.UTC), limits, publishes=False)
+        if decision.reason == "Completed":
+            decision = Decision(Phase.Running, "Merging",
+                                "every shard is done; starting the merge",
+                                action=Action.create_finalize_job)
+        elif decision.reason == "Running":
+            decision.message = "the runners are augmenting the shards"
+    return _reached(decision, shards.pods + finalize.pods)
+
+
+def _decide_finalize(cr: dict[str, Any], finalize: Child) -> Decision:
+    assert finalize.job is not None
+    finished = job_finished(finalize.job)
+    if finished and finished[0] == "Complete":
+        return Decision(Phase.Succeeded, "Completed", "augmented dataset uploaded")
+    if finished:
+        return _failed(finished[1], finalize.pods, "the merge failed")
+    if cancel_requested(cr):
+        return _cancel(cr, finalize.job, finalize.pods)
+    return Decision(Phase.Running, "Merging", "merging the shards and publishing the dataset")
+
+
+def shard_status(cr: dict[str, Any], shards: Child, total: int) -> dict[str, Any]:
+    """Status fields of a sharded job: its shards counted from the Indexed Job, and the
+    progress its runners reported per shard, summed."""
+    job_status = (shards.job or {}).get("status") or {}
+    done = _count_indexes(job_status.get("completedIndexes"))
+    failed = _count_indexes(job_status.get("failedIndexes"))
+    active = int(job_status.get("active") or 0)
+    failed_pods = int(job_status.get("failed") or 0)
+    return {**shards_status(total, done, active, failed, failed_pods),
+            **progress_status(*summed_progress(cr.get("status") or {}))}
+
+
+def _count_indexes(ranges: str | None) -> int:
+    """How many indexes `1,3-5` names (the Indexed Job's completedIndexes format)."""
+    count = 0
+    for part in (ranges or "").split(","):
+        if part:
+            low, _, high = part.partition("-")
+            count += int(high or low) - int(low) + 1
+    return count
+
+
+def shard_failure(cr: dict[str, Any], decision: Decision, shards: Child) -> str | None:
+    """The Event to post when more shard pods failed than the status says: the newest
+    failure's own words; None when no new pod failed."""
+    before = ((cr.get("status") or {}).get(STATUS_SHARDS) or {}).get(SHARDS_FAILED_PODS, 0)
+    now_failed = (decision.extra.get(STATUS_SHARDS) or {}).get(SHARDS_FAILED_PODS, 0)
+    if now_failed <= before:
+        return None
+    index = _newest_failed_index(shards.pods)
+    which = f"shard {index}" if index is not None else "a shard"
+    why = (failure(shards.pods) or ("", "its runner failed"))[1]
+    return f"{which}: {why} ({now_failed} shard pod(s) failed so far; each shard is retried)"
+
+
+def _newest_failed_index(pods: list[dict[str, Any]]) -> str | None:
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    if not failed:
+        return None
+    newest = max(failed, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    annotations = newest["metadata"].get("annotations") or {}
+    return annotations.get("batch.kubernetes.io/job-completion-index")
 
 
 def _waiting(pods: list[dict[str, Any]], at: dt.datetime, limits: StartLimits) -> Decision:
@@ -328,8 +440,10 @@ def status_patch(cr: dict[str, Any], decision: Decision, job_name: str,
             patch[STATUS_COMPLETION_TIME] = now()
     elif status.get(STATUS_COMPLETION_TIME):
         patch[STATUS_COMPLETION_TIME] = None  # a job not finished has no completion time
+    patch.update(decision.extra)
     if decision.phase is Phase.Succeeded:
-        total = (status.get(STATUS_PROGRESS) or {}).get(PROGRESS_TOTAL, 0)
+        total = (patch.get(STATUS_PROGRESS) or status.get(STATUS_PROGRESS) or {}).get(
+            PROGRESS_TOTAL, 0)
         patch.update(progress_status(total, total, finished=True))
     return patch
 
