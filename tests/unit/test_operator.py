@@ -476,3 +476,25 @@ def test_each_new_shard_pod_failure_is_announced_once() -> None:
     assert message is not None and message.startswith("shard 2: the Hub kept failing")
     seen = cr(status={"shards": {"failedPods": 1}})
     assert shard_failure(seen, decision, runner) is None
+
+
+def test_a_cancel_stops_a_sharded_job_until_its_finalize_job_publishes() -> None:
+    cancelled = cr(annotations=cancel_annotations())
+    shards_done = Child(indexed("0-3", condition="Complete"))
+    # Finished shards only staged their output: the merge is not started, the job stops.
+    before_merge = decide_sharded(cancelled, shards_done, Child(None), None, None)
+    assert (before_merge.phase, before_merge.action) == (Phase.Cancelled, Action.delete_job)
+    merged = decide_sharded(cancelled, shards_done, Child(job(), [pod("Succeeded")]),
+                            None, None)
+    assert (merged.phase, merged.action) == (Phase.Running, Action.none)
+    published = decide_sharded(cancelled, shards_done, Child(job("Complete")), None, None)
+    assert published.phase is Phase.Succeeded
+
+
+def test_a_sharded_jobs_forged_result_is_ignored_and_a_recorded_one_kept() -> None:
+    shards = Child(indexed("0", active=1), [pod("Running")])
+    forged = decide_sharded(cr(status=FORGED), shards, Child(None), None, None,
+                            runner_can_write=True)
+    assert (forged.phase, forged.recorded) == (Phase.Running, False)
+    kept = decide_sharded(cr(status=FORGED), shards, Child(None), None, None)
+    assert (kept.recorded, kept.action) == (True, Action.delete_job)
