@@ -6,12 +6,15 @@ module files, so a second run builds nothing and a change of version rebuilds.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from augment_dev import REPO_ROOT
@@ -71,14 +74,30 @@ def log(message: str) -> None:
     print(f"[k8s-bin] {message}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s build lock: a second process building the same cache (a test
+    started while `make binaries` runs) waits and then finds the result, instead of
+    racing it for the same staging files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_binaries() -> Path:
     """Return the folder holding every binary, building what is missing."""
     out = bin_dir()
     wanted = [name for _, names in BUILDS.values() for name in names]
     if all((out / name).exists() for name in wanted):
         return out
+    with exclusive(out):
+        _build_missing(out)
+    return out
+
+
+def _build_missing(out: Path) -> None:
     go = go_command()
-    out.mkdir(parents=True, exist_ok=True)
     for module, (packages, names) in BUILDS.items():
         if all((out / name).exists() for name in names):
             continue
@@ -96,7 +115,6 @@ def ensure_binaries() -> Path:
             (staging / name).replace(out / name)
         staging.rmdir()
         log(f"built {module} in {time.monotonic() - started:.0f}s -> {out}")
-    return out
 
 
 if __name__ == "__main__":

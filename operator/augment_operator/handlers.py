@@ -99,8 +99,8 @@ class Reconciler:
         return any(o.get("uid") == cr["metadata"]["uid"] for o in owners)
 
     def _label(self, cr: dict[str, Any], spec: AugmentationSpec | None) -> None:
-        """Label every CR, kubectl-made ones too, with its job id and project: the API
-        finds a job by label, and `kubectl get augjob -l augment.dev/project-id=` works."""
+        """Label every CR, kubectl-made ones too, with its job id and project, so that
+        `kubectl get augjob -l augment.dev/job-id=` (or `project-id=`) finds them."""
         wanted = {LABEL_JOB_ID: cr["metadata"]["uid"]}
         if spec is not None:
             wanted[LABEL_PROJECT] = str(spec.project_id)

@@ -48,7 +48,7 @@ from augment_spec.model import (
 )
 
 from . import status
-from .errors import AugmentError, redact
+from .errors import SCRATCH_FULL, AugmentError, is_disk_full, redact
 from .hub import (
     HubError,
     HubUnavailable,
@@ -82,6 +82,9 @@ def _comma_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+_SCALAR_PARSERS: dict[object, Callable[[str], Any]] = {str: str, int: int, float: float}
+
+
 def _flag_parsing(field: str) -> tuple[Callable[[str], Any], list[str] | None]:
     """(argparse type, choices) from the field's annotation, its `| None` dropped."""
     annotation = AugmentationSpec.model_fields[field].annotation
@@ -91,8 +94,9 @@ def _flag_parsing(field: str) -> tuple[Callable[[str], Any], list[str] | None]:
         return _comma_list, None
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return str, [member.value for member in annotation]
-    if annotation in (str, int, float):
-        return annotation, None
+    parse = _SCALAR_PARSERS.get(annotation)
+    if parse is not None:
+        return parse, None
     raise TypeError(f"no command-line form for {field}: {annotation}")
 
 
@@ -160,14 +164,23 @@ def main(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_HUB_UNAVAILABLE)
     except (AugmentError, SpecError, HubError) as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
-    except Exception as exc:  # a bug: still one line, with the traceback only on request
-        if os.environ.get("AUGMENT_DEBUG"):
-            print(redact(traceback.format_exc()), file=sys.stderr, end="")
-        return _fail(
-            f"unexpected error: {type(exc).__name__}: {exc} (a bug; rerun with "
-            f"AUGMENT_DEBUG=1 for the traceback and report it)",
-            EXIT_BUG,
-        )
+    except OSError as exc:
+        if is_disk_full(exc):  # bad input in the Job's sense: a retry fills the same disk
+            return _fail(SCRATCH_FULL, EXIT_BAD_INPUT)
+        return _bug(exc)
+    except Exception as exc:
+        return _bug(exc)
+
+
+def _bug(exc: Exception) -> int:
+    """A bug: still one line, with the traceback only on request."""
+    if os.environ.get("AUGMENT_DEBUG"):
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+    return _fail(
+        f"unexpected error: {type(exc).__name__}: {exc} (a bug; rerun with "
+        f"AUGMENT_DEBUG=1 for the traceback and report it)",
+        EXIT_BUG,
+    )
 
 
 def _fail(message: str, code: int) -> int:
@@ -221,7 +234,6 @@ def _run(args: argparse.Namespace) -> int:
             source_id=source_id,
             source_revision=revision,
         )
-        _check_valid(result.output)
         print(f"output: {result.output}")
         print(f"preview: {result.preview}")
         if push_to:
@@ -343,7 +355,7 @@ class _TqdmProgress:
     """A progress bar over source episodes, on a terminal only."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar, made on the first report (tqdm loads lazily)
 
     def __call__(self, done: int, total: int) -> None:
         from tqdm import tqdm
@@ -354,14 +366,3 @@ class _TqdmProgress:
         if done >= total:
             self.bar.close()
 
-
-def _check_valid(output: Path) -> None:
-    """Never hand over (or push) an output the format's reader would reject."""
-    from .validate import validate_dataset
-
-    problems = validate_dataset(output)
-    if problems:
-        raise RuntimeError(
-            f"the output at {output} is not valid ({len(problems)} problem(s), "
-            f"first: {problems[0]}); it was not pushed"
-        )

@@ -13,7 +13,12 @@ appear there. `redact` removes every registered secret (and HF_TOKEN) from a lin
 
 from __future__ import annotations
 
+import errno
 import os
+
+# What a full disk means in a pod: the scratch volume (an emptyDir of the GPU profile's
+# size) holds the source and the output; a retry lands on the same size.
+SCRATCH_FULL = "scratch is full: raise the profile's scratch size"
 
 REDACTED = "[redacted]"
 # Pieces of a secret shorter than this are left alone: they would match ordinary words.
@@ -39,6 +44,13 @@ class VideoError(DatasetError):
 
 class OutputError(AugmentError):
     """The output folder cannot be used (exists and is not empty, not writable)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError saying the disk is full (PyArrow and PyAV raise it without errno)."""
+    return isinstance(exc, OSError) and (
+        exc.errno == errno.ENOSPC or "No space left on device" in str(exc)
+    )
 
 
 def register_secret(value: str | None) -> None:

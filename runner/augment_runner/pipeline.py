@@ -135,6 +135,7 @@ def augment_dataset(
         write_provenance(staging, provenance)
         preview_path = preview.save(staging / "preview.png")
         write_card(staging, provenance, source)
+        _check_valid(staging)
         _move_into_place(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -164,19 +165,46 @@ def _check_output(source: Path, output: Path) -> None:
 
 
 def select_cameras(cameras: list[Camera], wanted: list[str] | None, source: Path) -> list[Camera]:
-    """The cameras to augment: those the spec names (all by default), in dataset order."""
+    """The cameras to augment: those the spec names (all colour cameras by default), in
+    dataset order. Grey and depth cameras are copied unchanged: lighting and noise are
+    meaningless on distances, and the transforms work on RGB frames."""
     if not cameras:
         raise DatasetError(f"{source} has no camera features (video or image); nothing to augment")
     if wanted is None:
-        return list(cameras)
-    known = {c.key for c in cameras}
+        colour = [c for c in cameras if c.is_rgb]
+        if not colour:
+            raise DatasetError(
+                f"{source} has only grey or depth cameras ({', '.join(c.key for c in cameras)}); "
+                f"the transforms need an RGB camera"
+            )
+        return colour
+    known = {c.key: c for c in cameras}
     unknown = [name for name in wanted if name not in known]
     if unknown:
         raise AugmentError(
             f"camera {unknown[0]!r} is not in the dataset; its cameras are "
             f"{', '.join(sorted(known))}"
         )
+    not_rgb = [name for name in wanted if not known[name].is_rgb]
+    if not_rgb:
+        raise AugmentError(
+            f"camera {not_rgb[0]!r} is a grey or depth camera, which is copied unchanged; "
+            f"leave it out of augment_cameras"
+        )
     return [c for c in cameras if c.key in set(wanted)]
+
+
+def _check_valid(staging: Path) -> None:
+    """Never move into place (so never push) an output the format's reader would reject:
+    it is checked where it was built, and a failure removes it with the staging folder."""
+    from .validate import validate_dataset
+
+    problems = validate_dataset(staging)
+    if problems:
+        raise RuntimeError(
+            f"the output is not valid ({len(problems)} problem(s), first: {problems[0]}); "
+            f"nothing was written or pushed"
+        )
 
 
 def _move_into_place(staging: Path, output: Path) -> None:
@@ -297,7 +325,7 @@ class _EpisodeJob:
             for sink in sinks:
                 sink.finish({})
             return
-        source_stats = self.reader.episode_stats(episode)
+        source_stats = self._complete_source_stats(self.stats, episode, numeric)
         for slot, sink in enumerate(sinks):
             stats = self._stats(self.stats, episode, slot, sink, numeric, samplers, source_stats)
             sink.finish(stats)
@@ -395,6 +423,47 @@ class _EpisodeJob:
             frame_sink.close()  # at most one camera's sinks are open at a time
 
     # -- statistics --------------------------------------------------------------
+
+    def _complete_source_stats(
+        self, plan: StatsPlan, episode: SourceEpisode, numeric: Mapping[str, np.ndarray]
+    ) -> dict[str, stats_mod.Stats]:
+        """The source episode's statistics; those it lacks (LeRobot's reader does not need
+        them per episode) are computed from its frames and kept for the writer."""
+        own = self.reader.episode_stats(episode)
+        features = (*plan.numeric, *(c.key for c in self.reader.cameras))
+        missing = [f for f in features if f not in own]
+        if not missing:
+            return own
+        cameras = {c.key: c for c in self.reader.cameras}
+        computed = {
+            key: (
+                self._source_camera_stats(plan, episode, cameras[key])
+                if key in cameras
+                else stats_mod.numeric_stats(numeric[key], with_quantiles=plan.with_quantiles)
+            )
+            for key in missing
+        }
+        self.reader.computed_stats[episode.index] = computed
+        return {**own, **computed}
+
+    def _source_camera_stats(
+        self, plan: StatsPlan, episode: SourceEpisode, camera: Camera
+    ) -> stats_mod.Stats:
+        # A pass of its own: only sources lacking camera statistics pay for it.
+        sampler = stats_mod.FrameSampler(episode.length)
+        if not camera.in_rows:
+            batches = self.reader.decode_frames(episode, camera, self.batch_frames)
+        else:
+            where = f"episode {episode.index} {camera.key}"
+            batches = (
+                decode_image_cells(batch.column(camera.key).to_pylist(), where)
+                for batch in self.reader.read_rows(episode, self.batch_frames)
+            )
+        offset = 0
+        for frames in batches:
+            sampler.add(frames, offset)
+            offset += len(frames)
+        return sampler.stats(with_quantiles=plan.with_quantiles)
 
     def _stats(
         self,

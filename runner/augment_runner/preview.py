@@ -53,7 +53,7 @@ class PreviewCollector:
     def _picks(
         self, episode: int, camera: str, frames: np.ndarray, offset: int
     ) -> list[tuple[int, int]]:
-        if camera != self.camera or episode != self.episode:
+        if camera != self.camera or episode != self.episode or self.length is None:
             return []
         wanted = np.linspace(0, self.length - 1, self.columns).round().astype(int).tolist()
         return [(offset + i, i) for i in range(len(frames)) if offset + i in set(wanted)]

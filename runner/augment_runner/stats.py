@@ -2,7 +2,8 @@
 
 What LeRobot does (src/lerobot/datasets/compute_stats.py, read for this module):
 - numeric features: min, max, mean, std (population) and count over the episode's
-  frames, per dimension; a shape-(1,) feature keeps shape (1,).
+  frames, per dimension; a shape-(1,) feature keeps shape (1,). min and max keep the
+  feature's dtype (bool, int or float), the other statistics are floats.
 - camera features (image or video): up to ~100 frames sampled evenly over the episode
   (frames larger than 300 px are strided down to ~150 px), statistics per channel over
   all sampled pixels, divided by 255 and shaped (3, 1, 1); count = frames sampled.
@@ -15,7 +16,7 @@ What LeRobot does (src/lerobot/datasets/compute_stats.py, read for this module):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,28 +77,31 @@ def _interpolated_quantile(cumulative: np.ndarray, edges: np.ndarray, target: fl
 
 
 def _column_stats(values: np.ndarray, with_quantiles: bool) -> Stats:
-    """Stats of each column of a (N, D) array; N >= 1."""
-    # Integers and low-precision floats are promoted before squaring, as LeRobot does.
-    values = values.astype(np.result_type(values.dtype, np.float32), copy=False)
-    stats: Stats = {
-        "min": values.min(axis=0),
-        "max": values.max(axis=0),
-        "mean": values.mean(axis=0),
-        "std": values.std(axis=0),
-    }
+    """Stats of each column of a (N, D) array; N >= 1.
+
+    min and max keep the values' own dtype (a bool feature's are bools, an int
+    feature's ints), as LeRobot's writer keeps them: a reader concatenating our rows
+    with the source's needs the same types. The moments and quantiles are floats.
+    """
+    values = np.asarray(values)
+    stats: Stats = {"min": values.min(axis=0), "max": values.max(axis=0)}
+    # Bools and integers are promoted before squaring, as LeRobot does; float32 stays.
+    wide = np.float64 if values.dtype.kind in "biu" else np.result_type(values.dtype, np.float32)
+    floats = values.astype(wide, copy=False)
+    stats["mean"] = floats.mean(axis=0)
+    stats["std"] = floats.std(axis=0)
     if with_quantiles:
         if values.shape[0] < 2:
             stats.update({key: stats["mean"].copy() for key in QUANTILES})
         else:
-            stats.update(histogram_quantiles(values, stats["min"], stats["max"]))
+            low, high = floats.min(axis=0), floats.max(axis=0)
+            stats.update(histogram_quantiles(floats, low, high))
     return stats
 
 
 def numeric_stats(values: np.ndarray, *, with_quantiles: bool) -> Stats:
     """Stats of a numeric feature over an episode: `values` is (N,) or (N, D)."""
     values = np.asarray(values)
-    if values.dtype == bool:
-        values = values.astype(np.float32)
     columns = values.reshape(len(values), -1) if values.ndim > 1 else values.reshape(-1, 1)
     stats = _column_stats(columns, with_quantiles)
     shape = values.shape[1:] if values.ndim > 1 else (1,)
@@ -140,6 +144,11 @@ class FrameSampler:
         return image_stats(np.concatenate(self._kept), with_quantiles=with_quantiles)
 
 
+def complete(stats: Mapping[str, Any] | None) -> bool:
+    """Whether a feature's stats hold every statistic both LeRobot versions need."""
+    return stats is not None and all(stats.get(key) is not None for key in BASIC_STATS)
+
+
 def select_stats(stats: Stats, keys: Iterable[str] | None) -> Stats:
     """Keep the statistic names a dataset already uses (so file schemas stay equal)."""
     if keys is None:
@@ -147,7 +156,7 @@ def select_stats(stats: Stats, keys: Iterable[str] | None) -> Stats:
     return {key: stats[key] for key in keys if key in stats}
 
 
-def aggregate_feature(per_episode: list[Mapping[str, np.ndarray]]) -> Stats:
+def aggregate_feature(per_episode: Sequence[Mapping[str, np.ndarray]]) -> Stats:
     """Dataset-level stats of one feature from its per-episode stats."""
     means = np.stack([np.asarray(s["mean"], dtype=np.float64) for s in per_episode])
     variances = np.stack([np.asarray(s["std"], dtype=np.float64) ** 2 for s in per_episode])
@@ -170,7 +179,9 @@ def aggregate_feature(per_episode: list[Mapping[str, np.ndarray]]) -> Stats:
     return out
 
 
-def aggregate(per_episode: list[Mapping[str, Mapping[str, np.ndarray]]]) -> dict[str, Stats]:
+def aggregate(
+    per_episode: Sequence[Mapping[str, Mapping[str, np.ndarray]]],
+) -> dict[str, Stats]:
     """meta/stats.json content from every episode's stats (features as in any episode)."""
     features = sorted({feature for stats in per_episode for feature in stats})
     return {

@@ -12,7 +12,9 @@ those cannot hide itself. Checked, for v3.0 and v2.1:
   from_timestamp + i/fps (within LeRobot's 1e-4 s tolerance), at the declared size;
 - image cells hold decodable images of the declared size;
 - stats: every feature but strings has min/max/mean/std/count per episode and in the
-  dataset stats, with camera shapes (3,1,1) and count shape (1,).
+  dataset stats, with camera shapes (3,1,1) and count shape (1,); v3.0 may leave out
+  per-episode stats (LeRobot's reader does not use them), and v2.1 episodes agree on
+  each statistic's type (LeRobot's converter refuses ints next to floats).
 Plain `datasets` folders are checked by loading them and decoding every image.
 """
 
@@ -32,6 +34,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from augment_runner.formats.base import KNOWN_DTYPES
+from augment_runner.video import time_base
 
 TOLERANCE_S = 1e-4  # LeRobot's default tolerance between a query and a frame timestamp
 REQUIRED_STATS = ("min", "max", "mean", "std", "count")
@@ -50,7 +53,8 @@ def validate_dataset(path: Path) -> list[str]:
     root = Path(path)
     info_path = root / "meta/info.json"
     if not info_path.exists():
-        if (root / "dataset_info.json").exists() or list(root.glob("**/*.parquet")):
+        saved = any((root / name).exists() for name in ("dataset_info.json", "dataset_dict.json"))
+        if saved or list(root.glob("**/*.parquet")):
             return _validate_plain(root)
         return [f"{root}: no meta/info.json and no datasets files; not a dataset"]
     try:
@@ -185,7 +189,8 @@ def _decode_times(path: Path, problems: Problems) -> tuple[list[float], tuple[in
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            times = [float(frame.pts * stream.time_base) for frame in container.decode(stream)]
+            base = time_base(stream)
+            times = [float((frame.pts or 0) * base) for frame in container.decode(stream)]
             return times, (stream.height, stream.width)
     except (av.error.FFmpegError, OSError, IndexError) as exc:
         problems.add(f"{path}: does not decode ({exc})")
@@ -240,6 +245,22 @@ def _check_stats(
             problems.add(f"{where}: no stats for {feature!r}")
             continue
         _check_stats_entry(feature, ft, stats[feature], where, problems)
+
+
+def _check_stat_types(per_episode: Iterable[dict[str, Any]], problems: Problems) -> None:
+    """Each statistic has one type (bool, int or float) across the episodes."""
+    kinds: dict[tuple[str, str], set[str]] = {}
+    for stats in per_episode:
+        for feature, values in stats.items():
+            for stat, value in (values or {}).items():
+                if value is not None:
+                    kinds.setdefault((feature, stat), set()).add(np.asarray(value).dtype.kind)
+    for (feature, stat), found in sorted(kinds.items()):
+        if len(found) > 1:
+            problems.add(
+                f"episodes_stats.jsonl: stats {stat} of {feature!r} mix types "
+                f"{sorted(found)} across episodes"
+            )
 
 
 def _read_tables(paths: Iterable[Path], problems: Problems) -> pa.Table | None:
@@ -301,13 +322,19 @@ def _validate_v3(root: Path, info: dict[str, Any], problems: Problems) -> None:
     _check_v3_data(root, info, rows, len(tasks), problems)
     for key in _camera_keys(features, "video"):
         _check_v3_videos(root, info, rows, key, fps, problems)
+    # Per-episode stats are optional in v3.0, but a feature that has them has them whole.
+    with_columns = {
+        c[len("stats/") :].rpartition("/")[0] for c in episodes_table.column_names
+        if c.startswith("stats/")
+    }
+    kept = {key: ft for key, ft in features.items() if key in with_columns}
     for n, row in enumerate(rows):
-        per_episode = {}
+        per_episode: dict[str, dict[str, Any]] = {}
         for column, value in row.items():
             if column.startswith("stats/"):
                 feature, _, stat = column[len("stats/") :].rpartition("/")
                 per_episode.setdefault(feature, {})[stat] = value
-        _check_stats(per_episode, features, f"meta/episodes episode {n}", problems)
+        _check_stats(per_episode, kept, f"meta/episodes episode {n}", problems)
     _check_dataset_stats(root, features, problems)
 
 
@@ -396,9 +423,10 @@ def _check_v3_videos(
             continue
         if path not in decoded:
             decoded[path] = _decode_times(path, problems)
-        if decoded[path] is None:
+        found = decoded[path]
+        if found is None:
             continue
-        times, size = decoded[path]
+        times, size = found
         if size != (height, width):
             problems.add(
                 f"{where}: video is {size[1]}x{size[0]}, the feature says {width}x{height}"
@@ -491,6 +519,7 @@ def _validate_v21(root: Path, info: dict[str, Any], problems: Problems) -> None:
                     decoded[0], 0.0, ep["length"], fps, f"episode {n} {key}", problems
                 )
     by_episode = {r.get("episode_index"): r.get("stats", {}) for r in stats_rows}
+    _check_stat_types(by_episode.values(), problems)
     for ep in episodes:
         if ep["episode_index"] not in by_episode:
             problems.add(f"episodes_stats.jsonl: no entry for episode {ep['episode_index']}")

@@ -23,6 +23,13 @@ import numpy as np
 
 from .errors import VideoError
 
+
+def time_base(stream: av.video.stream.VideoStream) -> Fraction:
+    """The stream's tick length; every stream a demuxer opens has one."""
+    if stream.time_base is None:
+        raise VideoError(f"{stream.container.name}: the video stream has no time base")
+    return stream.time_base
+
 # SVT-AV1 prints a banner and tuning notes on stderr for every encoder it opens; our
 # stderr carries one line per failure, so keep it to errors unless the user asks.
 os.environ.setdefault("SVT_LOG", "1")
@@ -144,7 +151,7 @@ def decode_episode(
         try:
             if start_s > 0:
                 container.seek(
-                    max(0, int((start_s - frame_s) / stream.time_base)),
+                    max(0, int((start_s - frame_s) / time_base(stream))),
                     stream=stream,
                     backward=True,
                     any_frame=False,
@@ -175,7 +182,7 @@ def decode_episode(
                     batch, filled = None, 0
         except av.error.FFmpegError as exc:
             raise VideoError(f"cannot decode {path}: {exc}; re-download the dataset") from None
-        if filled:
+        if batch is not None and filled:
             yield batch[:filled]
             produced += filled
     if produced != num_frames:
@@ -187,7 +194,7 @@ def decode_episode(
 
 def _frame_time(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> float:
     if frame.pts is not None:
-        return float(frame.pts * stream.time_base)
+        return float(frame.pts * time_base(stream))
     return float(frame.time or 0.0)
 
 
@@ -220,16 +227,20 @@ class VideoEncoder:
         encoder = fmt.encoder
         container_options = {"movflags": "faststart"} if faststart else {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), "w", options=container_options)
+        container = av.open(str(self.path), "w", options=container_options)
+        self._container: av.container.OutputContainer | None = container
         try:
-            self._stream = self._container.add_stream(
+            stream = container.add_stream(
                 encoder, rate=fmt.fps, options=dict(options or ENCODER_OPTIONS.get(encoder, {}))
             )
+            if not isinstance(stream, av.video.stream.VideoStream):
+                raise ValueError(f"{encoder} is not a video encoder")
+            self._stream = stream
             self._stream.width = fmt.width
             self._stream.height = fmt.height
             self._stream.pix_fmt = fmt.pix_fmt
         except (av.error.FFmpegError, ValueError) as exc:
-            self._container.close()
+            container.close()
             raise VideoError(
                 f"cannot set up {encoder} for {fmt.width}x{fmt.height} {fmt.pix_fmt} at "
                 f"{fmt.fps} fps: {exc}"
@@ -270,13 +281,15 @@ class VideoEncoder:
         self.path.unlink(missing_ok=True)
 
     def _mux(self, packets: list[av.Packet]) -> None:
+        if self._container is None:
+            raise VideoError(f"{self.path}: written after it was closed")
         for packet in packets:
             self._container.mux(packet)
 
     def __enter__(self) -> VideoEncoder:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -306,21 +319,22 @@ class VideoConcatenator:
         self.fps = Fraction(fps)
         self.frames = 0
         self._container: av.container.OutputContainer | None = None
-        self._stream = None
+        self._stream: av.video.stream.VideoStream | None = None
 
     def append(self, segment: Path, expected_frames: int) -> Segment:
         start_frames = self.frames
         with _open_input(segment) as source:
             in_stream = source.streams.video[0]
-            if self._container is None:
+            base = time_base(in_stream)
+            if self._container is None or self._stream is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._container = av.open(str(self.path), "w", options={"movflags": "faststart"})
                 self._stream = self._container.add_stream_from_template(in_stream, opaque=True)
-                self._stream.time_base = in_stream.time_base
-            shift = round(Fraction(start_frames) / self.fps / in_stream.time_base)
+                self._stream.time_base = base
+            shift = round(Fraction(start_frames) / self.fps / base)
             copied = 0
             for packet in source.demux(in_stream):
-                if packet.dts is None:
+                if packet.dts is None or packet.pts is None:
                     continue  # the demuxer's end-of-stream marker
                 packet.pts += shift
                 packet.dts += shift
@@ -339,3 +353,52 @@ class VideoConcatenator:
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+class EpisodeCut:
+    """One episode's packets copied out of a (v3) video file into a standalone MP4,
+    without decoding: frames come out bit for bit as the source's, whatever the codec,
+    pixel format or bit depth. It stands where an encoder's segment would (`path`,
+    `close`), so a writer appends it the same way.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def close(self) -> None:
+        """Nothing to flush: the file is complete when `cut_episode` returns."""
+
+
+def cut_episode(
+    source: Path, start_s: float, frames: int, fps: Fraction, out: Path
+) -> EpisodeCut | None:
+    """The packets of the `frames` frames from `start_s` in `source`, shifted to start at
+    0, in `out`; None (and no `out`) when a cut cannot be exact: the episode does not
+    start on a key frame of its own, or the window holds another number of frames."""
+    with _open_input(source) as container:
+        stream = container.streams.video[0]
+        if stream.time_base is None:
+            return None
+        frame_ticks = 1 / (Fraction(fps) * stream.time_base)
+        first = Fraction(start_s) / stream.time_base
+        low, high = first - frame_ticks / 2, first + (frames - Fraction(1, 2)) * frame_ticks
+        # (pts, dts, packet) of the window, in decode order.
+        window = [
+            (p.pts, p.dts, p) for p in container.demux(stream)
+            if p.dts is not None and p.pts is not None and low <= p.pts < high
+        ]
+        if len(window) != frames or not window[0][2].is_keyframe:
+            return None
+        shift = min(pts for pts, _, _ in window)
+        if window[0][0] != shift:
+            return None  # the first packet to decode is not the episode's first frame
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with av.open(str(out), "w") as target:
+            target_stream = target.add_stream_from_template(stream, opaque=True)
+            target_stream.time_base = stream.time_base
+            for pts, dts, packet in window:
+                packet.pts, packet.dts = pts - shift, dts - shift
+                packet.stream = target_stream
+                target.mux(packet)
+    return EpisodeCut(out)
+

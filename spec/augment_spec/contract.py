@@ -42,7 +42,7 @@ def phase_of(cr: dict[str, Any]) -> Phase:
 # ---- labels ----
 LABEL_PROJECT = f"{GROUP}/project-id"  # on CRs, Jobs and pods: the spec's project id
 LABEL_JOB = f"{GROUP}/job"  # on a runner Job and its pods: the name of their CR
-LABEL_JOB_ID = f"{GROUP}/job-id"  # the CR's uid, the API's job_id: found by label, not a scan
+LABEL_JOB_ID = f"{GROUP}/job-id"  # the CR's uid, the API's job_id: `kubectl get -l` finds it
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_API = "augment-api"  # CRs the API created
 MANAGED_BY_OPERATOR = "augment-operator"  # runner Jobs and their pods

@@ -12,7 +12,13 @@ from typing import Any
 from pydantic.alias_generators import to_camel, to_snake
 
 from augment_spec.contract import GROUP, KIND, PLURAL, VERSION, Phase
-from augment_spec.model import CROSS_FIELD_RULES, TRANSFORM_NAMES, AugmentationSpec, parse_spec
+from augment_spec.model import (
+    CROSS_FIELD_RULES,
+    CROSS_FIELD_RULES_KEY,
+    TRANSFORM_NAMES,
+    AugmentationSpec,
+    parse_spec,
+)
 
 SINGULAR = "augmentationjob"
 SHORT_NAMES = ["augjob", "augjobs"]
@@ -84,6 +90,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
 def spec_schema() -> dict[str, Any]:
     raw = AugmentationSpec.model_json_schema()
     schema: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
+    schema.pop(CROSS_FIELD_RULES_KEY)  # not allowed in a CRD: the CEL rules below say it
     schema.pop("description", None)
     schema["description"] = "What to augment and how; immutable once created."
     props = schema["properties"]

@@ -10,7 +10,7 @@ import itertools
 import json
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -60,6 +60,13 @@ class Camera:
     storage: CameraStorage
     height: int
     width: int
+    channels: int = 3
+    depth: bool = False  # info "video.is_depth_map": distances, not colours
+
+    @property
+    def is_rgb(self) -> bool:
+        """Colour frames the transforms are made for; grey, RGBA and depth are not."""
+        return self.channels == 3 and not self.depth
 
     @property
     def in_rows(self) -> bool:
@@ -215,6 +222,15 @@ class DatasetReader(ABC):
         """The source episode's statistics, as its metadata has them."""
         return {}
 
+    @cached_property
+    def computed_stats(self) -> dict[int, dict[str, Stats]]:
+        """Per episode index: statistics the source lacks, computed from its frames."""
+        return {}
+
+    def source_stats(self, episode: SourceEpisode) -> dict[str, Stats]:
+        """The episode's statistics: the source's own, completed by the computed ones."""
+        return {**self.computed_stats.get(episode.index, {}), **self.episode_stats(episode)}
+
     @abstractmethod
     def create_writer(self, output: Path, keep_originals: bool, slots: int) -> DatasetWriter:
         """The writer of the output in `output`: the originals when keep_originals, then
@@ -261,7 +277,8 @@ class LeRobotReader(DatasetReader):
         return StatsPlan(numeric, self.stats_quantiles)
 
     @abstractmethod
-    def episode_stats(self, episode: SourceEpisode) -> dict[str, Stats]: ...
+    def episode_stats(self, episode: SourceEpisode) -> dict[str, Stats]:
+        """The source's own statistics of the episode (features it lacks are absent)."""
 
     def output_plan(self, keep_originals: bool, slots: int) -> OutputPlan:
         return OutputPlan.of(keep_originals, slots, self.episodes)
@@ -300,7 +317,7 @@ def load_jsonl(path: Path, what: str) -> list[dict[str, Any]]:
     return rows
 
 
-def write_jsonl(path: Path, rows: list[Mapping[str, Any]]) -> None:
+def write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
@@ -334,19 +351,21 @@ def cameras_of(features: Mapping[str, Mapping[str, Any]]) -> list[Camera]:
     cameras = []
     for key, ft in features.items():
         if ft["dtype"] in CAMERA_DTYPES:
-            height, width = _height_width(key, ft)
-            cameras.append(Camera(key, ft["dtype"], height, width))
+            height, width, channels = _height_width_channels(key, ft)
+            info = ft.get("info") or {}
+            depth = bool(info.get("video.is_depth_map", False))
+            cameras.append(Camera(key, ft["dtype"], height, width, channels, depth))
     return cameras
 
 
-def _height_width(key: str, ft: Mapping[str, Any]) -> tuple[int, int]:
+def _height_width_channels(key: str, ft: Mapping[str, Any]) -> tuple[int, int, int]:
     shape = list(ft["shape"])
     names = list(ft.get("names") or [])
     if len(shape) != 3:
         raise DatasetError(f"camera {key!r} has shape {shape}, expected 3 dimensions")
     if names and names[0] in ("channel", "channels"):  # (c, h, w) layouts of old ports
-        return int(shape[1]), int(shape[2])
-    return int(shape[0]), int(shape[1])
+        return int(shape[1]), int(shape[2]), int(shape[0])
+    return int(shape[0]), int(shape[1]), int(shape[2])
 
 
 def hf_features(features: Mapping[str, Mapping[str, Any]]) -> datasets.Features:

@@ -75,6 +75,9 @@ class LeRobotV21Reader(LeRobotReader):
             ]
         except (KeyError, TypeError, ValueError):
             raise DatasetError("meta/episodes.jsonl rows need episode_index and length") from None
+        if not self.episodes:
+            raise DatasetError("the dataset has no episodes (meta/episodes.jsonl lists none); "
+                               "record at least one episode before augmenting")
         if [ep.index for ep in self.episodes] != list(range(len(self.episodes))):
             raise DatasetError("meta/episodes.jsonl does not list episodes 0..N-1 once each")
         if len(self.episodes) != self.info["total_episodes"]:
@@ -82,9 +85,9 @@ class LeRobotV21Reader(LeRobotReader):
                 f"meta/info.json says {self.info['total_episodes']} episodes, "
                 f"meta/episodes.jsonl lists {len(self.episodes)}; the metadata is corrupt"
             )
-        stats_rows = load_jsonl(
-            self.root / "meta/episodes_stats.jsonl", "meta/episodes_stats.jsonl"
-        )
+        stats_path = self.root / "meta/episodes_stats.jsonl"
+        # Without the file (or a line) the statistics are computed from the frames.
+        stats_rows = load_jsonl(stats_path, stats_path.name) if stats_path.exists() else []
         self.stats_rows = {int(r["episode_index"]): r for r in stats_rows if "episode_index" in r}
 
     def path_of(self, template: str, episode_index: int, **extra: Any) -> str:
@@ -130,16 +133,23 @@ class LeRobotV21Reader(LeRobotReader):
         )
 
     def episode_stats(self, episode: SourceEpisode) -> dict[str, stats_mod.Stats]:
-        row = self.stats_rows.get(episode.index)
-        if row is None:
-            raise DatasetError(
-                f"meta/episodes_stats.jsonl has no entry for episode {episode.index}"
-            )
-        return stats_mod.from_json(row.get("stats", {}))
+        row = self.stats_rows.get(episode.index) or {}  # a missing entry is computed
+        own = stats_mod.from_json(row.get("stats") or {})
+        return {feature: values for feature, values in own.items() if stats_mod.complete(values)}
 
     def stat_names(self) -> dict[str, list[str]]:
         first = next(iter(self.stats_rows.values()), {}).get("stats", {})
         return {feature: list(values) for feature, values in first.items()}
+
+    def stat_types(self) -> dict[tuple[str, str], np.dtype]:
+        """Each (feature, statistic)'s type in the source's lines (ints stay ints)."""
+        first = next(iter(self.stats_rows.values()), {}).get("stats", {})
+        return {
+            (feature, stat): np.asarray(value).dtype
+            for feature, values in first.items()
+            for stat, value in (values or {}).items()
+            if value is not None
+        }
 
     def create_writer(self, output: Path, keep_originals: bool, slots: int) -> LeRobotV21Writer:
         return LeRobotV21Writer(self, output, self.output_plan(keep_originals, slots))
@@ -152,6 +162,7 @@ class LeRobotV21Writer(DatasetWriter):
         self.plan = plan
         self.schema = reader.data_schema()
         self.stat_names = reader.stat_names()
+        self.stat_types = reader.stat_types()
         self.records: list[EpisodeRecord] = []
 
     def start(self) -> None:
@@ -178,7 +189,7 @@ class LeRobotV21Writer(DatasetWriter):
             for r in self.records
         ]
         write_jsonl(self.output / "meta/episodes.jsonl", original_rows + new_rows)
-        original_stats = [self.reader.stats_rows[ep.index] for ep in originals]
+        original_stats = [self._original_stats_row(ep) for ep in originals]
         new_stats = [
             {"episode_index": r.index, "stats": stats_mod.to_json(self._kept_stats(r))}
             for r in self.records
@@ -191,11 +202,24 @@ class LeRobotV21Writer(DatasetWriter):
                 self.output / "meta/stats.json", stats_mod.to_json(stats_mod.aggregate(every))
             )
 
+    def _original_stats_row(self, episode: SourceEpisode) -> dict[str, Any]:
+        """The source's line, as it is unless some of its statistics had to be computed."""
+        if episode.index not in self.reader.computed_stats:
+            return self.reader.stats_rows[episode.index]
+        stats = self.reader.source_stats(episode)
+        return {"episode_index": episode.index, "stats": stats_mod.to_json(stats)}
+
     def _kept_stats(self, record: EpisodeRecord) -> dict[str, stats_mod.Stats]:
-        return {
-            feature: stats_mod.select_stats(values, self.stat_names.get(feature))
-            for feature, values in record.stats.items()
-        }
+        """The new line's stats: the statistics the source keeps, in the source's types
+        (a reader concatenating every line refuses ints next to floats)."""
+        kept = {}
+        for feature, values in record.stats.items():
+            chosen = stats_mod.select_stats(values, self.stat_names.get(feature))
+            kept[feature] = {
+                stat: _as_type(value, self.stat_types.get((feature, stat)))
+                for stat, value in chosen.items()
+            }
+        return kept
 
     def _write_info(self) -> None:
         info = dict(self.reader.info)
@@ -209,6 +233,14 @@ class LeRobotV21Writer(DatasetWriter):
             info["total_chunks"] = math.ceil(episodes / self.reader.chunks_size)
         info["splits"] = {"train": f"0:{episodes}"}
         write_json(self.output / "meta/info.json", info)
+
+
+def _as_type(value: np.ndarray, wanted: np.dtype | None) -> np.ndarray:
+    """`value` in the type `wanted` when no value changes (ints to floats, not back)."""
+    value = np.asarray(value)
+    if wanted is None or not np.can_cast(value.dtype, wanted, casting="same_kind"):
+        return value
+    return value.astype(wanted, copy=False)
 
 
 class V21EpisodeWriter(LeRobotEpisodeWriter):

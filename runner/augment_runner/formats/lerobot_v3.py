@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from .. import stats as stats_mod
 from ..errors import DatasetError
-from ..video import VideoConcatenator, VideoEncoder, decode_episode
+from ..video import EpisodeCut, VideoConcatenator, VideoEncoder, cut_episode, decode_episode
 from .base import (
     Camera,
     DatasetWriter,
@@ -99,6 +99,9 @@ class LeRobotV3Reader(LeRobotReader):
         return table.sort_by("episode_index")
 
     def _check_episodes(self) -> None:
+        if not self.episodes:
+            raise DatasetError("the dataset has no episodes (meta/episodes lists none); "
+                               "record at least one episode before augmenting")
         indices = [ep.index for ep in self.episodes]
         if indices != list(range(len(indices))):
             raise DatasetError(
@@ -180,7 +183,7 @@ class LeRobotV3Reader(LeRobotReader):
             value = self.meta_table.column(column)[episode.index].as_py()
             if value is not None:
                 out.setdefault(feature, {})[stat] = np.asarray(value)
-        return out
+        return {feature: values for feature, values in out.items() if stats_mod.complete(values)}
 
     def stat_names(self) -> dict[str, list[str]]:
         """Which statistics the source keeps per feature (our new rows keep the same)."""
@@ -200,7 +203,14 @@ class _Part:
 
     def __init__(self, staging: Path) -> None:
         self.staging = staging
-        self.final: tuple[int, int] | None = None
+        self.final: tuple[int, int] | None = None  # set when the writer finishes
+
+    @property
+    def placed(self) -> tuple[int, int]:
+        """(chunk, file) index; only asked for after every part was allocated."""
+        if self.final is None:
+            raise RuntimeError(f"{self.staging} was never given a file index")
+        return self.final
 
 
 class LeRobotV3Writer(DatasetWriter):
@@ -326,7 +336,7 @@ class LeRobotV3Writer(DatasetWriter):
             last = self._allocate(self.data_parts[slot], last)
             for part in self.data_parts[slot]:
                 target = self.output / self.info["data_path"].format(
-                    chunk_index=part.final[0], file_index=part.final[1]
+                    chunk_index=part.placed[0], file_index=part.placed[1]
                 )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 part.staging.rename(target)
@@ -343,7 +353,7 @@ class LeRobotV3Writer(DatasetWriter):
                 last = self._allocate(parts, last)
                 for part in parts:
                     target = self.output / self.reader.video_path.format(
-                        video_key=camera.key, chunk_index=part.final[0], file_index=part.final[1]
+                        video_key=camera.key, chunk_index=part.placed[0], file_index=part.placed[1]
                     )
                     target.parent.mkdir(parents=True, exist_ok=True)
                     part.staging.rename(target)
@@ -356,8 +366,8 @@ class LeRobotV3Writer(DatasetWriter):
                 "episode_index": record.index,
                 "tasks": list(record.tasks),
                 "length": record.length,
-                "data/chunk_index": data_part.final[0],
-                "data/file_index": data_part.final[1],
+                "data/chunk_index": data_part.placed[0],
+                "data/file_index": data_part.placed[1],
                 "dataset_from_index": record.first_frame,
                 "dataset_to_index": record.first_frame + record.length,
             }
@@ -365,8 +375,8 @@ class LeRobotV3Writer(DatasetWriter):
         for key, (part, segment) in record.extra["videos"].items():
             row.update(
                 {
-                    f"videos/{key}/chunk_index": part.final[0],
-                    f"videos/{key}/file_index": part.final[1],
+                    f"videos/{key}/chunk_index": part.placed[0],
+                    f"videos/{key}/file_index": part.placed[1],
                     f"videos/{key}/from_timestamp": segment.from_timestamp,
                     f"videos/{key}/to_timestamp": segment.to_timestamp,
                 }
@@ -406,7 +416,7 @@ class LeRobotV3Writer(DatasetWriter):
     def _original_stats(self) -> list[dict[str, stats_mod.Stats]]:
         if not self.plan.keep_originals:
             return []
-        return [self.reader.episode_stats(ep) for ep in self.reader.episodes]
+        return [self.reader.source_stats(ep) for ep in self.reader.episodes]
 
 
 class V3EpisodeWriter(LeRobotEpisodeWriter):
@@ -425,7 +435,7 @@ class V3EpisodeWriter(LeRobotEpisodeWriter):
         )
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
-        self._encoders: dict[str, VideoEncoder] = {}
+        self._encoders: dict[str, VideoEncoder | EpisodeCut] = {}
 
     def write_rows(self, batch: pa.RecordBatch) -> None:
         self._pending.append(batch)
@@ -449,13 +459,27 @@ class V3EpisodeWriter(LeRobotEpisodeWriter):
         if self.writer.reuse_source_videos(camera):
             self.writer.copy_source_videos(camera)
             return True
-        return False
+        # A copy's unaugmented camera: the source episode's packets, not a re-encode.
+        reader, source = self.writer.reader, self.record.source
+        cut = cut_episode(
+            reader.video_file(source, camera),
+            float(reader.rows[source.index][f"videos/{camera.key}/from_timestamp"]),
+            source.length,
+            reader.video_format(camera).fps,
+            self._segment_path(camera),
+        )
+        if cut is None:
+            return False  # decoded and encoded again instead
+        self._encoders[camera.key] = cut
+        return True
+
+    def _segment_path(self, camera: Camera) -> Path:
+        safe = camera.key.replace("/", "_")
+        return self.writer.staging / f"segment-{self.slot}-{safe}.mp4"
 
     def open_frames(self, camera: Camera) -> VideoEncoder:
         fmt = self.writer.reader.video_format(camera)
-        safe = camera.key.replace("/", "_")
-        segment = self.writer.staging / f"segment-{self.slot}-{safe}.mp4"
-        encoder = VideoEncoder(segment, fmt, faststart=False)
+        encoder = VideoEncoder(self._segment_path(camera), fmt, faststart=False)
         self._encoders[camera.key] = encoder
         return encoder
 

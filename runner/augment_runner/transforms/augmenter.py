@@ -48,7 +48,8 @@ class Augmenter:
 def _check_frames(frames: Any, array_type: type) -> None:
     if not isinstance(frames, array_type):
         raise TypeError(f"frames must be a {array_type.__module__} array")
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+    shaped: Any = frames  # a NumPy or CuPy array: both have dtype, ndim and shape
+    if shaped.dtype != np.uint8 or shaped.ndim != 4 or shaped.shape[-1] != 3:
         raise ValueError(
-            f"frames must be uint8 of shape (N, H, W, 3); got {frames.dtype} {frames.shape}"
+            f"frames must be uint8 of shape (N, H, W, 3); got {shaped.dtype} {shaped.shape}"
         )

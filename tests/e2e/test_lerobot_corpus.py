@@ -1,0 +1,232 @@
+"""Datasets written by LeRobot's own writer, in the shapes public datasets come in, augment
+into datasets LeRobot's reader loads and agrees with (docs/design.md, Datasets).
+
+The corpus (tests/judge/lerobot_write.py) is written once per module by LeRobot 0.4.4
+in the judge environment; each shape is augmented in three modes and the source and
+the three outputs are read back by LeRobot in one judge process per shape.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from augment_dev.datasets import make_lerobot_v21
+from augment_dev.judge import lerobot_convert, lerobot_read_many, lerobot_write_many
+from augment_runner.pipeline import augment_dataset
+from augment_spec.model import parse_spec
+
+WRITTEN = (
+    "two_videos",
+    "image_cameras",
+    "odd_size",
+    "numeric",
+    "per_frame_tasks",
+    "rollover",
+    "grey_image",
+    "h264_15fps",
+    "two_sessions",
+)
+# Our v2.1 generator's dataset, turned into v3.0 by LeRobot's own converter.
+CONVERTED = "converted_from_v21"
+SHAPES = (*WRITTEN, CONVERTED)
+MODES: dict[str, dict[str, Any]] = {
+    "copy-stacked": {"augment_dataset_mode": "copy", "augment_mode": "stacked"},
+    "copy-independent": {"augment_dataset_mode": "copy", "augment_mode": "independent"},
+    "inplace": {"augment_dataset_mode": "inplace", "augment_mode": "stacked"},
+}
+SIDE = "observation.images.side"
+# Columns whose values an augmented copy renumbers; every other value is the source's.
+RENUMBERED = {"episode_index", "index"}
+# Camera stats are ours from the frames we encode; LeRobot's code runs on the frames it
+# decodes: they differ by what the codec loses (tiny frames, high quantiser, noise).
+CAMERA_MEAN_ATOL, CAMERA_STD_ATOL = 0.02, 0.03
+# Quantiles are read off a 5000-bin histogram: LeRobot's writer bins the float64 values
+# it was handed, we bin the float32 values in the files, so one bin apart is agreement.
+QUANTILE_BINS = 5000
+
+
+@dataclass
+class Judged:
+    """One corpus shape: LeRobot's view of the source and of each mode's output."""
+
+    source: dict[str, Any]
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def augment(source: Path, output: Path, mode: str) -> dict[str, Any]:
+    spec = parse_spec({
+        "project_id": str(uuid.uuid4()), "dataset_id": "lab/corpus",
+        "augment_transforms": "lighting,noise", "augment_copies": 1,
+        "augment_brightness_min": 25, "augment_brightness_max": 30,
+        "augment_noise_sigma_min": 4, "augment_noise_sigma_max": 6, **MODES[mode],
+    })
+    augment_dataset(spec, source, output)
+    return json.loads((output / "meta" / "augmentation.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    lerobot_write_many({shape: root / shape for shape in WRITTEN})
+    make_lerobot_v21(root / CONVERTED, episodes=3, frames=[5, 7, 6], codec="libx264",
+                     cameras=("observation.images.top",), image_cameras=(SIDE,), size=(32, 48))
+    lerobot_convert(root / CONVERTED)
+    return root
+
+
+@pytest.fixture(scope="module")
+def judged(
+    corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Judged]:
+    cache: dict[str, Judged] = {}
+
+    def judge(shape: str) -> Judged:
+        if shape not in cache:
+            cache[shape] = _judge(corpus / shape, tmp_path_factory.mktemp(shape))
+        return cache[shape]
+
+    return judge
+
+
+def _judge(source: Path, outputs: Path) -> Judged:
+    made: dict[str, Path] = {}
+    provenance: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    for mode in MODES:
+        try:
+            provenance[mode] = augment(source, outputs / mode, mode)
+            made[mode] = outputs / mode
+        except Exception as exc:  # each mode's failure is that mode's test's verdict
+            failures[mode] = f"{type(exc).__name__}: {exc}"
+    before, *after = lerobot_read_many([source, *made.values()])
+    assert "error" not in before, f"LeRobot cannot read its own dataset:\n{before['error']}"
+    return Judged(before, dict(zip(made, after, strict=True)), provenance, failures)
+
+
+def kept_values(frame: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in frame["values"].items() if k not in RENUMBERED}
+
+
+def assert_stats_agree(
+    ours: dict[str, Any], source: dict[str, Any], lerobot_cameras: dict[str, Any],
+    augmented: set[str], where: str,
+) -> None:
+    """A copy's numeric stats are its source episode's (same values), its augmented
+    cameras' what LeRobot's own statistics code finds in the decoded frames."""
+    for feature, stats in source.items():
+        if feature in RENUMBERED or feature in lerobot_cameras:
+            continue
+        spread = np.asarray(stats["max"], dtype=float) - np.asarray(stats["min"], dtype=float)
+        for stat, value in stats.items():
+            theirs, mine = np.asarray(value, dtype=float), np.asarray(ours[feature][stat], float)
+            allowed = 1e-6 + 1e-5 * np.abs(theirs)
+            if stat.startswith("q"):
+                allowed = allowed + spread / QUANTILE_BINS
+            assert np.all(np.abs(mine - theirs) <= allowed), (
+                f"{where}: {feature} {stat} is {mine.tolist()}, LeRobot's {theirs.tolist()}")
+    for camera in augmented:
+        for stat, atol in (("mean", CAMERA_MEAN_ATOL), ("std", CAMERA_STD_ATOL)):
+            np.testing.assert_allclose(ours[camera][stat], lerobot_cameras[camera][stat],
+                                       atol=atol, err_msg=f"{where}: {camera} {stat}")
+
+
+def assert_same_kinds(after: dict[str, Any], before: dict[str, Any], where: str) -> None:
+    """Every statistic the source has, the output has with the same dtype and shape."""
+    for feature, stats in before.items():
+        assert feature in after, f"{where}: no stats for {feature}"
+        for stat, kind in stats.items():
+            assert after[feature].get(stat) == kind, (
+                f"{where}: {feature} {stat} is {after[feature].get(stat)}, the source's {kind}"
+            )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_lerobot_reads_the_augmented_copy_of_its_own_dataset(
+    judged: Callable[[str], Judged], shape: str, mode: str
+) -> None:
+    result = judged(shape)
+    assert mode not in result.failures, result.failures[mode]
+    before, after = result.source, result.outputs[mode]
+    assert "error" not in after, after.get("error")
+    provenance = result.provenance[mode]
+    augmented = set(provenance["augmented_cameras"])
+    copies = provenance["copies_per_episode"]
+    originals = before["num_episodes"] if mode != "inplace" else 0
+    assert after["num_episodes"] == originals + copies * before["num_episodes"]
+    assert after["num_frames"] == (after["num_episodes"] // before["num_episodes"]) * before[
+        "num_frames"]
+    assert after["camera_keys"] == before["camera_keys"]
+    assert after["stats_keys"] == before["stats_keys"]
+    assert_same_kinds(after["stats"], before["stats"], "meta/stats.json")
+    for episode in after["episodes"]:
+        made = provenance["episodes"][episode["episode_index"]]
+        source = before["episodes"][made["source_episode_index"]]
+        where = f"episode {episode['episode_index']} ({made})"
+        assert_same_kinds(after["episode_stats"][episode["episode_index"]],
+                          before["episode_stats"][made["source_episode_index"]], where)
+        assert episode["length"] == source["length"], where
+        if made["copy_index"] is None:  # an original: equal to the source, frame for frame
+            assert episode["frames"] == source["frames"], where
+            continue
+        ours_stats = after["episode_stat_values"][episode["episode_index"]]
+        if ours_stats:  # a source keeps per-episode stats, so its output does
+            assert_stats_agree(
+                ours_stats, before["episode_stat_values"][made["source_episode_index"]],
+                episode["camera_stats"], augmented, where)
+        for ours, theirs in zip(episode["frames"], source["frames"], strict=True):
+            assert ours["task"] == theirs["task"], where
+            assert kept_values(ours) == kept_values(theirs), where
+            for camera, pixels in ours["cameras"].items():
+                assert pixels["shape"] == theirs["cameras"][camera]["shape"], (where, camera)
+                changed = pixels["digest"] != theirs["cameras"][camera]["digest"]
+                assert changed == (camera in augmented), (where, camera)
+
+
+def test_grey_cameras_are_left_as_they_are(judged: Callable[[str], Judged]) -> None:
+    result = judged("grey_image")
+    for mode, provenance in result.provenance.items():
+        assert provenance["augmented_cameras"] == ["observation.images.top"], mode
+    episode = result.source["episodes"][0]["frames"][0]
+    assert episode["cameras"]["observation.images.depth"]["shape"][0] == 1
+
+
+def as_lerobot_v21_writes_stats(root: Path) -> None:
+    """Integer features' min and max as ints in episodes_stats.jsonl, as LeRobot 0.3 writes
+    them (whatever our generator does)."""
+    features = json.loads((root / "meta/info.json").read_text())["features"]
+    integers = [k for k, ft in features.items() if ft["dtype"].startswith(("int", "uint"))]
+    path = root / "meta/episodes_stats.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for line in lines:
+        for feature in integers:
+            for stat in ("min", "max"):
+                values = line["stats"][feature][stat]
+                line["stats"][feature][stat] = [int(v) for v in values]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_lerobot_converts_every_v21_output_to_v30(tmp_path: Path) -> None:
+    """LeRobot's v2.1 -> v3.0 converter concatenates every episode's stats: it refuses
+    ints next to floats, so this judges the v2.1 stats lines we add."""
+    source = make_lerobot_v21(tmp_path / "src", episodes=2, frames=[5, 7], codec="libx264",
+                              image_cameras=(SIDE,), size=(32, 48))
+    as_lerobot_v21_writes_stats(source)
+    outputs = [tmp_path / mode for mode in MODES]
+    totals = [len(augment(source, output, mode)["episodes"])
+              for mode, output in zip(MODES, outputs, strict=True)]
+    lerobot_convert(*outputs)
+    for mode, total, summary in zip(MODES, totals, lerobot_read_many(outputs), strict=True):
+        assert "error" not in summary, (mode, summary.get("error"))
+        assert summary["codebase_version"] == "v3.0"
+        assert summary["num_episodes"] == total == len(summary["episode_stats"]), mode

@@ -1,0 +1,153 @@
+"""Write a small dataset with LeRobot's own writer, in one of a few named shapes.
+
+Runs inside the judge virtualenv (LeRobot + torch), never in the project's. The shapes
+are the ones public datasets come in (docs/design.md, Testing): datasets we did not
+write ourselves, so the runner is tested against what LeRobot really produces.
+Usage: python lerobot_write.py SHAPE DATASET_FOLDER [SHAPE DATASET_FOLDER ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from PIL import Image
+
+HEIGHT, WIDTH = 32, 48
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What one corpus dataset holds: its cameras, extra features and file layout."""
+
+    videos: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    grey_images: tuple[str, ...] = ()
+    size: tuple[int, int] = (HEIGHT, WIDTH)
+    fps: int = 30
+    vcodec: str = "h264"
+    episodes: tuple[int, ...] = (6, 8)
+    extras: bool = False  # bool, int and float features incl. next.done / next.reward
+    per_frame_tasks: bool = False
+    chunking: dict[str, float] = field(default_factory=dict)
+    sessions: int = 1  # >1: the writer is closed and the dataset reopened to add episodes
+
+
+SHAPES: dict[str, Shape] = {
+    "two_videos": Shape(videos=("observation.images.top", "observation.images.wrist")),
+    "image_cameras": Shape(images=("observation.images.top", "observation.images.side")),
+    "odd_size": Shape(videos=("observation.images.top",), images=("observation.images.side",),
+                      size=(50, 66)),
+    "numeric": Shape(videos=("observation.images.top",), extras=True),
+    "per_frame_tasks": Shape(images=("observation.images.top",), per_frame_tasks=True),
+    "rollover": Shape(videos=("observation.images.top",), episodes=(5, 6, 7),
+                      chunking={"chunks_size": 2, "data_files_size_in_mb": 0.001,
+                                "video_files_size_in_mb": 0.001}),
+    "grey_image": Shape(videos=("observation.images.top",),
+                        grey_images=("observation.images.depth",)),
+    # x265 (in PyAV's wheel) corrupts its heap on frames as small as 32x48: 64x64 it is.
+    # No hevc shape: LeRobot 0.4.4 writes hevc (its vcodec="hevc") that its own reader
+    # then refuses (frame timestamps off by a frame, pyav backend), at 15 and 30 fps.
+    "h264_15fps": Shape(videos=("observation.images.top",), fps=15),
+    "two_sessions": Shape(videos=("observation.images.top",), episodes=(5, 6, 7), sessions=2,
+                          extras=True),
+}
+
+
+def features(shape: Shape) -> dict[str, dict[str, Any]]:
+    height, width = shape.size
+    names = ["height", "width", "channels"]
+    out: dict[str, dict[str, Any]] = {
+        "observation.state": {"dtype": "float32", "shape": (4,), "names": None},
+        "action": {"dtype": "float32", "shape": (4,), "names": None},
+    }
+    for key in shape.videos:
+        out[key] = {"dtype": "video", "shape": (height, width, 3), "names": names}
+    for key in shape.images:
+        out[key] = {"dtype": "image", "shape": (height, width, 3), "names": names}
+    for key in shape.grey_images:
+        out[key] = {"dtype": "image", "shape": (height, width, 1), "names": names}
+    if shape.extras:
+        out.update({
+            "next.done": {"dtype": "bool", "shape": (1,), "names": None},
+            "next.success": {"dtype": "bool", "shape": (1,), "names": None},
+            "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
+            "observation.gripper_state": {"dtype": "int64", "shape": (1,), "names": None},
+            "observation.contacts": {"dtype": "int32", "shape": (2,), "names": None},
+            "observation.effort": {"dtype": "float64", "shape": (3,), "names": None},
+        })
+    return out
+
+
+def picture(
+    rng: np.random.Generator, size: tuple[int, int], episode: int, frame: int
+) -> np.ndarray:
+    """A smooth, moving gradient plus noise: something a video codec keeps recognisable."""
+    height, width = size
+    ys, xs = np.mgrid[0:height, 0:width]
+    base = np.stack([
+        (xs * 4 + frame * 3 + episode * 40) % 200,
+        (ys * 5 + frame * 2) % 200,
+        np.full_like(xs, 60 + 10 * episode),
+    ], axis=-1)
+    return (base + rng.integers(0, 30, base.shape) + 20).astype(np.uint8)
+
+
+def frame_of(shape: Shape, rng: np.random.Generator, episode: int, frame: int,
+             length: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "observation.state": rng.normal(size=4).astype(np.float32),
+        "action": rng.normal(size=4).astype(np.float32),
+        "task": f"task {episode % 2}" + (f" step {frame % 3}" if shape.per_frame_tasks else ""),
+    }
+    for key in (*shape.videos, *shape.images):
+        row[key] = picture(rng, shape.size, episode, frame)
+    for key in shape.grey_images:
+        grey = picture(rng, shape.size, episode, frame)[..., 0]
+        row[key] = Image.fromarray(grey, mode="L")
+    if shape.extras:
+        last = frame == length - 1
+        row.update({
+            "next.done": np.array([last]),
+            "next.success": np.array([last and episode % 2 == 0]),
+            "next.reward": np.array([1.0 if last else 0.0], dtype=np.float32),
+            "observation.gripper_state": np.array([frame % 3], dtype=np.int64),
+            "observation.contacts": np.array([frame, -frame], dtype=np.int32),
+            "observation.effort": rng.normal(size=3),
+        })
+    return row
+
+
+def record(dataset: LeRobotDataset, shape: Shape, episodes: range) -> None:
+    rng = np.random.default_rng(7)
+    for episode in episodes:
+        length = shape.episodes[episode]
+        for frame in range(length):
+            dataset.add_frame(frame_of(shape, rng, episode, frame, length))
+        dataset.save_episode(parallel_encoding=False)  # no process pool: 2 shared cores
+    dataset.finalize()
+
+
+def write(name: str, root: Path) -> None:
+    shape = SHAPES[name]
+    dataset = LeRobotDataset.create(
+        repo_id=f"corpus/{name}", fps=shape.fps, features=features(shape), root=root,
+        robot_type="corpus", use_videos=bool(shape.videos), vcodec=shape.vcodec,
+    )
+    if shape.chunking:
+        dataset.meta.update_chunk_settings(**shape.chunking)
+    first = len(shape.episodes) if shape.sessions == 1 else len(shape.episodes) - 1
+    record(dataset, shape, range(first))
+    if shape.sessions > 1:  # a second recording session appends to the closed dataset
+        resumed = LeRobotDataset(repo_id=f"corpus/{name}", root=root, vcodec=shape.vcodec)
+        record(resumed, shape, range(first, len(shape.episodes)))
+
+
+if __name__ == "__main__":
+    pairs = sys.argv[1:]
+    for name, folder in zip(pairs[::2], pairs[1::2], strict=True):
+        write(name, Path(folder))
