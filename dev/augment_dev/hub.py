@@ -1,9 +1,9 @@
 """A local stand-in for the Hugging Face Hub, for tests and demos.
 
 It speaks the part of the Hub HTTP API that the real ``huggingface_hub`` client uses for
-model and dataset repos: create a repo, repo info, tree listing, refs and tags, preupload,
-the LFS batch API (basic transfer), NDJSON commits, and file resolution. Point the client at
-it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``); the client is not patched.
+model and dataset repos: create a repo, repo info, tree listing, refs, tags and branches,
+preupload, the LFS batch API (basic transfer), NDJSON commits, and file resolution. Point
+the client at it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``); the client is not patched.
 
 The client uploads through Xet storage whenever ``hf_xet`` is installed; this server has no
 Xet storage, so clients must run with ``HF_HUB_DISABLE_XET=1`` set before ``huggingface_hub``
@@ -575,6 +575,8 @@ class LocalHub:
                 return self._commit(ctx, repo_type, repo_id, rest[1])
             if m == "POST" and len(rest) == 2 and rest[0] == "tag":
                 return self._tag(ctx, repo_type, repo_id, rest[1])
+            if m in ("POST", "DELETE") and len(rest) == 2 and rest[0] == "branch":
+                return self._branch(ctx, repo_type, repo_id, rest[1])
             if rest and rest[0] in ("xet-read-token", "xet-write-token"):
                 raise HubHTTPError(
                     501,
@@ -791,6 +793,30 @@ class LocalHub:
             rdir = self.store.repo_dir(repo_type, repo_id)
             _write_atomic(rdir / "refs.json", json.dumps(refs).encode())
         return JSONResponse({"name": tag, "ref": f"refs/tags/{tag}", "targetCommit": sha})
+
+    def _branch(self, ctx: _Ctx, repo_type: str, repo_id: str, branch: str) -> Response:
+        """Create a branch (at ``startingPoint``, default main's head) or delete one; main
+        is never deleted."""
+        self._writable(ctx, repo_type, repo_id)
+        if not _NAME.match(branch):
+            raise HubHTTPError(400, f"Invalid branch name: {branch!r}")
+        start = None
+        if ctx.method == "POST":
+            start = self._rev(repo_type, repo_id, str(ctx.json().get("startingPoint") or "main"))
+        with self.store.lock:
+            refs = self.store.refs(repo_type, repo_id)
+            if ctx.method == "DELETE":
+                if branch == "main" or branch not in refs["branches"]:
+                    raise HubHTTPError(403 if branch == "main" else 404,
+                                       f"Cannot delete branch {branch}")
+                del refs["branches"][branch]
+            elif branch in refs["branches"]:
+                raise HubHTTPError(409, f"Branch {branch} already exists")
+            else:
+                refs["branches"][branch] = start
+            rdir = self.store.repo_dir(repo_type, repo_id)
+            _write_atomic(rdir / "refs.json", json.dumps(refs).encode())
+        return JSONResponse({})
 
     @staticmethod
     def _is_lfs(path: str, size: int, sample: bytes) -> bool:

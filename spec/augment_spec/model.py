@@ -52,6 +52,9 @@ HUB_REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9.
 # Lowercase RFC 1123 label: a Kubernetes Secret name.
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
+# Most runner pods one job is spread over (docs/design.md, Scale out).
+MAX_SHARDS = 256
+
 HubRepoId = Annotated[str, Field(min_length=1, max_length=193, pattern=HUB_REPO_ID_PATTERN)]
 
 
@@ -185,6 +188,12 @@ class AugmentationSpec(BaseModel):
     source_revision: str | None = Field(
         default=None, max_length=255,
         description="Source revision (branch, tag or commit) to augment; default: main",
+    )
+    shards: int = Field(
+        default=1, ge=1, le=MAX_SHARDS,
+        description="Runner pods the episodes are spread over (contiguous ranges, as an "
+        "Indexed Job); a final step merges their output and publishes it in one commit, the "
+        "same dataset as one pod writes. 1: one pod does everything",
     )
     hf_token_secret_name: str | None = Field(
         default=None, max_length=253, pattern=SECRET_NAME_PATTERN,

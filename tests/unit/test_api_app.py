@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from kubernetes.client.exceptions import ApiException
 
 from augment_api.errors import BadGateway, Invalid, Unavailable
+from augment_api.models import Shards, job_from_cr
 from augment_api.store import idempotent_name, request_hash, translate
 from augment_spec.model import AugmentationSpec
 
@@ -160,3 +161,16 @@ def test_kubernetes_errors_become_readable_details(status: int, kind: type,
     exc = ApiException(status=status, reason="Reason", body=json.dumps({"message": "denied"}))
     error = translate(exc, "create AugmentationJobs")
     assert isinstance(error, kind) and fragment in error.detail
+
+
+def test_a_sharded_jobs_view_counts_its_shards() -> None:
+    cr = {"metadata": {"uid": str(uuid.uuid4()), "name": "pick", "namespace": "lab",
+                       "labels": {"augment.dev/project-id": PROJECT}},
+          "spec": {"projectId": PROJECT, "datasetId": "lab/pick", "shards": 4},
+          "status": {"phase": "Running", "shards": {"total": 4, "done": 1, "running": 2,
+                                                    "failed": 0, "failedPods": 1,
+                                                    "text": "1/4"}}}
+    view = job_from_cr(cr)
+    assert view.shards == Shards(total=4, done=1, running=2, failed=0, failed_pods=1)
+    assert view.spec is not None and view.spec.shards == 4
+    assert job_from_cr({**cr, "status": {}}).shards is None

@@ -50,6 +50,13 @@ def test_seed_bounds_are_enforced(field: str, value: object) -> None:
         spec(**{field: value})
 
 
+@pytest.mark.parametrize("value", [0, 257, -1])
+def test_shards_run_from_1_to_256(value: int) -> None:
+    assert spec().shards == 1 and spec(shards=256).shards == 256
+    with pytest.raises(SpecError, match="shards"):
+        spec(shards=value)
+
+
 @pytest.mark.parametrize("transforms, message", [
     ("", "one or more"), ("lighting,,blur", "one or more"), ("fog", "unknown transform 'fog'"),
     ("blur,blur", "listed more than once"),
@@ -147,6 +154,7 @@ def test_crd_schema_carries_defaults_bounds_and_rules() -> None:
                                       "maximum": 20, "type": "integer"}
     assert props["augmentMode"]["enum"] == ["stacked", "independent"]
     assert props["name"]["maxLength"] == 255
+    assert props["shards"] == {**props["shards"], "default": 1, "minimum": 1, "maximum": 256}
     rules = version["schema"]["openAPIV3Schema"]["properties"]["spec"][
         "x-kubernetes-validations"]
     assert any(r["rule"] == "self == oldSelf" for r in rules)
