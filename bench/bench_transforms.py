@@ -102,6 +102,9 @@ def best_seconds(fn: Callable[[], Any], reps: int) -> float:
 
 
 def ours(transforms: tuple[Transform, ...], threads: int | None) -> Impl:
+    """Our engine as `augment run` runs it: AUGMENT_THREADS workers (None: every core),
+    OpenCV on one thread per call (augment_runner/native_threads.py; our transforms no
+    longer call BLAS, whose threads this process cannot change once NumPy is loaded)."""
     aug = Augmenter(_with(transforms), np)
 
     def call(frames: np.ndarray) -> Any:
@@ -109,7 +112,8 @@ def ours(transforms: tuple[Transform, ...], threads: int | None) -> Impl:
         if threads is not None:
             os.environ["AUGMENT_THREADS"] = str(threads)
         try:
-            return aug(frames, 0)
+            with opencv_threads(1):
+                return aug(frames, 0)
         finally:
             if saved is None:
                 os.environ.pop("AUGMENT_THREADS", None)
