@@ -55,7 +55,7 @@ from augment_runner.transforms import (
     occlusion_pixels,
 )
 from augment_spec.model import Transform
-from bench.common import competing_load, usable_cores, verdict
+from bench.common import competing_load, load_average, usable_cores, verdict
 
 RESOLUTIONS = {"480p": (480, 640), "720p": (720, 1280)}
 ALL = (Transform.lighting, Transform.noise, Transform.blur, Transform.occlusion)
@@ -276,6 +276,7 @@ def bench_cpu(quick: bool, config: CpuConfig | None = None) -> dict[str, Any]:
     """Each case idle, then at once under competing load, so the two states of a row are
     measured seconds apart; the naive loop, a reference only, runs idle."""
     cfg = config or (QUICK if quick else FULL)
+    load_before = load_average()
     fps: dict[str, Any] = {state: {} for state in STATES}
     unavailable: dict[str, str] = {}
     load_cores: list[float] = []
@@ -292,14 +293,16 @@ def bench_cpu(quick: bool, config: CpuConfig | None = None) -> dict[str, Any]:
             del impls["naive_pillow"]
             with competing_load(cfg.load_processes) as load:
                 fps["loaded"][res][case] = interleaved_fps(impls, frames, cfg.reps)
-            load_cores.append(sum(load.cores.values()))
+            load_cores.append(round(sum(load.cores.values()), 2))
     return {
         "batch_frames": cfg.batch,
         "repetitions": cfg.reps,
         "fps": fps,
         "ratios": {state: _ratios(fps[state]) for state in STATES},
         "machine_state": {
-            "idle": "no competing process started (the machine itself may be shared)",
+            "idle": "no competing process started (the machine itself may be shared: see "
+            "the load average)",
+            "load_average_1_5_15": {"start": load_before, "end": load_average()},
             "loaded": {
                 "competing_processes": cfg.load_processes or usable_cores(),
                 "what": "one pure-Python busy loop per process, started before each case's "

@@ -166,13 +166,16 @@ def md_transforms(r: dict) -> list[str]:
                                for name in ("ours_numpy", "albumentations", "ours_numpy_1thread",
                                             "albumentations_1thread")),
                              fps["naive_pillow"]])  # fmt: skip
-    cfg, gpu, load = r["config"], r["gpu"], r["machine_state"]["loaded"]
+    cfg, gpu, state = r["config"], r["gpu"], r["machine_state"]
+    load, average = state["loaded"], state["load_average_1_5_15"]
     return [
         "## Transforms (frames per second; ratios are ours / other, higher is better)", "",
-        f"Machine state: **idle** = {r['machine_state']['idle']}; **loaded** = "
+        f"Machine state: **idle** = {state['idle']}; **loaded** = "
         f"{load['competing_processes']} competing CPU-bound processes ({load['what']}), which "
         f"used {load['cores_they_used_mean']} cores on average (at least "
-        f"{load['cores_they_used_min']}). Every row ran in both states, seconds apart; "
+        f"{load['cores_they_used_min']}). Load average (1/5/15 min) {average['start']} when "
+        f"this benchmark started, {average['end']} when it ended. Every row ran in both "
+        "states, seconds apart; "
         "all cores = our workers on every core, albumentations frame by frame with OpenCV's "
         "default threads; 1 thread = both on one thread (OpenCV's too).", "",
         *table(["case", "idle ours/albu", "idle 1-thread ours/albu", "loaded ours/albu",
@@ -322,6 +325,11 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [f"## {name}", "", f"FAILED: {section['error']}"]
         else:
             lines += writers[name](section)
+    left_out = [name for name in SECTIONS if name not in results["sections"]]
+    if left_out:
+        lines += ["", f"This run measured {', '.join(results['sections'])} only "
+                      f"(`python -m bench.run --only ...`): {', '.join(left_out)} did not run, "
+                      "and their figures are in earlier versions of this file."]  # fmt: skip
     lines += ["", *md_machine(results), ""]
     return "\n".join(lines)
 

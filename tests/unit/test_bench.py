@@ -117,6 +117,7 @@ def test_transforms_bench_measures_every_case_idle_and_loaded(local_results):
         for row in r["fps"][state]["480p"].values():
             assert set(row) == impls and all(positive(v) for v in row.values())
     load = r["machine_state"]["loaded"]
+    assert set(r["machine_state"]["load_average_1_5_15"]) == {"start", "end"}
     assert load["competing_processes"] == bench.common.usable_cores()
     assert 0 <= load["cores_they_used_min"] <= load["cores_they_used_mean"]  # tiny: ~0 s of load
     idle = r["ratios"]["idle"]["480p"]["stacked"]
