@@ -3,7 +3,8 @@ into datasets LeRobot's reader loads and agrees with (docs/design.md, Datasets).
 
 The corpus (tests/judge/lerobot_write.py) is written once per module by LeRobot 0.4.4
 in the judge environment; each shape is augmented in three modes and the source and
-the three outputs are read back by LeRobot in one judge process per shape.
+the three outputs are read back by LeRobot in one judge process per shape. The language
+shape, which LeRobot 0.4.4 cannot load, is judged on its files.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from augment_dev.datasets import make_lerobot_v21
@@ -33,7 +36,10 @@ WRITTEN = (
     "grey_image",
     "h264_15fps",
     "two_sessions",
+    "mixed_extras",
 )
+# Language columns and tools, as LeRobot releases after 0.4.4 add them to a dataset.
+LANGUAGE = "language"
 # Our v2.1 generator's dataset, turned into v3.0 by LeRobot's own converter.
 CONVERTED = "converted_from_v21"
 SHAPES = (*WRITTEN, CONVERTED)
@@ -77,7 +83,7 @@ def augment(source: Path, output: Path, mode: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
-    lerobot_write_many({shape: root / shape for shape in WRITTEN})
+    lerobot_write_many({shape: root / shape for shape in (*WRITTEN, LANGUAGE)})
     make_lerobot_v21(root / CONVERTED, episodes=3, frames=[5, 7, 6], codec="libx264",
                      cameras=("observation.images.top",), image_cameras=(SIDE,), size=(32, 48))
     lerobot_convert(root / CONVERTED)
@@ -230,3 +236,40 @@ def test_lerobot_converts_every_v21_output_to_v30(tmp_path: Path) -> None:
         assert "error" not in summary, (mode, summary.get("error"))
         assert summary["codebase_version"] == "v3.0"
         assert summary["num_episodes"] == total == len(summary["episode_stats"]), mode
+
+
+def data_rows(root: Path) -> dict[int, list[dict[str, Any]]]:
+    """Every data row of a v3.0 folder, per episode index, in frame order."""
+    files = sorted(root.glob("data/*/*.parquet"))
+    table = pa.concat_tables(pq.read_table(f) for f in files).sort_by("index")
+    episodes: dict[int, list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        episodes.setdefault(row["episode_index"], []).append(row)
+    return episodes
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_language_columns_and_tools_pass_through(
+    corpus: Path, tmp_path: Path, mode: str
+) -> None:
+    """language_persistent / language_events rows, string, bool and numeric columns and
+    info.json's tools reach every output episode as the source has them."""
+    source = corpus / LANGUAGE
+    provenance = augment(source, tmp_path / mode, mode)
+    augmented = set(provenance["augmented_cameras"])
+    before_info = json.loads((source / "meta/info.json").read_text())
+    after_info = json.loads((tmp_path / mode / "meta/info.json").read_text())
+    assert after_info["tools"] == before_info["tools"]
+    assert after_info["features"] == before_info["features"]
+    before_schema = pq.read_schema(next((source / "data").glob("*/*.parquet")))
+    for path in (tmp_path / mode / "data").glob("*/*.parquet"):
+        assert pq.read_schema(path).equals(before_schema), path
+    before, after = data_rows(source), data_rows(tmp_path / mode)
+    assert len(after) == len(provenance["episodes"])
+    for made in provenance["episodes"]:
+        ours, theirs = after[made["episode_index"]], before[made["source_episode_index"]]
+        left_out = RENUMBERED if made["copy_index"] is None else RENUMBERED | augmented
+        assert [{k: v for k, v in row.items() if k not in left_out} for row in ours] == [
+            {k: v for k, v in row.items() if k not in left_out} for row in theirs
+        ], made
+        assert any(row["language_events"] for row in ours), made
