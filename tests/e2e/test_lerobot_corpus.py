@@ -3,13 +3,15 @@ into datasets LeRobot's reader loads and agrees with (docs/design.md, Datasets).
 
 The corpus (tests/judge/lerobot_write.py) is written once per module by LeRobot 0.4.4
 in the judge environment; each shape is augmented in three modes and the source and
-the three outputs are read back by LeRobot in one judge process per shape. The language
-shape, which LeRobot 0.4.4 cannot load, is judged on its files.
+the three outputs are read back by LeRobot in one judge process per shape, and checked
+by lerobot-doctor, a second judge that shares no code with LeRobot. The language shape,
+which LeRobot 0.4.4 cannot load, is judged on its files and by lerobot-doctor.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +24,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from augment_dev.datasets import make_lerobot_v21
-from augment_dev.judge import lerobot_convert, lerobot_read_many, lerobot_write_many
+from augment_dev.judge import (
+    doctor_failures,
+    lerobot_convert,
+    lerobot_doctor,
+    lerobot_read_many,
+    lerobot_write_many,
+)
 from augment_runner.pipeline import augment_dataset
 from augment_spec.model import parse_spec
 
@@ -67,6 +75,7 @@ class Judged:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    doctor: dict[str, list[str]] = field(default_factory=dict)  # per mode, its FAIL lines
 
 
 def augment(source: Path, output: Path, mode: str) -> dict[str, Any]:
@@ -116,7 +125,10 @@ def _judge(source: Path, outputs: Path) -> Judged:
             failures[mode] = f"{type(exc).__name__}: {exc}"
     before, *after = lerobot_read_many([source, *made.values()])
     assert "error" not in before, f"LeRobot cannot read its own dataset:\n{before['error']}"
-    return Judged(before, dict(zip(made, after, strict=True)), provenance, failures)
+    doctor = [doctor_failures(report) for report in lerobot_doctor([source, *made.values()])]
+    assert not doctor[0], f"lerobot-doctor fails LeRobot's own dataset: {doctor[0]}"
+    return Judged(before, dict(zip(made, after, strict=True)), provenance, failures,
+                  dict(zip(made, doctor[1:], strict=True)))
 
 
 def kept_values(frame: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +177,7 @@ def test_lerobot_reads_the_augmented_copy_of_its_own_dataset(
     assert mode not in result.failures, result.failures[mode]
     before, after = result.source, result.outputs[mode]
     assert "error" not in after, after.get("error")
+    assert not result.doctor[mode], f"lerobot-doctor: {result.doctor[mode]}"
     provenance = result.provenance[mode]
     augmented = set(provenance["augmented_cameras"])
     copies = provenance["copies_per_episode"]
@@ -253,9 +266,18 @@ def test_language_columns_and_tools_pass_through(
     corpus: Path, tmp_path: Path, mode: str
 ) -> None:
     """language_persistent / language_events rows, string, bool and numeric columns and
-    info.json's tools reach every output episode as the source has them."""
+    info.json's tools reach every output episode as the source has them.
+
+    lerobot-doctor 0.2.0 fails LeRobot's own annotated dataset (it expects a column to have
+    one length on every frame, and events are on a few frames only): the output may fail
+    that same way, and no other."""
     source = corpus / LANGUAGE
     provenance = augment(source, tmp_path / mode, mode)
+    before_doctor, after_doctor = (
+        set(_any_episode(doctor_failures(report)))
+        for report in lerobot_doctor([source, tmp_path / mode])
+    )
+    assert after_doctor <= before_doctor, after_doctor - before_doctor
     augmented = set(provenance["augmented_cameras"])
     before_info = json.loads((source / "meta/info.json").read_text())
     after_info = json.loads((tmp_path / mode / "meta/info.json").read_text())
@@ -273,3 +295,7 @@ def test_language_columns_and_tools_pass_through(
             {k: v for k, v in row.items() if k not in left_out} for row in theirs
         ], made
         assert any(row["language_events"] for row in ours), made
+
+
+def _any_episode(lines: list[str]) -> list[str]:
+    return [re.sub(r"Episode \d+", "Episode N", line) for line in lines]
