@@ -9,13 +9,13 @@ share a bounded number of requests per phase:
 - POST /v1/augmentation: creates real AugmentationJobs (target: p99 < 100 ms);
 - GET /healthz: the same server with no Kubernetes call, the framework's own floor;
 - POST again through one httpx.AsyncClient, as a Python caller would see it;
-- GET /v1/augmentation/{id} of the jobs made by the first POST phase;
+- GET /v1/augmentation/{id} of the jobs made by the first POST phase (from the API's
+  watch cache);
 - apiserver create: the same CRs POSTed straight to the apiserver at the same
   concurrency (strict field validation, as the API asks): the floor under POST.
 
-The operator labels each CR with its job id, and GET finds a job by that label. So,
-after the POST, healthz and httpx phases (the API alone), the operator runs until it has
-labelled every CR (the time is reported) and stops; then the GET phase runs.
+The API runs without its per-key rate limit and project quota: the bench measures what
+it can serve, not what it lets one client have.
 
 The load generator runs on the same cores as the server. httpx spends a few ms of CPU
 per request, which on 2 cores is taken from the server being measured, so the target
@@ -40,11 +40,9 @@ from typing import Any
 
 import yaml
 
-from bench.bench_operator import BENCH_CONFIG, OperatorProcess
 from bench.common import (
     BENCH_PROJECT,
     CpuMeter,
-    apiserver_client,
     control_plane_pids,
     cr_manifest,
     cr_path,
@@ -60,7 +58,6 @@ from bench.common import (
 NAMESPACE = "bench"
 TARGET_P99_MS = 100.0
 CONNECTION_ERROR = 0  # the status recorded for a request whose connection failed
-LABEL_ONLY_OPERATOR = {**BENCH_CONFIG, "profiles": {"deterministic": {"enabled": False}}}
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,6 @@ class ApiBenchConfig:
     healthz: int
     apiserver_creates: int
     warmup: int = 10
-    label_timeout_s: float = 120  # for the operator to label the POSTed jobs
 
 
 FULL = ApiBenchConfig(concurrency=50, posts=500, gets=200, healthz=500, apiserver_creates=500)
@@ -96,7 +92,8 @@ class ApiProcess:
         args = [
             venv_tool("augment"), "api", "--host", "127.0.0.1", "--port", str(self.port),
             "--namespace", namespace, "--api-keys", str(keys),
-            "--kubeconfig", str(cluster.kubeconfig),
+            "--kubeconfig", str(cluster.kubeconfig), "--rate-limit", "0",
+            "--project-job-quota", "0",
         ]  # fmt: skip
         self.proc = start_process(args, self.log)
 
@@ -290,7 +287,7 @@ def post(index: int) -> tuple[str, str, bytes]:
 
 
 async def api_phases(
-    api: ApiProcess, cfg: ApiBenchConfig, meter: CpuMeter, labelled: Callable[[], float | None]
+    api: ApiProcess, cfg: ApiBenchConfig, meter: CpuMeter
 ) -> dict[str, Any]:
     def connect() -> RawConnection:
         return RawConnection("127.0.0.1", api.port)
@@ -314,11 +311,10 @@ async def api_phases(
     via_httpx = await httpx_load(
         api.url, post, range(offset, offset + cfg.posts), cfg.concurrency, headers
     )
-    labelled_after_s = await asyncio.to_thread(labelled)  # GET looks jobs up by the label
     gets = await raw_load(connect, get, range(cfg.gets), cfg.concurrency, headers)
     return {
         "post": {**posts.summary(201), "server_cpu_cores": cores},
-        "get_by_id": {**gets.summary(200), "operator_labelled_all_after_s": labelled_after_s},
+        "get_by_id": gets.summary(200),
         "healthz": health.summary(200),
         "post_httpx_client": via_httpx.summary(201),
     }
@@ -413,46 +409,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
-def wait_labelled(cluster: Any, namespace: str, timeout: float) -> float | None:
-    """Seconds until the operator has put its job-id label on every CR of the namespace
-    (the label GET looks jobs up by), or None after `timeout`."""
-    from augment_spec.contract import LABEL_JOB_ID
-
-    started = time.monotonic()
-    params = {"labelSelector": f"!{LABEL_JOB_ID}", "limit": "1"}
-    with apiserver_client(cluster, connections=1) as client:
-        while time.monotonic() - started < timeout:
-            if not client.get(cr_path(namespace), params=params).json().get("items"):
-                return round(time.monotonic() - started, 2)
-            time.sleep(0.5)
-    return None
-
-
-def label_with_operator(
-    cluster: Any, workdir: Path, namespace: str, timeout: float
-) -> float | None:
-    """Run the operator until it has labelled every CR (then stop it): GET finds jobs
-    by that label, as deployed, while the other phases measure the API alone. With the
-    profile disabled it labels without making Jobs (the jobs show as Failed), so no
-    Jobs and pods keep the control plane busy during the phases that follow."""
-    operator = OperatorProcess(cluster, workdir, namespace, LABEL_ONLY_OPERATOR)
-    try:
-        operator.wait_ready()
-        return wait_labelled(cluster, namespace, timeout)
-    finally:
-        operator.stop()
-
-
 def _measure(cluster: Any, cfg: ApiBenchConfig, workdir: Path, namespace: str) -> dict[str, Any]:
     api = ApiProcess(cluster, workdir, namespace)
     try:
         api.wait_ready()
         meter = CpuMeter({"api": api.proc.pid, **control_plane_pids(cluster)})
-
-        def labelled() -> float | None:
-            return label_with_operator(cluster, workdir, namespace, cfg.label_timeout_s)
-
-        measured = asyncio.run(api_phases(api, cfg, meter, labelled))
+        measured = asyncio.run(api_phases(api, cfg, meter))
     except Exception as exc:
         raise RuntimeError(f"{exc}\nAPI log:\n{log_tail(api.log)}") from exc
     finally:

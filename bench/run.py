@@ -269,8 +269,6 @@ def md_api(r: dict) -> list[str]:
              a["mean_ms_floor_at_apiserver_create_rps"]],
             ["mean-latency floor at /healthz rate (ms)", a["mean_ms_floor_at_healthz_rps"]],
             ["req/s needed for a mean under the target", a["rps_needed_for_mean_under_target"]],
-            ["the operator had labelled every job after (s; GET waits for it)",
-             r["get_by_id"].get("operator_labelled_all_after_s")],
             ["apiserver connections discarded by the API's pool",
              log["apiserver_connections_discarded"]],
             ["CPU cores during POST", ", ".join(f"{k} {v}" for k, v in cores.items())],

@@ -167,12 +167,14 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_key_ring(request: Request) -> KeyRing:
+# async, like every dependency of the read routes: they run on the event loop, never
+# waiting for a threadpool that slow apiserver calls may have filled.
+async def get_key_ring(request: Request) -> KeyRing:
     source: KeySource = request.app.state.keys
     return source.current()
 
 
-def authenticate(
+async def authenticate(
     key: Annotated[str | None, Security(api_key_header)],
     keys: Annotated[KeyRing, Depends(get_key_ring)],
 ) -> Principal:

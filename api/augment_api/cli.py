@@ -2,7 +2,7 @@
 
     augment api --namespace augment --api-keys /etc/augment/api-keys.yaml --port 8080
 
-Flags fall back to AUGMENT_NAMESPACE and AUGMENT_API_KEYS_FILE. Inside a pod the
+Flags fall back to AUGMENT_* variables (augment_api.settings.ENV_VARS). Inside a pod the
 service account's in-cluster config is used; elsewhere --kubeconfig, $KUBECONFIG or
 ~/.kube/config. The keys file format is described in augment_api.auth and
 examples/api-keys.yaml.
@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kubeconfig to use instead of the in-cluster config")
     parser.add_argument("--max-body-bytes", type=int,
                         help="413 above this (env AUGMENT_MAX_BODY_BYTES, default 65536)")
+    parser.add_argument("--rate-limit", type=float, metavar="PER_SECOND",
+                        help="requests per second per API key, 0: no limit "
+                             "(env AUGMENT_RATE_LIMIT_PER_S, default 10)")
+    parser.add_argument("--project-job-quota", type=int, metavar="N",
+                        help="unfinished jobs per project, 0: no limit "
+                             "(env AUGMENT_PROJECT_JOB_QUOTA, default 20)")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])
 
@@ -48,7 +54,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(namespace=args.namespace, api_keys_file=args.api_keys,
                                      kubeconfig=args.kubeconfig,
-                                     max_body_bytes=args.max_body_bytes)
+                                     max_body_bytes=args.max_body_bytes,
+                                     rate_limit_per_s=args.rate_limit,
+                                     project_job_quota=args.project_job_quota)
     except ValidationError as exc:
         print(f"augment api: invalid settings: {exc}", file=sys.stderr)
         return 2

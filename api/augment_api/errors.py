@@ -31,11 +31,14 @@ class ValidationErrorResponse(ErrorResponse):
 
 class ServiceError(Exception):
     status_code: ClassVar[int] = 500
-    headers: ClassVar[dict[str, str] | None] = None
+    default_headers: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = dict(self.default_headers)
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)
 
 
 class BadRequest(ServiceError):
@@ -45,7 +48,7 @@ class BadRequest(ServiceError):
 class Unauthorized(ServiceError):
     status_code = 401
     # No registered scheme exists for API keys; this names the header to send.
-    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": 'APIKey header="X-Api-Key"'}
+    default_headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'APIKey header="X-Api-Key"'}
 
 
 class Forbidden(ServiceError):
@@ -58,6 +61,12 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status_code = 409
+
+
+class TooManyRequests(ServiceError):
+    """A key over its request rate, or a project at its quota of unfinished jobs."""
+
+    status_code = 429
 
 
 class Invalid(ServiceError):
@@ -73,10 +82,11 @@ class BadGateway(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """The Kubernetes API cannot be reached, or the CRD is not installed."""
+    """The Kubernetes API cannot be reached or did not answer in time, the CRD is not
+    installed, or the watch cache has not loaded the jobs yet."""
 
     status_code = 503
-    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "5"}
+    default_headers: ClassVar[dict[str, str]] = {"Retry-After": "5"}
 
 
 # OpenAPI entries for the error statuses, so clients see the `{"detail": ...}` shape.
@@ -89,8 +99,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict with the job's current state or an earlier request",
         413: "Request body too large",
         422: "Validation error",
+        429: "Too many requests for this API key, or too many unfinished jobs in the "
+             "project; see Retry-After",
         502: "The Kubernetes API returned an error",
-        503: "The Kubernetes API is unreachable or the CRD is not installed",
+        503: "The Kubernetes API is unreachable or slow, the CRD is not installed, or the "
+             "jobs are not loaded yet; see Retry-After",
     }
     return {
         status: {

@@ -14,11 +14,17 @@ from augment_spec.contract import (
     PROGRESS_DONE,
     PROGRESS_PERCENT,
     PROGRESS_TOTAL,
+    SHARDS_DONE,
+    SHARDS_FAILED,
+    SHARDS_FAILED_PODS,
+    SHARDS_RUNNING,
+    SHARDS_TOTAL,
     STATUS_COMPLETION_TIME,
     STATUS_JOB_NAME,
     STATUS_MESSAGE,
     STATUS_OUTPUT_DATASET_ID,
     STATUS_PROGRESS,
+    STATUS_SHARDS,
     STATUS_START_TIME,
     Phase,
     cancel_requested,
@@ -44,6 +50,16 @@ class Progress(BaseModel):
     percent: int = Field(default=0, ge=0, le=100)
 
 
+class Shards(BaseModel):
+    """A sharded job's runner pods (spec.shards > 1), as the operator counts them."""
+
+    total: int = Field(default=0, description="Shards the episodes are spread over")
+    done: int = Field(default=0, description="Shards augmented and staged")
+    running: int = Field(default=0, description="Shard pods running (or waiting to)")
+    failed: int = Field(default=0, description="Shards that kept failing (the job fails)")
+    failed_pods: int = Field(default=0, description="Shard pods that failed, each retried")
+
+
 class AugmentationJobStatus(BaseModel):
     """A job as stored in its AugmentationJob custom resource."""
 
@@ -56,6 +72,7 @@ class AugmentationJobStatus(BaseModel):
     cancel_requested: bool = Field(
         default=False, description="A cancel was requested (the operator stops the job)")
     progress: Progress = Field(default_factory=Progress)
+    shards: Shards | None = Field(default=None, description="A sharded job's shards")
     output_dataset_id: str | None = Field(
         default=None, description="Hub dataset the output is (or will be) uploaded to")
     job_name: str | None = Field(default=None, description="Kubernetes Job running the work")
@@ -86,6 +103,15 @@ def _spec_of(cr: dict[str, Any]) -> AugmentationSpec | None:
         return None
 
 
+def _shards(status: dict[str, Any]) -> Shards | None:
+    shards = status.get(STATUS_SHARDS)
+    if not shards:
+        return None
+    return Shards(total=shards.get(SHARDS_TOTAL, 0), done=shards.get(SHARDS_DONE, 0),
+                  running=shards.get(SHARDS_RUNNING, 0), failed=shards.get(SHARDS_FAILED, 0),
+                  failed_pods=shards.get(SHARDS_FAILED_PODS, 0))
+
+
 def job_from_cr(cr: dict[str, Any]) -> AugmentationJobStatus:
     meta, status = cr["metadata"], cr.get("status") or {}
     spec = _spec_of(cr)
@@ -101,6 +127,7 @@ def job_from_cr(cr: dict[str, Any]) -> AugmentationJobStatus:
         progress=Progress(episodes_done=progress.get(PROGRESS_DONE, 0),
                           episodes_total=progress.get(PROGRESS_TOTAL, 0),
                           percent=progress.get(PROGRESS_PERCENT, 0)),
+        shards=_shards(status),
         output_dataset_id=status.get(STATUS_OUTPUT_DATASET_ID) or (spec.target_dataset_id
                                                                    if spec else None),
         job_name=status.get(STATUS_JOB_NAME),

@@ -1,14 +1,23 @@
-"""HTTP routes: small handlers over the auth, store and model helpers."""
+"""HTTP routes: small handlers over the auth, cache, store and model helpers.
+
+Reads (list, get, the probes) are `async`: they answer from the watch cache on the event
+loop, so requests waiting on a slow apiserver (create, cancel, run in the threadpool)
+never delay them.
+"""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from augment_api.auth import CurrentPrincipal, Principal
+from augment_api.cache import JobCache
 from augment_api.errors import BadRequest, Forbidden, NotFound, error_responses
+from augment_api.jsonbody import JsonBodyRoute
+from augment_api.limits import ProjectQuota, RateLimiter
 from augment_api.models import (
     AugmentationJobList,
     AugmentationJobStatus,
@@ -16,7 +25,7 @@ from augment_api.models import (
     Health,
     job_from_cr,
 )
-from augment_api.store import JobStore, newest_first, project_of
+from augment_api.store import JobStore, idempotent_name, newest_first, project_of
 from augment_spec.contract import Phase, phase_of
 from augment_spec.model import GENERATIVE_DISABLED, AugmentationSpec, AugmentationType
 
@@ -25,14 +34,35 @@ GENERATIVE_DISABLED_HINT = f"{GENERATIVE_DISABLED}; use augmentation_type=determ
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 
 
-def get_store(request: Request) -> JobStore:
+# async: the app's state is read on the event loop, never in the threadpool.
+async def get_store(request: Request) -> JobStore:
     store: JobStore = request.app.state.store
     return store
 
 
-Store = Annotated[JobStore, Depends(get_store)]
+async def get_cache(request: Request) -> JobCache:
+    cache: JobCache = request.app.state.cache
+    return cache
 
-jobs = APIRouter(prefix="/v1/augmentation", tags=["augmentation"])
+
+async def get_quota(request: Request) -> ProjectQuota:
+    quota: ProjectQuota = request.app.state.quota
+    return quota
+
+
+async def rate_limited(principal: CurrentPrincipal, request: Request) -> Principal:
+    """The caller, once its key's request rate allows one more request (else 429)."""
+    limiter: RateLimiter = request.app.state.limiter
+    limiter.check(principal.name)
+    return principal
+
+
+Store = Annotated[JobStore, Depends(get_store)]
+Cache = Annotated[JobCache, Depends(get_cache)]
+Quota = Annotated[ProjectQuota, Depends(get_quota)]
+Caller = Annotated[Principal, Depends(rate_limited)]
+
+jobs = APIRouter(prefix="/v1/augmentation", tags=["augmentation"], route_class=JsonBodyRoute)
 health = APIRouter(tags=["health"])
 
 
@@ -41,9 +71,9 @@ def require_project(principal: Principal, project_id: UUID) -> None:
         raise Forbidden(f"this API key may not use project {project_id}")
 
 
-def visible_job(store: JobStore, principal: Principal, job_id: UUID) -> dict[str, Any]:
+def visible_job(cache: JobCache, principal: Principal, job_id: UUID) -> dict[str, Any]:
     """The job's CR; 404 alike for missing jobs and other projects' jobs."""
-    cr = store.find(job_id)
+    cr = cache.get(job_id)
     if cr is None or not principal.may_use(project_of(cr)):
         raise NotFound(f"augmentation job {job_id} not found")
     return cr
@@ -57,6 +87,18 @@ def selected(cr: dict[str, Any], principal: Principal, project_id: UUID | None,
             and (phase is None or phase_of(cr) == phase))
 
 
+def admission(quota: ProjectQuota, cache: JobCache, project_id: UUID,
+              idempotency_key: str | None) -> AbstractContextManager[None]:
+    """The quota's hold on one more job; none for a retry whose job exists already
+    (it returns that job, it adds none)."""
+    if quota.limit <= 0:
+        return nullcontext()
+    if idempotency_key is not None and \
+            cache.named(idempotent_name(project_id, idempotency_key)) is not None:
+        return nullcontext()
+    return quota.admit(project_id)
+
+
 @jobs.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -67,13 +109,15 @@ def selected(cr: dict[str, Any], principal: Principal, project_id: UUID | None,
         200: {"model": AugmentationResponse,
               "description": "An earlier request with this Idempotency-Key and the same body "
                              "created the job; it is returned again"},
-        **error_responses(400, 401, 403, 409, 413, 422, 502, 503),
+        **error_responses(400, 401, 403, 409, 413, 422, 429, 502, 503),
     },
 )
 def create_job(
     spec: AugmentationSpec,
-    principal: CurrentPrincipal,
+    caller: Caller,
     store: Store,
+    cache: Cache,
+    quota: Quota,
     response: Response,
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", max_length=255, pattern=IDEMPOTENCY_KEY_PATTERN,
@@ -87,11 +131,16 @@ def create_job(
     dataset and uploads the augmented result. The GPU node is chosen by the operator from
     the augmentation type. Generative augmentation (Cosmos Transfer2.5) is currently
     disabled and returns 400.
+
+    A project may have a limited number of unfinished jobs (429 beyond it). A 503 means
+    the job may or may not have been created: retry with the same Idempotency-Key.
     """
-    require_project(principal, spec.project_id)
+    require_project(caller, spec.project_id)
     if spec.augmentation_type is AugmentationType.generative:
         raise BadRequest(GENERATIVE_DISABLED_HINT)
-    result = store.create(spec, created_by=principal.name, idempotency_key=idempotency_key)
+    with admission(quota, cache, spec.project_id, idempotency_key):
+        result = store.create(spec, created_by=caller.name, idempotency_key=idempotency_key)
+        cache.remember(result.cr)  # counted by the quota, and readable at once
     if not result.created:
         response.status_code = status.HTTP_200_OK
         message = "an earlier request with this Idempotency-Key created this job"
@@ -102,10 +151,10 @@ def create_job(
 
 
 @jobs.get("", response_model=AugmentationJobList, summary="List Augmentation Jobs",
-          responses=error_responses(401, 403, 422, 502, 503))
-def list_jobs(
-    principal: CurrentPrincipal,
-    store: Store,
+          responses=error_responses(401, 403, 422, 429, 503))
+async def list_jobs(
+    caller: Caller,
+    cache: Cache,
     project_id: Annotated[UUID | None, Query(
         description="Only this project's jobs; default: every project the key may use")] = None,
     status_filter: Annotated[Phase | None, Query(alias="status",
@@ -115,43 +164,45 @@ def list_jobs(
 ) -> AugmentationJobList:
     """Jobs the API key may see, newest first."""
     if project_id is not None:
-        require_project(principal, project_id)
-    matching = [cr for cr in store.list_all()
-                if selected(cr, principal, project_id, status_filter)]
+        require_project(caller, project_id)
+    matching = [cr for cr in cache.jobs() if selected(cr, caller, project_id, status_filter)]
     page = newest_first(matching)[offset:offset + limit]
     return AugmentationJobList(items=[job_from_cr(cr) for cr in page], total=len(matching),
                                limit=limit, offset=offset)
 
 
 @jobs.get("/{job_id}", response_model=AugmentationJobStatus, summary="Get Augmentation Job",
-          responses=error_responses(401, 404, 422, 502, 503))
-def get_job(job_id: UUID, principal: CurrentPrincipal, store: Store) -> AugmentationJobStatus:
+          responses=error_responses(401, 404, 422, 429, 503))
+async def get_job(job_id: UUID, caller: Caller, cache: Cache) -> AugmentationJobStatus:
     """A job's spec, phase, progress and output, whether made by this API or by kubectl."""
-    return job_from_cr(visible_job(store, principal, job_id))
+    return job_from_cr(visible_job(cache, caller, job_id))
 
 
 @jobs.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED,
              response_model=AugmentationJobStatus, summary="Cancel Augmentation Job",
              response_description="Cancel requested; the job's current state",
-             responses=error_responses(401, 404, 409, 422, 502, 503))
-def cancel_job(job_id: UUID, principal: CurrentPrincipal, store: Store) -> AugmentationJobStatus:
+             responses=error_responses(401, 404, 409, 422, 429, 502, 503))
+def cancel_job(job_id: UUID, caller: Caller, cache: Cache,
+               store: Store) -> AugmentationJobStatus:
     """Ask the operator to stop the job; it then deletes the Job and sets phase Cancelled.
 
     The resource itself stays, as the record of the job. Asking again is harmless;
     a job that already finished (Succeeded, Failed, Cancelled) is a 409.
     """
-    cr = visible_job(store, principal, job_id)
+    cr = visible_job(cache, caller, job_id)
     return job_from_cr(store.request_cancel(cr))
 
 
 @health.get("/healthz", response_model=Health, summary="Liveness")
-def healthz() -> Health:
+async def healthz() -> Health:
+    """The process serves requests; it asks nothing of Kubernetes."""
     return Health(status="ok")
 
 
 @health.get("/readyz", response_model=Health, summary="Readiness",
-            responses=error_responses(502, 503))
-def readyz(store: Store) -> Health:
-    """Ready when the Kubernetes API answers and serves AugmentationJobs in our namespace."""
-    store.check_ready()
+            responses=error_responses(503))
+async def readyz(cache: Cache) -> Health:
+    """Ready once the jobs are loaded from Kubernetes into the watch cache; it asks
+    nothing of Kubernetes itself."""
+    cache.require_synced()
     return Health(status="ok")

@@ -12,6 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field
 NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
+# Each setting's environment variable (the chart sets them from its `api` values).
+ENV_VARS = {
+    "namespace": "AUGMENT_NAMESPACE",
+    "api_keys_file": "AUGMENT_API_KEYS_FILE",
+    "max_body_bytes": "AUGMENT_MAX_BODY_BYTES",
+    "kube_timeout_s": "AUGMENT_KUBE_TIMEOUT_S",
+    "rate_limit_per_s": "AUGMENT_RATE_LIMIT_PER_S",
+    "rate_limit_burst": "AUGMENT_RATE_LIMIT_BURST",
+    "project_job_quota": "AUGMENT_PROJECT_JOB_QUOTA",
+}
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -23,8 +35,18 @@ class Settings(BaseModel):
         default=None, description="kubeconfig to use outside a cluster; default: in-cluster")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024,
                                 description="Larger request bodies get 413")
-    kube_timeout_s: float = Field(default=10.0, gt=0,
-                                  description="Timeout of each call to the Kubernetes API")
+    kube_timeout_s: float = Field(
+        default=5.0, gt=0, description="Deadline of each call to the Kubernetes API (never "
+        "retried by the client): a create or cancel answers 503 after it")
+    rate_limit_per_s: float = Field(
+        default=10.0, ge=0, description="Requests per second each API key may make, "
+        "sustained; over it: 429 with Retry-After. 0: no limit")
+    rate_limit_burst: int = Field(
+        default=50, ge=1, description="Requests an API key may make at once before its "
+        "rate applies")
+    project_job_quota: int = Field(
+        default=20, ge=0, description="Unfinished (Pending or Running) jobs a project may "
+        "have; creating one more: 429 with Retry-After. 0: no limit")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -33,11 +55,7 @@ class Settings(BaseModel):
         $KUBECONFIG is left to the Kubernetes client, which also understands path lists.
         """
         values: dict[str, object] = {}
-        for field, var in (
-            ("namespace", "AUGMENT_NAMESPACE"),
-            ("api_keys_file", "AUGMENT_API_KEYS_FILE"),
-            ("max_body_bytes", "AUGMENT_MAX_BODY_BYTES"),
-        ):
+        for field, var in ENV_VARS.items():
             if env.get(var):
                 values[field] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})

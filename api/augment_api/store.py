@@ -3,10 +3,10 @@
 This is the only module that talks to Kubernetes. It speaks in CR dicts and raises
 `ServiceError`s with readable details; it knows nothing about HTTP requests.
 
-A job id is the CR's metadata.uid, which the apiserver cannot select on; the operator
-copies it into the job-id label of every CR, so a lookup is one label-selected LIST.
-Only a CR the operator has not labelled yet (just created, `kubectl apply`, no operator
-running) costs a chunked scan of the namespace.
+Creating and cancelling go to the apiserver; reading goes to the watch cache
+(augment_api.cache), which this store feeds with `list_jobs` and `watch_jobs`. Every
+call has a deadline and none is retried by the client: an apiserver that does not
+answer costs a request at most `kube_timeout_s`, then a 503.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from uuid import UUID
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from augment_api.errors import BadGateway, Conflict, Invalid, NotFound, ServiceError, Unavailable
@@ -36,7 +37,6 @@ from augment_spec.contract import (
     API_VERSION,
     GROUP,
     KIND,
-    LABEL_JOB_ID,
     LABEL_MANAGED_BY,
     LABEL_PROJECT,
     MANAGED_BY_API,
@@ -55,6 +55,14 @@ log = logging.getLogger(__name__)
 NAME_PREFIX = "aug-"
 LIST_CHUNK = 500
 CREATE_ATTEMPTS = 3
+# The apiserver ends each watch after this long and the informer opens the next one
+# where it left off; a watch whose connection goes silent is given up after it too.
+WATCH_SECONDS = 60
+HTTP_GONE = 410
+
+
+class Expired(Exception):
+    """The resourceVersion to resume from is gone (410): list again."""
 
 
 # ---- reading a CR (its phase and cancel request: augment_spec.contract) ----
@@ -126,11 +134,22 @@ def kube_errors(action: str) -> Iterator[None]:
     try:
         yield
     except ApiException as exc:
+        if exc.status == HTTP_GONE:
+            raise Expired(str(exc.reason)) from exc
         log.warning("kubernetes API error (%s): %s %s", action, exc.status, exc.reason)
         raise translate(exc, action) from exc
     except urllib3.exceptions.HTTPError as exc:
-        log.warning("cannot reach the kubernetes API (%s): %s", action, exc)
-        raise Unavailable("cannot reach the Kubernetes API server; try again later") from exc
+        raise _unreachable(exc, action) from exc
+
+
+def _unreachable(exc: urllib3.exceptions.HTTPError, action: str) -> Unavailable:
+    # urllib3 makes a refused connection a ConnectTimeoutError too: it is not a timeout.
+    if isinstance(exc, urllib3.exceptions.TimeoutError) and \
+            not isinstance(exc, urllib3.exceptions.NewConnectionError):
+        log.warning("the kubernetes API did not answer in time (%s): %s", action, exc)
+        return Unavailable("the Kubernetes API server did not answer in time; try again later")
+    log.warning("cannot reach the kubernetes API (%s): %s", action, exc)
+    return Unavailable("cannot reach the Kubernetes API server; try again later")
 
 
 API_POOL_CONNECTIONS = 40  # Starlette's threadpool runs up to 40 sync handlers at once
@@ -142,6 +161,10 @@ def kube_client(settings: Settings) -> k8s.ApiClient:
     # As many pooled apiserver connections as request threads: a smaller pool makes busy
     # threads drop connections and pay a new TLS handshake on each request.
     configuration.connection_pool_maxsize = API_POOL_CONNECTIONS
+    # No client retries: each call already has a deadline, and retrying a call that timed
+    # out multiplies the wait (urllib3's default of 3 retries made a 10 s timeout 40 s).
+    # A failed read is retried by the informer; a failed write is the client's to retry.
+    configuration.retries = False
     if settings.kubeconfig is None:
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)
@@ -157,12 +180,13 @@ def kube_client(settings: Settings) -> k8s.ApiClient:
 
 class JobStore:
     def __init__(self, namespace: str, client_factory: Callable[[], k8s.ApiClient],
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 5.0) -> None:
         self.namespace = namespace
         self._client_factory = client_factory
         self._timeout = timeout_s
         self._lock = threading.Lock()
         self._objects: k8s.CustomObjectsApi | None = None
+        self._watch: k8s_watch.Watch | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStore:
@@ -250,8 +274,9 @@ class JobStore:
                 return None
             raise
 
-    def list_all(self) -> list[dict[str, Any]]:
-        """Every AugmentationJob of the namespace, in chunks so no response is huge."""
+    def list_jobs(self) -> tuple[list[dict[str, Any]], str]:
+        """Every AugmentationJob of the namespace, in chunks so no response is huge, and
+        the resourceVersion to watch from."""
         items: list[dict[str, Any]] = []
         token: str | None = None
         with kube_errors("list AugmentationJobs"):
@@ -259,19 +284,28 @@ class JobStore:
                 page = self._call("list_namespaced_custom_object", limit=LIST_CHUNK,
                                   _continue=token)
                 items.extend(page.get("items", []))
-                token = page.get("metadata", {}).get("continue")
-                if not token:
-                    return items
+                metadata = page.get("metadata", {})
+                token = metadata.get("continue")
+                if not token:  # every chunk is of the first one's resourceVersion
+                    return items, str(metadata.get("resourceVersion", ""))
 
-    def find(self, uid: UUID) -> dict[str, Any] | None:
-        """By the job-id label the operator puts on every CR (the apiserver filters), else
-        by a scan: a CR the operator has not labelled yet (just created, or no operator)."""
-        wanted = str(uid)
-        with kube_errors("read AugmentationJobs"):
-            labelled = self._call("list_namespaced_custom_object",
-                                  label_selector=f"{LABEL_JOB_ID}={wanted}").get("items", [])
-        matches = labelled or self.list_all()
-        return next((cr for cr in matches if cr["metadata"].get("uid") == wanted), None)
+    def watch_jobs(self, resource_version: str) -> Iterator[dict[str, Any]]:
+        """Watch events after `resource_version`, until the apiserver ends the watch
+        (WATCH_SECONDS); Expired when that version is too old."""
+        watch = k8s_watch.Watch()
+        self._watch = watch
+        with kube_errors("watch AugmentationJobs"):
+            yield from watch.stream(
+                self._api.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
+                PLURAL, resource_version=resource_version, allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_SECONDS, deserialize=False,
+                _request_timeout=(self._timeout, WATCH_SECONDS + self._timeout))
+
+    def stop_watch(self) -> None:
+        """Make a watch in progress return (from another thread)."""
+        watch = self._watch
+        if watch is not None:
+            watch.stop()
 
     # ---- cancel ----
     def request_cancel(self, cr: dict[str, Any]) -> dict[str, Any]:
@@ -300,9 +334,3 @@ class JobStore:
                             from None
                     cr = fresh
         raise Conflict("the job kept changing while cancelling it; try again")
-
-    # ---- readiness ----
-    def check_ready(self) -> None:
-        """The apiserver answers and the CRD is served in our namespace."""
-        with kube_errors("list AugmentationJobs"):
-            self._call("list_namespaced_custom_object", limit=1)

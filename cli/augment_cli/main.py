@@ -15,6 +15,7 @@ from types import ModuleType
 # subcommand -> (module with `add_arguments(parser)` and `main(args) -> int`, help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("augment_runner.cli", "augment a dataset (locally, or as the Job's entrypoint)"),
+    "merge": ("augment_runner.merge_cli", "merge the shards of one job (augment run --shard)"),
     "api": ("augment_api.cli", "serve the REST API"),
     "operator": ("augment_operator.cli", "run the operator"),
     "crd": ("augment_spec.cli", "print the AugmentationJob CRD generated from the spec"),
@@ -22,7 +23,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 # subcommand -> the pyproject.toml extra holding its component's dependencies: each image
 # installs only the extras of what it runs (the runner image has no FastAPI, for one).
-EXTRAS = {"run": "runner", "api": "api", "operator": "operator", "openapi": "api"}
+EXTRAS = {
+    "run": "runner", "merge": "runner", "api": "api", "operator": "operator", "openapi": "api",
+}
 
 
 @dataclass(frozen=True)

@@ -45,19 +45,20 @@ def synthetic_frames(
         frame = frames[n]
         frame[..., 0] = (xx * 200 // max(width - 1, 1)) + 20
         frame[..., 1] = (yy * 160 // max(height - 1, 1)) + 40
-        frame[..., 2] = 90 + 40 * camera
+        frame[..., 2] = (90 + 40 * camera) % 256
         side = max(4, height // 4)
         x0 = int((width - side) * (0.5 + 0.45 * math.sin(0.35 * t + episode)))
         y0 = int((height - side) * (0.5 + 0.4 * math.cos(0.25 * t + 2 * episode)))
+        # Colours wrap around (uint8) so that any number of episodes and cameras fits.
         frame[y0 : y0 + side, x0 : x0 + side] = (
-            (230, 40 + 60 * episode, 30)[camera % 3],
-            200 - 50 * camera,
-            40 + 30 * episode,
+            (230, 40 + 60 * episode, 30)[camera % 3] % 256,
+            (200 - 50 * camera) % 256,
+            (40 + 30 * episode) % 256,
         )
         cx = width * (0.5 + 0.35 * math.cos(0.3 * t + episode))
         cy = height * (0.5 + 0.3 * math.sin(0.2 * t))
         disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= (side * 0.6) ** 2
-        frame[disc] = (30, 60 + 40 * camera, 230)
+        frame[disc] = (30, (60 + 40 * camera) % 256, 230)
     return frames
 
 

@@ -37,6 +37,8 @@ SOURCE_ID = "robotics-lab/sample"
 PROJECT_ID = "0b5c6f0e-8a53-4a0c-9a43-7a3f0f0f2c11"
 NAMESPACE = "augment"
 STEPS = 6
+# The request that publishes the output: once it is answered, the job can succeed.
+UPLOAD_COMMIT = r"^POST /api/datasets/.+/commit/"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
                         help="folder for a copy of the output's preview.png "
                              "(default: %(default)s)")
+    parser.add_argument("--hold-upload-until", type=Path, metavar="FILE",
+                        help="the local Hub keeps the job's upload (its commit) waiting "
+                             "until FILE exists: the job stays Running, so a test can "
+                             "interrupt the demo mid-job however slow the machine")
 
 
 def say(text: str = "") -> None:
@@ -109,6 +115,10 @@ class Demo:
         self.stack.start()
         say(f"      ready in {time.monotonic() - started:.1f}s: API {self.stack.api_url}, "
             f"Hub {self.stack.hub.endpoint}")
+        gate = self.args.hold_upload_until
+        if gate is not None:
+            self.stack.hub.hold(UPLOAD_COMMIT, gate)
+            say(f"      the Hub holds the job's upload until {gate} exists")
         return self.stack
 
     def submit(self, stack: Stack) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """A local stand-in for the Hugging Face Hub, for tests and demos.
 
 It speaks the part of the Hub HTTP API that the real ``huggingface_hub`` client uses for
-model and dataset repos: create a repo, repo info, tree listing, refs and tags, preupload,
-the LFS batch API (basic transfer), NDJSON commits, and file resolution. Point the client at
-it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``); the client is not patched.
+model and dataset repos: create a repo, repo info, tree listing, refs, tags and branches,
+preupload, the LFS batch API (basic transfer), NDJSON commits, and file resolution. Point
+the client at it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``); the client is not patched.
 
 The client uploads through Xet storage whenever ``hf_xet`` is installed; this server has no
 Xet storage, so clients must run with ``HF_HUB_DISABLE_XET=1`` set before ``huggingface_hub``
@@ -25,7 +25,9 @@ in for the CDN) through signed URLs, so the client downloads them without its to
 Faults are injected with ``fail_next`` (or ``POST /_local/fail-next`` with the same fields as
 JSON, for a server in another process): the next requests matching a pattern are answered
 with an error status (with ``Retry-After`` if asked), after a delay if asked, either before
-they take effect, just before a commit is published, or after they took effect.
+they take effect, just before a commit is published, or after they took effect. ``hold``
+keeps the requests matching a pattern waiting until a file exists: a test decides when a
+client may go on.
 """
 
 from __future__ import annotations
@@ -344,6 +346,8 @@ class LocalHub:
         self.calls: list[Call] = []
         self._failures: list[_Failure] = []
         self._failures_lock = threading.Lock()
+        self._holds: list[tuple[re.Pattern[str], Path]] = []
+        self._stopping = threading.Event()  # releases held requests
         self._secret = secrets.token_bytes(16)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -359,6 +363,7 @@ class LocalHub:
 
     # lifecycle
     def start(self) -> LocalHub:
+        self._stopping.clear()
         api_sock = socket.create_server(("127.0.0.1", self.port))
         storage_sock = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{api_sock.getsockname()[1]}"
@@ -377,6 +382,7 @@ class LocalHub:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(timeout=10)
@@ -416,6 +422,12 @@ class LocalHub:
         failure = _Failure(re.compile(pattern), status, times, stage, retry_after, delay)
         with self._failures_lock:
             self._failures.append(failure)
+
+    def hold(self, pattern: str, until: Path) -> None:
+        """Keep each request whose ``"METHOD /path"`` matches waiting, unanswered, until the
+        file ``until`` exists (or the Hub stops)."""
+        with self._failures_lock:
+            self._holds.append((re.compile(pattern), Path(until)))
 
     def seed(
         self,
@@ -502,9 +514,17 @@ class LocalHub:
             retry_after=failure.retry_after,
         )
 
+    def _wait_for_holds(self, ctx: _Ctx) -> None:
+        request = f"{ctx.method} {unquote(ctx.raw_path)}"
+        with self._failures_lock:
+            gates = [until for pattern, until in self._holds if pattern.search(request)]
+        while not all(gate.exists() for gate in gates) and not self._stopping.wait(0.1):
+            pass
+
     def _serve(self, ctx: _Ctx) -> Response:
         if ctx.method == "POST" and ctx.raw_path == "/_local/fail-next":
             return self._fail_next_endpoint(ctx)
+        self._wait_for_holds(ctx)
         self._failure(ctx, "request")
         response = self._handle(ctx)
         self._failure(ctx, "response")
@@ -555,6 +575,8 @@ class LocalHub:
                 return self._commit(ctx, repo_type, repo_id, rest[1])
             if m == "POST" and len(rest) == 2 and rest[0] == "tag":
                 return self._tag(ctx, repo_type, repo_id, rest[1])
+            if m in ("POST", "DELETE") and len(rest) == 2 and rest[0] == "branch":
+                return self._branch(ctx, repo_type, repo_id, rest[1])
             if rest and rest[0] in ("xet-read-token", "xet-write-token"):
                 raise HubHTTPError(
                     501,
@@ -771,6 +793,30 @@ class LocalHub:
             rdir = self.store.repo_dir(repo_type, repo_id)
             _write_atomic(rdir / "refs.json", json.dumps(refs).encode())
         return JSONResponse({"name": tag, "ref": f"refs/tags/{tag}", "targetCommit": sha})
+
+    def _branch(self, ctx: _Ctx, repo_type: str, repo_id: str, branch: str) -> Response:
+        """Create a branch (at ``startingPoint``, default main's head) or delete one; main
+        is never deleted."""
+        self._writable(ctx, repo_type, repo_id)
+        if not _NAME.match(branch):
+            raise HubHTTPError(400, f"Invalid branch name: {branch!r}")
+        start = None
+        if ctx.method == "POST":
+            start = self._rev(repo_type, repo_id, str(ctx.json().get("startingPoint") or "main"))
+        with self.store.lock:
+            refs = self.store.refs(repo_type, repo_id)
+            if ctx.method == "DELETE":
+                if branch == "main" or branch not in refs["branches"]:
+                    raise HubHTTPError(403 if branch == "main" else 404,
+                                       f"Cannot delete branch {branch}")
+                del refs["branches"][branch]
+            elif branch in refs["branches"]:
+                raise HubHTTPError(409, f"Branch {branch} already exists")
+            else:
+                refs["branches"][branch] = start
+            rdir = self.store.repo_dir(repo_type, repo_id)
+            _write_atomic(rdir / "refs.json", json.dumps(refs).encode())
+        return JSONResponse({})
 
     @staticmethod
     def _is_lfs(path: str, size: int, sample: bytes) -> bool:

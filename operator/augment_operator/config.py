@@ -13,7 +13,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from augment_spec.model import GENERATIVE_DISABLED, AugmentationType, validation_messages
+from augment_spec.model import (
+    GENERATIVE_DISABLED,
+    MAX_SHARDS,
+    AugmentationType,
+    validation_messages,
+)
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 SMALL_INFERENCE_GPUS = ["NVIDIA-L4", "NVIDIA-A10G", "Tesla-T4", "NVIDIA-L40S"]
@@ -63,6 +68,8 @@ class GpuProfile(_Strict):
     ttl_seconds_after_finished: int = Field(default=86400, ge=0,
                                             alias="ttlSecondsAfterFinished")
     scratch_size_limit: str = Field(default="50Gi", alias="scratchSizeLimit")
+    # A sharded job's pods running at once (the spec's shards beyond it wait their turn).
+    max_parallel_shards: int = Field(default=8, ge=1, le=MAX_SHARDS, alias="maxParallelShards")
     env: dict[str, str] = Field(default_factory=dict)
 
 

@@ -16,9 +16,19 @@ import kopf
 
 from augment_operator import metrics
 from augment_operator.config import OperatorConfig
-from augment_operator.jobs import build_job, job_name
+from augment_operator.jobs import build_finalize_job, build_job, finalize_job_name, job_name
 from augment_operator.kube import Kube
-from augment_operator.status import Action, Decision, decide, differs, status_patch
+from augment_operator.status import (
+    Action,
+    Child,
+    Decision,
+    decide,
+    decide_sharded,
+    differs,
+    shard_failure,
+    shard_status,
+    status_patch,
+)
 from augment_spec.contract import (
     ANNOTATION_CANCEL,
     GROUP,
@@ -60,25 +70,54 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
     def _reconcile(self, cr: dict[str, Any]) -> Decision:
-        meta = cr["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
+        name = cr["metadata"]["name"]
         spec, spec_error = self._parse(cr)
         profile_error = self._profile_error(spec) if spec else None
         jname = job_name(name)
-        job = self.kube.get_job(namespace, jname)
-        if job is not None and not self._owns(cr, job):
-            self.kube.delete_job(namespace, jname)  # left by an earlier CR of the same name
-            job = None
-        pods = self.kube.job_pods(namespace, jname) if job else []
-        decision = decide(cr, job, pods, spec_error, profile_error)
-        if decision.action is Action.create_job and spec is not None:
-            profile = self.config.profile_for(spec.augmentation_type)
-            self.kube.create_job(build_job(cr, spec, profile, self.config))
-        elif decision.action is Action.delete_job:
-            self.kube.delete_job(namespace, jname)
+        runner = self._child(cr, jname)
+        if spec is not None and spec.shards > 1:
+            finalize = self._child(cr, finalize_job_name(name))
+            decision = decide_sharded(cr, runner, finalize, spec_error, profile_error)
+            if decision.reason != "Final":
+                decision.extra.update(shard_status(cr, runner, spec.shards))
+        else:
+            decision = decide(cr, runner.job, runner.pods, spec_error, profile_error)
+        if spec is not None:
+            self._act(cr, decision, spec)
         self._label(cr, spec)
         self._write_status(cr, decision, jname, spec)
+        if spec is not None and spec.shards > 1:
+            self._announce_shard_failure(cr, decision, runner)
         return decision
+
+    def _child(self, cr: dict[str, Any], name: str) -> Child:
+        """The CR's Job of this name and its pods; one an earlier CR of the same name left
+        behind is deleted, not adopted."""
+        namespace = cr["metadata"]["namespace"]
+        job = self.kube.get_job(namespace, name)
+        if job is not None and not self._owns(cr, job):
+            self.kube.delete_job(namespace, name)
+            job = None
+        return Child(job, self.kube.job_pods(namespace, name) if job else [])
+
+    def _act(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec) -> None:
+        namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+        profile = self.config.profile_for(spec.augmentation_type)
+        if decision.action is Action.create_job:
+            self.kube.create_job(build_job(cr, spec, profile, self.config))
+        elif decision.action is Action.create_finalize_job:
+            self.kube.create_job(build_finalize_job(cr, spec, profile, self.config))
+        elif decision.action is Action.delete_job:
+            self.kube.delete_job(namespace, job_name(name))
+            if spec.shards > 1:
+                self.kube.delete_job(namespace, finalize_job_name(name))
+
+    def _announce_shard_failure(self, cr: dict[str, Any], decision: Decision,
+                                runner: Child) -> None:
+        message = shard_failure(cr, decision, runner)
+        if message is not None:
+            # kopf's hints name its Body wrapper; it reads any mapping with metadata.
+            kopf.warn(cr, reason="ShardFailed", message=message[:1000])  # type: ignore[arg-type]
 
     def _parse(self, cr: dict[str, Any]) -> tuple[AugmentationSpec | None, str | None]:
         try:
@@ -99,8 +138,8 @@ class Reconciler:
         return any(o.get("uid") == cr["metadata"]["uid"] for o in owners)
 
     def _label(self, cr: dict[str, Any], spec: AugmentationSpec | None) -> None:
-        """Label every CR, kubectl-made ones too, with its job id and project: the API
-        finds a job by label, and `kubectl get augjob -l augment.dev/project-id=` works."""
+        """Label every CR, kubectl-made ones too, with its job id and project, so that
+        `kubectl get augjob -l augment.dev/job-id=` (or `project-id=`) finds them."""
         wanted = {LABEL_JOB_ID: cr["metadata"]["uid"]}
         if spec is not None:
             wanted[LABEL_PROJECT] = str(spec.project_id)

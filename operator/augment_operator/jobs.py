@@ -1,4 +1,6 @@
-"""The batch/v1 Job an AugmentationJob becomes: one runner pod on the profile's GPU nodes."""
+"""The batch/v1 Jobs an AugmentationJob becomes: one runner pod on the profile's GPU nodes,
+or for a sharded spec an Indexed Job of one runner pod per shard, then a finalize Job
+that merges and publishes them (docs/design.md, Scale out)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from augment_spec.contract import (
     ENV_HF_TOKEN,
     ENV_JOB_NAME,
     ENV_JOB_NAMESPACE,
+    ENV_JOB_UID,
     ENV_SPEC,
     ENV_TERMINATION_LOG,
     ENV_THREADS,
@@ -32,10 +35,20 @@ SCRATCH = "/scratch"
 
 def job_name(cr_name: str) -> str:
     """Deterministic, and short enough for the `job-name` label the Job controller adds."""
-    if len(cr_name) <= 56:
-        return f"{cr_name}-run"
+    return _child_name(cr_name, "run")
+
+
+def finalize_job_name(cr_name: str) -> str:
+    """The finalize Job of a sharded job (same rules as job_name)."""
+    return _child_name(cr_name, "merge")
+
+
+def _child_name(cr_name: str, suffix: str) -> str:
+    """At most 60 characters (a label value holds 63)."""
+    if len(cr_name) <= 59 - len(suffix):
+        return f"{cr_name}-{suffix}"
     digest = hashlib.sha256(cr_name.encode()).hexdigest()[:8]
-    return f"{cr_name[:47]}-{digest}-run"
+    return f"{cr_name[:50 - len(suffix)]}-{digest}-{suffix}"
 
 
 def job_labels(cr: dict[str, Any], spec: AugmentationSpec) -> dict[str, str]:
@@ -59,6 +72,7 @@ def runner_env(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
     env: list[dict[str, Any]] = [
         {"name": ENV_SPEC, "value": json.dumps(spec.model_dump(mode="json"), sort_keys=True)},
         {"name": ENV_JOB_NAME, "value": cr["metadata"]["name"]},
+        {"name": ENV_JOB_UID, "value": cr["metadata"]["uid"]},
         {"name": ENV_JOB_NAMESPACE,
          "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": ENV_WORKDIR, "value": f"{SCRATCH}/work"},
@@ -94,15 +108,49 @@ def pod_security(config: OperatorConfig) -> tuple[dict[str, Any], dict[str, Any]
 
 def build_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
               config: OperatorConfig) -> dict[str, Any]:
+    """The runner Job: one pod, or with spec.shards > 1 an Indexed Job of one pod per
+    shard (Kubernetes gives each pod its index, JOB_COMPLETION_INDEX), each shard retried
+    on its own (backoffLimitPerIndex); a shard that keeps failing fails the Job at once."""
+    job = _job(cr, spec, profile, config, job_name(cr["metadata"]["name"]),
+               ["augment", "run"], profile.resources)
+    if spec.shards > 1:
+        job_spec = job["spec"]
+        del job_spec["backoffLimit"]  # counted per index instead
+        job_spec.update({
+            "completionMode": "Indexed",
+            "completions": spec.shards,
+            "parallelism": min(spec.shards, profile.max_parallel_shards),
+            "backoffLimitPerIndex": profile.backoff_limit,
+            "maxFailedIndexes": 0,
+        })
+    return job
+
+
+def build_finalize_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
+                       config: OperatorConfig) -> dict[str, Any]:
+    """The finalize Job of a sharded job: `augment merge` in the runner image, once every
+    shard is done. It merges files and needs no GPU, so it asks for none."""
+    return _job(cr, spec, profile, config, finalize_job_name(cr["metadata"]["name"]),
+                ["augment", "merge"], _without_gpus(profile.resources))
+
+
+def _without_gpus(resources: dict[str, Any]) -> dict[str, Any]:
+    return {kind: {name: value for name, value in amounts.items() if not name.endswith("/gpu")}
+            for kind, amounts in resources.items()}
+
+
+def _job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
+         config: OperatorConfig, name: str, command: list[str],
+         resources: dict[str, Any]) -> dict[str, Any]:
     labels = job_labels(cr, spec)
     pod_sc, container_sc = pod_security(config)
     container = {
         "name": RUNNER_CONTAINER,
         "image": profile.image,
         "imagePullPolicy": profile.image_pull_policy,
-        "command": ["augment", "run"],
+        "command": command,
         "env": runner_env(cr, spec, profile, config),
-        "resources": profile.resources,
+        "resources": resources,
         "securityContext": container_sc,
         "terminationMessagePath": TERMINATION_LOG_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -128,7 +176,7 @@ def build_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(cr["metadata"]["name"]),
+            "name": name,
             "namespace": cr["metadata"]["namespace"],
             "labels": labels,
             "ownerReferences": [owner_reference(cr)],

@@ -13,17 +13,21 @@ from typing import Any
 
 from augment_spec.contract import (
     PROGRESS_TOTAL,
+    SHARDS_FAILED_PODS,
     STATUS_COMPLETION_TIME,
     STATUS_JOB_NAME,
     STATUS_MESSAGE,
     STATUS_OUTPUT_DATASET_ID,
     STATUS_PHASE,
     STATUS_PROGRESS,
+    STATUS_SHARDS,
     STATUS_START_TIME,
     TERMINAL_PHASES,
     Phase,
     cancel_requested,
     progress_status,
+    shards_status,
+    summed_progress,
 )
 
 NO_JOB_REASONS = frozenset({"InvalidSpec", "ProfileDisabled"})
@@ -32,7 +36,8 @@ NO_JOB_REASONS = frozenset({"InvalidSpec", "ProfileDisabled"})
 class Action(Enum):
     none = "none"
     create_job = "create_job"
-    delete_job = "delete_job"
+    create_finalize_job = "create_finalize_job"  # a sharded job, every shard done
+    delete_job = "delete_job"  # and a sharded job's finalize Job
 
 
 @dataclass
@@ -41,7 +46,15 @@ class Decision:
     reason: str
     message: str
     action: Action = Action.none
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # more status fields to write
+
+
+@dataclass(frozen=True)
+class Child:
+    """One of the CR's Jobs (None: not there) and its pods."""
+
+    job: dict[str, Any] | None
+    pods: list[dict[str, Any]] = field(default_factory=list)
 
 
 def now() -> str:
@@ -112,6 +125,84 @@ def decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, 
     return Decision(Phase.Pending, "Starting", "waiting for the runner pod to start")
 
 
+# Decisions a sharded job takes as they are: the shards' Job has no say in them.
+_SETTLED = frozenset({"Final", "Cancelled", "InvalidSpec", "ProfileDisabled"})
+
+
+def decide_sharded(cr: dict[str, Any], shards: Child, finalize: Child,
+                   spec_error: str | None, profile_error: str | None) -> Decision:
+    """A sharded job (docs/design.md, Scale out): the Indexed Job of its shards runs as a
+    single job's runner Job does; once it completes, its finalize Job decides."""
+    decision = decide(cr, shards.job, shards.pods, spec_error, profile_error)
+    if decision.reason in _SETTLED:
+        if decision.reason == "Cancelled" and finalize.job is not None:
+            decision.action = Action.delete_job
+        return decision
+    if finalize.job is None and decision.reason != "Completed":
+        if decision.reason == "Running":
+            decision.message = "the runners are augmenting the shards"
+        return decision
+    return _decide_finalize(finalize)
+
+
+def _decide_finalize(finalize: Child) -> Decision:
+    if finalize.job is None:
+        return Decision(Phase.Running, "Merging", "every shard is done; starting the merge",
+                        action=Action.create_finalize_job)
+    finished = job_finished(finalize.job)
+    if finished and finished[0] == "Complete":
+        return Decision(Phase.Succeeded, "Completed", "augmented dataset uploaded")
+    if finished:
+        why = (termination_message(finalize.pods) or finished[1].get("message")
+               or "the merge failed")
+        return Decision(Phase.Failed, finished[1].get("reason") or "JobFailed", why)
+    return Decision(Phase.Running, "Merging", "merging the shards and publishing the dataset")
+
+
+def shard_status(cr: dict[str, Any], shards: Child, total: int) -> dict[str, Any]:
+    """Status fields of a sharded job: its shards counted from the Indexed Job, and the
+    progress its runners reported per shard, summed."""
+    job_status = (shards.job or {}).get("status") or {}
+    done = _count_indexes(job_status.get("completedIndexes"))
+    failed = _count_indexes(job_status.get("failedIndexes"))
+    running = int(job_status.get("active") or 0)
+    failed_pods = int(job_status.get("failed") or 0)
+    return {**shards_status(total, done, running, failed, failed_pods),
+            **progress_status(*summed_progress(cr.get("status") or {}))}
+
+
+def _count_indexes(ranges: str | None) -> int:
+    """How many indexes `1,3-5` names (the Indexed Job's completedIndexes format)."""
+    count = 0
+    for part in (ranges or "").split(","):
+        if part:
+            low, _, high = part.partition("-")
+            count += int(high or low) - int(low) + 1
+    return count
+
+
+def shard_failure(cr: dict[str, Any], decision: Decision, shards: Child) -> str | None:
+    """The Event to post when more shard pods failed than the status says: the newest
+    failure's own words; None when no new pod failed."""
+    before = ((cr.get("status") or {}).get(STATUS_SHARDS) or {}).get(SHARDS_FAILED_PODS, 0)
+    now_failed = (decision.extra.get(STATUS_SHARDS) or {}).get(SHARDS_FAILED_PODS, 0)
+    if now_failed <= before:
+        return None
+    index = _newest_failed_index(shards.pods)
+    which = f"shard {index}" if index is not None else "a shard"
+    why = termination_message(shards.pods) or "its runner failed"
+    return f"{which}: {why} ({now_failed} shard pod(s) failed so far; each shard is retried)"
+
+
+def _newest_failed_index(pods: list[dict[str, Any]]) -> str | None:
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    if not failed:
+        return None
+    newest = max(failed, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    annotations = newest["metadata"].get("annotations") or {}
+    return annotations.get("batch.kubernetes.io/job-completion-index")
+
+
 def conditions_for(decision: Decision, generation: int,
                    previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ready / Scheduled conditions; lastTransitionTime moves only when the status flips."""
@@ -152,8 +243,10 @@ def status_patch(cr: dict[str, Any], decision: Decision, job_name: str,
         patch[STATUS_START_TIME] = now()
     if decision.phase in TERMINAL_PHASES and not status.get(STATUS_COMPLETION_TIME):
         patch[STATUS_COMPLETION_TIME] = now()
+    patch.update(decision.extra)
     if decision.phase is Phase.Succeeded:
-        total = (status.get(STATUS_PROGRESS) or {}).get(PROGRESS_TOTAL, 0)
+        total = (patch.get(STATUS_PROGRESS) or status.get(STATUS_PROGRESS) or {}).get(
+            PROGRESS_TOTAL, 0)
         patch.update(progress_status(total, total, finished=True))
     return patch
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 from augment_spec.contract import (
+    ENV_SHARD_INDEX,
     ENV_SPEC,
     EXIT_BAD_INPUT,
     EXIT_BUG,
@@ -58,6 +59,8 @@ from .hub import (
     upload_dataset,
 )
 from .pod import PodEnv
+from .shards import Shard
+from .staging import push_shard, shard_on_branch, staging_branch
 
 # A local run belongs to no project; the spec still needs a project id.
 LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
@@ -138,6 +141,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow pushing into an existing dataset this tool did not make (its files are kept)",
     )
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="write only shard K of N (0-based) into --output; `augment merge` puts the N "
+        "shards together into what one run writes",
+    )
     parser.add_argument("--project-id", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--batch-frames",
@@ -158,33 +167,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    return exit_code("augment run", lambda: _run(args))
+
+
+def exit_code(prog: str, work: Callable[[], int]) -> int:
+    """Run `work`; every failure becomes one line on stderr and its exit code."""
     try:
-        return _run(args)
+        return work()
     except HubUnavailable as exc:
-        return _fail(str(exc), EXIT_HUB_UNAVAILABLE)
+        return _fail(prog, str(exc), EXIT_HUB_UNAVAILABLE)
     except (AugmentError, SpecError, HubError) as exc:
-        return _fail(str(exc), EXIT_BAD_INPUT)
+        return _fail(prog, str(exc), EXIT_BAD_INPUT)
     except OSError as exc:
         if is_disk_full(exc):  # bad input in the Job's sense: a retry fills the same disk
-            return _fail(SCRATCH_FULL, EXIT_BAD_INPUT)
-        return _bug(exc)
+            return _fail(prog, SCRATCH_FULL, EXIT_BAD_INPUT)
+        return _bug(prog, exc)
     except Exception as exc:
-        return _bug(exc)
+        return _bug(prog, exc)
 
 
-def _bug(exc: Exception) -> int:
+def _bug(prog: str, exc: Exception) -> int:
     """A bug: still one line, with the traceback only on request."""
     if os.environ.get("AUGMENT_DEBUG"):
         print(redact(traceback.format_exc()), file=sys.stderr, end="")
     return _fail(
+        prog,
         f"unexpected error: {type(exc).__name__}: {exc} (a bug; rerun with "
         f"AUGMENT_DEBUG=1 for the traceback and report it)",
         EXIT_BUG,
     )
 
 
-def _fail(message: str, code: int) -> int:
-    line = redact(" ".join(f"augment run: {message}".split()))
+def _fail(prog: str, message: str, code: int) -> int:
+    line = redact(" ".join(f"{prog}: {message}".split()))
     print(line, file=sys.stderr)
     log = PodEnv.read().termination_log
     if log:
@@ -201,17 +216,26 @@ def _run(args: argparse.Namespace) -> int:
 
     token = resolve_token()  # a malformed token fails here, before any download or GPU work
     pod = PodEnv.read()
-    base = _spec_from_pod(args.spec_file, pod)
+    base = spec_from_pod(args.spec_file, pod)
     in_pod = base is not None
     src = args.dataset or (base or {}).get("dataset_id")
     if not src:
         raise AugmentError("no source dataset: pass --dataset SRC (a folder or a Hub dataset id)")
     local_source = _local_folder(src)
     spec = _build_spec(base or {}, args, src, local_source)
+    shard = _shard(args.shard, spec, pod, in_pod)
     push_to = args.push_to or (spec.target_dataset_id if in_pod and not args.no_push else None)
+    branch = _staging_branch(shard, pod) if push_to else None
     source_id = None if local_source else src
     if push_to:
         _check_push(spec, push_to, token, source_id)
+    if push_to and shard is not None and branch is not None:
+        staged = shard_on_branch(spec, push_to, branch, shard, token)
+        if staged is not None:  # a retry: this shard is done
+            done = len(staged.episodes)
+            status.report_shard_progress(shard.index, done, done)
+            print(f"shard {shard} is already on {push_to}@{branch}; nothing to do")
+            return EXIT_OK
     workdir = pod.workdir or Path(tempfile.mkdtemp(prefix="augment-"))
     owns_workdir = pod.workdir is None
     output = (args.output or workdir / "output").resolve()
@@ -229,14 +253,21 @@ def _run(args: argparse.Namespace) -> int:
             spec,
             source,
             output,
-            progress=_progress(),
+            progress=_progress(shard),
             batch_frames=args.batch_frames,
             source_id=source_id,
             source_revision=revision,
+            shard=shard,
         )
+        if shard is not None:
+            print(f"shard {shard}: {result.source_episodes} source episode(s)")
         print(f"output: {result.output}")
-        print(f"preview: {result.preview}")
-        if push_to:
+        if result.preview is not None:
+            print(f"preview: {result.preview}")
+        if push_to and shard is not None and branch is not None:
+            commit = push_shard(result.output, spec, push_to, branch, shard, token, source_id)
+            print(f"staged: {push_to}@{branch} ({commit})")
+        elif push_to:
             commit = upload_dataset(
                 result.output,
                 push_to,
@@ -258,6 +289,36 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _shard(
+    flag: str | None, spec: AugmentationSpec, pod: PodEnv, in_pod: bool
+) -> Shard | None:
+    """The shard this run writes: --shard K/N, or in a sharded job's runner pod the
+    index Kubernetes gave the pod (docs/design.md, Scale out); None: the whole job."""
+    if flag:
+        return Shard.parse(flag)
+    if not in_pod or spec.shards == 1:
+        return None
+    if pod.shard_index is None or not pod.shard_index.isdigit():
+        raise AugmentError(
+            f"the spec asks for {spec.shards} shards but {ENV_SHARD_INDEX} does not say which "
+            f"this pod runs: run them as an Indexed Job, or pass --shard K/N"
+        )
+    return Shard(int(pod.shard_index), spec.shards)
+
+
+def _staging_branch(shard: Shard | None, pod: PodEnv) -> str | None:
+    """Where a shard is pushed: its job's staging branch, which only a job's pod has a
+    name for; a shard made by hand is merged by hand (augment merge), then pushed."""
+    if shard is None:
+        return None
+    if pod.job_uid is None:
+        raise AugmentError(
+            "--shard writes one shard's folder, not a dataset: merge the shards with "
+            "augment merge and push the result (or pass --no-push)"
+        )
+    return staging_branch(pod.job_uid, shard.index)
+
+
 def _check_push(
     spec: AugmentationSpec, push_to: str, token: str | None, source_id: str | None
 ) -> None:
@@ -277,7 +338,7 @@ def _clear_scratch(output: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _spec_from_pod(spec_file: Path | None, pod: PodEnv) -> dict[str, Any] | None:
+def spec_from_pod(spec_file: Path | None, pod: PodEnv) -> dict[str, Any] | None:
     """The full spec given to a Job: --spec-file, else AUGMENT_SPEC, else None."""
     if spec_file is not None:
         try:
@@ -334,9 +395,9 @@ def _build_spec(
     return parse_spec(data)
 
 
-def _progress() -> Callable[[int, int], None] | None:
+def _progress(shard: Shard | None) -> Callable[[int, int], None] | None:
     callbacks: list[Callable[[int, int], None]] = []
-    reporter = status.cluster_progress_reporter()
+    reporter = status.cluster_progress_reporter(None if shard is None else shard.index)
     if reporter is not None:
         callbacks.append(reporter)
     if sys.stderr.isatty():

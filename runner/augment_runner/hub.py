@@ -189,6 +189,7 @@ def upload_dataset(
     batch_files: int = BATCH_FILES,
     batch_bytes: int = BATCH_BYTES,
     retry: Retry = RETRY,
+    branch: str | None = None,
 ) -> str:
     """Make dataset ``repo_id``'s main branch hold ``folder``'s files, in one atomic commit.
 
@@ -203,6 +204,10 @@ def upload_dataset(
     The commit names the head it was built on, so a concurrent change makes it fail
     instead of being overwritten. Nothing is visible on the repo until the final commit
     succeeds. Returns the commit sha.
+
+    With ``branch`` (a sharded job's staging branch, docs/design.md, Scale out), the same
+    checks run on main, the branch is made from main if missing, and the commit goes to
+    the branch, whose files then are exactly ``folder``'s: main is not touched.
     """
     _check_not_source(repo_id, source_repo_id)
     folder = Path(folder)
@@ -223,6 +228,11 @@ def upload_dataset(
         parent = info.sha
         remote = set(hub.files(repo_id, parent)) if parent is not None else set()
         ours = _check_may_write(hub, repo_id, info, remote, private, public, overwrite)
+        if branch is not None:
+            hub(hub.api.create_branch, repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
+            parent = hub(hub.api.dataset_info, repo_id, revision=branch).sha
+            remote = set(hub.files(repo_id, parent)) if parent is not None else set()
+            ours = True  # a staging branch holds nothing but what this job put there
         additions = [CommitOperationAdd(rel, str(path)) for rel, path in sorted(local.items())]
         doomed = remote - set(local) - {".gitattributes"} if ours else set()
         total = sum(op.upload_info.size for op in additions)
@@ -235,7 +245,8 @@ def upload_dataset(
                     repo_type=REPO_TYPE,
                     free_memory=False,
                 )
-        return _commit(hub, repo_id, additions, sorted(doomed), commit_message, parent, remote)
+        return _commit(hub, repo_id, additions, sorted(doomed), commit_message, parent, remote,
+                       branch)
 
 
 def _commit(
@@ -246,6 +257,7 @@ def _commit(
     message: str,
     parent: str | None,
     remote: set[str],
+    branch: str | None = None,
 ) -> str:
     """Commit on top of ``parent``, retried; returns the new head's sha.
 
@@ -265,12 +277,13 @@ def _commit(
                 commit_message=message,
                 repo_type=REPO_TYPE,
                 parent_commit=parent,
+                revision=branch,
             ).oid
         except HfHubHTTPError as err:
             landed = None
             if tries > 1 and hubretry.status_of(err) == 412:
                 expected = (remote - set(deletions)) | {op.path_in_repo for op in additions}
-                landed = _head_holding(hub, repo_id, expected, additions)
+                landed = _head_holding(hub, repo_id, expected, additions, branch)
             if landed is None:
                 raise
             return landed
@@ -279,13 +292,17 @@ def _commit(
 
 
 def _head_holding(
-    hub: _Hub, repo_id: str, expected: set[str], additions: list[CommitOperationAdd]
+    hub: _Hub,
+    repo_id: str,
+    expected: set[str],
+    additions: list[CommitOperationAdd],
+    branch: str | None = None,
 ) -> str | None:
     """The head's sha if it holds exactly ``expected``, with ``additions``' contents.
 
     Called inside the commit's own retries: these calls are not retried on their own.
     """
-    head = hub.api.dataset_info(repo_id).sha
+    head = hub.api.dataset_info(repo_id, revision=branch).sha
     files = _files(hub.api, repo_id, head) if head is not None else {}
     if set(files) != expected:
         return None
@@ -299,6 +316,40 @@ def _head_holding(
         if not same:
             return None
     return head
+
+
+def branch_files(
+    repo_id: str, branch: str, token: str | None, *, retry: Retry = RETRY
+) -> set[str] | None:
+    """The files on ``branch`` of ``repo_id``; None when the repo or the branch is missing."""
+    hub = _hub(resolve_token(token), retry)
+    with _hub_errors(repo_id, branch, hub.token, "download"):
+        try:
+            sha = hub(hub.api.dataset_info, repo_id, revision=branch).sha
+        except (RepositoryNotFoundError, RevisionNotFoundError):
+            return None
+        return set(hub.files(repo_id, sha)) if sha is not None else set()
+
+
+def download_file(
+    repo_id: str, revision: str, path: str, dest: Path, token: str | None, *, retry: Retry = RETRY
+) -> Path:
+    """One file of ``repo_id`` at ``revision``, downloaded under the folder ``dest``."""
+    hub = _hub(resolve_token(token), retry)
+    with _hub_errors(repo_id, revision, hub.token, "download"):
+        return Path(hub(hub.api.hf_hub_download, repo_id, path, repo_type=REPO_TYPE,
+                        revision=revision, local_dir=dest))
+
+
+def delete_branch(repo_id: str, branch: str, token: str | None, *, retry: Retry = RETRY) -> None:
+    """Delete ``branch`` of ``repo_id``; one already gone is fine."""
+    hub = _hub(_upload_token(repo_id, token), retry)
+    with _hub_errors(repo_id, branch, hub.token, "upload"):
+        try:
+            hub(hub.api.delete_branch, repo_id, branch=branch, repo_type=REPO_TYPE)
+        except HfHubHTTPError as err:
+            if hubretry.status_of(err) != 404:
+                raise
 
 
 def _hub(token: str | None, retry: Retry) -> _Hub:

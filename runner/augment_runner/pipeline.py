@@ -7,6 +7,9 @@ episode length (batches) and the work per frame is one decode for N encodes.
 The output is built in a hidden temporary folder next to the output and renamed into
 place at the very end: a half-written output never looks finished, and a failure
 leaves nothing behind. The source folder is only ever read.
+
+With a shard (shards.py), the same loop writes that shard's episodes and a manifest
+for `augment merge` (merge.py), which puts the shards together into this output.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .errors import AugmentError, DatasetError, OutputError
 from .formats.base import (
     Camera,
     DatasetReader,
+    DatasetWriter,
     EpisodeWriter,
     FrameSink,
     SourceEpisode,
@@ -41,7 +45,14 @@ from .formats.base import (
 )
 from .formats.detect import open_dataset
 from .preview import PreviewCollector
-from .provenance import TOOL_NAME, write_card, write_provenance
+from .provenance import (
+    PREVIEW_PATH,
+    TOOL_NAME,
+    recorded_spec,
+    write_card,
+    write_provenance,
+)
+from .shards import Shard, ShardManifest
 
 Progress = Callable[[int, int], None]
 # One copy's transforms: a batch of frames and the episode offset of its first frame in,
@@ -59,9 +70,9 @@ def tool_version() -> str:
 @dataclass(frozen=True)
 class AugmentResult:
     output: Path
-    preview: Path
+    preview: Path | None  # None only for a shard without frames (more shards than episodes)
     format_name: str
-    source_episodes: int
+    source_episodes: int  # those read: a shard's only
     output_episodes: int
     augmented_episodes: int
     seconds: float
@@ -117,42 +128,73 @@ def augment_dataset(
     *,
     source_id: str | None = None,
     source_revision: str | None = None,
+    shard: Shard | None = None,
 ) -> AugmentResult:
-    """Write the augmented dataset for `spec` from the folder `source` into `output`."""
+    """Write the augmented dataset for `spec` from the folder `source` into `output`;
+    with `shard`, only that shard of it (see shards.py)."""
     if batch_frames < 1:
         raise AugmentError(f"batch_frames must be at least 1, got {batch_frames}")
     started = time.monotonic()
     source, output = Path(source).resolve(), Path(output).resolve()
     reader = open_dataset(source)
-    _check_output(source, output)
+    check_output_folder(source, output)
     cameras = select_cameras(reader.cameras, spec.augment_cameras, source)
+    covered = _covered(reader, shard)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         preview = PreviewCollector(cameras[0].key, spec.copies_per_episode())
-        episodes = _augment(reader, spec, staging, cameras, preview, progress, batch_frames)
+        writer = _create_writer(reader, spec, staging, shard)
+        episodes = _augment(
+            reader, writer, spec, covered, cameras, preview, progress, batch_frames
+        )
         provenance = _provenance(spec, reader, cameras, episodes, source_id, source_revision)
         write_provenance(staging, provenance)
-        preview_path = preview.save(staging / "preview.png")
+        has_preview = shard is None or preview.has_frames
+        if has_preview:
+            preview.save(staging / PREVIEW_PATH)
         write_card(staging, provenance, source)
-        _check_valid(staging)
-        _move_into_place(staging, output)
+        if shard is None:
+            check_valid(staging)
+        else:  # not a dataset on its own: the merge checks what it makes
+            total = len(reader.episodes)
+            ShardManifest(
+                shard, reader.format_name, total, shard.episodes(total), writer.shard_parts()
+            ).write(staging)
+        move_into_place(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     copies_written = sum(1 for e in episodes if e.get("copy_index") is not None)
     return AugmentResult(
         output,
-        output / preview_path.name,
+        output / PREVIEW_PATH if has_preview else None,
         reader.format_name,
-        len(reader.episodes),
+        len(covered),
         len(episodes),
         copies_written,
         time.monotonic() - started,
     )
 
 
-def _check_output(source: Path, output: Path) -> None:
+def _covered(reader: DatasetReader, shard: Shard | None) -> list[SourceEpisode]:
+    """The source episodes this run augments: all of them, or the shard's."""
+    if shard is None:
+        return list(reader.episodes)
+    return [reader.episodes[i] for i in shard.episodes(len(reader.episodes))]
+
+
+def _create_writer(
+    reader: DatasetReader, spec: AugmentationSpec, staging: Path, shard: Shard | None
+) -> DatasetWriter:
+    keep = spec.augment_dataset_mode is DatasetMode.copy
+    slots = spec.copies_per_episode()
+    if shard is None:
+        return reader.create_writer(staging, keep, slots)
+    return reader.create_shard_writer(staging, keep, slots, shard)
+
+
+def check_output_folder(source: Path, output: Path) -> None:
     if output == source or output.is_relative_to(source) or source.is_relative_to(output):
         raise OutputError(
             f"output {output} overlaps the source {source}; the source is never written, "
@@ -194,7 +236,7 @@ def select_cameras(cameras: list[Camera], wanted: list[str] | None, source: Path
     return [c for c in cameras if c.key in set(wanted)]
 
 
-def _check_valid(staging: Path) -> None:
+def check_valid(staging: Path) -> None:
     """Never move into place (so never push) an output the format's reader would reject:
     it is checked where it was built, and a failure removes it with the staging folder."""
     from .validate import validate_dataset
@@ -207,7 +249,7 @@ def _check_valid(staging: Path) -> None:
         )
 
 
-def _move_into_place(staging: Path, output: Path) -> None:
+def move_into_place(staging: Path, output: Path) -> None:
     if output.exists():
         output.rmdir()  # checked empty before we started
     os.replace(staging, output)
@@ -234,7 +276,7 @@ def _provenance(
         "copies_per_episode": spec.copies_per_episode(),
         "seed": spec.augment_seed,
         "augmented_cameras": [c.key for c in cameras],
-        "spec": spec.model_dump(mode="json"),
+        "spec": recorded_spec(spec),
         "episodes": episodes,
     }
 
@@ -247,28 +289,29 @@ ORIGINAL: dict[str, Any] = {"copy_index": None, "transforms": [], "params": None
 
 def _augment(
     reader: DatasetReader,
+    writer: DatasetWriter,
     spec: AugmentationSpec,
-    staging: Path,
+    covered: list[SourceEpisode],
     cameras: list[Camera],
     preview: PreviewCollector,
     progress: Progress | None,
     batch_frames: int,
 ) -> list[dict[str, Any]]:
-    """Write the output into `staging`; the provenance of its episodes, in output order."""
+    """Write the `covered` source episodes' output with `writer`; the provenance of
+    the episodes written, in output order."""
     keep = spec.augment_dataset_mode is DatasetMode.copy
     slots = spec.copies_per_episode()
-    writer = reader.create_writer(staging, keep, slots)
     writer.start()
     # (output index, source episode, what was applied); originals keep their index.
-    placed = [(ep.index, ep, ORIGINAL) for ep in reader.episodes] if keep else []
+    placed = [(ep.index, ep, ORIGINAL) for ep in covered] if keep else []
     job = _EpisodeJob(reader, {c.key for c in cameras}, batch_frames, preview)
-    _report(progress, 0, len(reader.episodes))
-    for done, episode in enumerate(reader.episodes, 1):
+    _report(progress, 0, len(covered))
+    for done, episode in enumerate(covered, 1):
         copies = plan_copies(spec, episode.index)
         sinks = [writer.open_episode(slot, episode) for slot in range(slots)]
         job.run(episode, copies, sinks)
         placed += [(s.episode_index, episode, copies.describe(n)) for n, s in enumerate(sinks)]
-        _report(progress, done, len(reader.episodes))
+        _report(progress, done, len(covered))
     writer.finish()
     splits = list(dict.fromkeys(ep.split for ep in reader.episodes))  # in reading order
     placed.sort(key=lambda p: (splits.index(p[1].split), p[0]))

@@ -16,6 +16,8 @@ from pathlib import Path
 from augment_spec.contract import (
     ENV_JOB_NAME,
     ENV_JOB_NAMESPACE,
+    ENV_JOB_UID,
+    ENV_SHARD_INDEX,
     ENV_SPEC,
     ENV_TERMINATION_LOG,
     ENV_WORKDIR,
@@ -29,6 +31,8 @@ class PodEnv:
     job_namespace: str | None = None  # ... in this namespace
     workdir: Path | None = None  # scratch for the downloaded source and the output
     termination_log: Path | None = None  # where the one-line failure goes
+    job_uid: str | None = None  # the AugmentationJob's uid (names a sharded job's branches)
+    shard_index: str | None = None  # in a sharded job's runner pods: the pod's shard
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> PodEnv:
@@ -44,4 +48,5 @@ class PodEnv:
 
         return cls(spec_json=get(ENV_SPEC), job_name=get(ENV_JOB_NAME),
                    job_namespace=get(ENV_JOB_NAMESPACE), workdir=path(ENV_WORKDIR),
-                   termination_log=path(ENV_TERMINATION_LOG))
+                   termination_log=path(ENV_TERMINATION_LOG), job_uid=get(ENV_JOB_UID),
+                   shard_index=get(ENV_SHARD_INDEX))

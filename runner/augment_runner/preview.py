@@ -70,6 +70,11 @@ class PreviewCollector:
         for index, i in self._picks(episode, camera, frames, offset):
             self.copy_frames[(slot, index)] = np.array(frames[i])
 
+    @property
+    def has_frames(self) -> bool:
+        """Whether any frame was caught (a shard whose episodes are all empty has none)."""
+        return bool(self.source)
+
     def save(self, path: Path) -> Path:
         indices = sorted(self.source)
         if not indices:

@@ -6,11 +6,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from augment_spec.model import AugmentationSpec
+
 # The tool named in every provenance file: the Hub upload treats a dataset whose
 # provenance names it as one this product made (and may replace).
 TOOL_NAME = "augment-operator"
 PROVENANCE_PATH = "meta/augmentation.json"
 CARD_PATH = "README.md"
+PREVIEW_PATH = "preview.png"  # the card shows it
+
+
+def recorded_spec(spec: AugmentationSpec) -> dict[str, Any]:
+    """The spec as provenance records it: how many pods shared the work (`shards`)
+    changes nothing in what was made, so it is left out."""
+    return spec.model_dump(mode="json", exclude={"shards"})
 
 
 def write_provenance(root: Path, provenance: dict[str, Any]) -> Path:
@@ -107,7 +116,7 @@ def write_card(root: Path, provenance: dict[str, Any], source: Path) -> Path:
         "",
         *_transform_lines(spec),
         "",
-        "![Source frames (top row) and their augmented copies (one row per copy)](preview.png)",
+        f"![Source frames (top row) and their augmented copies (one row per copy)]({PREVIEW_PATH})",
         "",
         f"Every augmented episode's source episode, transforms and drawn parameters are in "
         f"[`{PROVENANCE_PATH}`]({PROVENANCE_PATH}).",

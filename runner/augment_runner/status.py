@@ -20,6 +20,7 @@ from augment_spec.contract import (
     VERSION,
     output_status,
     progress_status,
+    shard_progress_status,
     started_status,
 )
 
@@ -30,7 +31,7 @@ MIN_INTERVAL_SECONDS = 2.0
 
 
 class StatusReporter:
-    def __init__(self, name: str, namespace: str) -> None:
+    def __init__(self, name: str, namespace: str, shard_index: int | None = None) -> None:
         from kubernetes import client, config
 
         try:
@@ -39,6 +40,7 @@ class StatusReporter:
             config.load_kube_config()
         self.api = client.CustomObjectsApi()
         self.name, self.namespace = name, namespace
+        self.shard_index = shard_index  # a sharded job's shard reports under its index
         self.last_sent = 0.0
 
     def patch(self, status: dict[str, Any]) -> None:
@@ -53,20 +55,32 @@ class StatusReporter:
         if done < total and now - self.last_sent < MIN_INTERVAL_SECONDS:
             return
         self.last_sent = now
-        self.patch(progress_status(done, total))
+        if self.shard_index is None:
+            self.patch(progress_status(done, total))
+        else:
+            self.patch(shard_progress_status(self.shard_index, done, total))
 
 
-def cluster_reporter() -> StatusReporter | None:
+def cluster_reporter(shard_index: int | None = None) -> StatusReporter | None:
     pod = PodEnv.read()
     if not (pod.job_name and pod.job_namespace):
         return None
-    return StatusReporter(pod.job_name, pod.job_namespace)
+    return StatusReporter(pod.job_name, pod.job_namespace, shard_index)
 
 
-def cluster_progress_reporter() -> Callable[[int, int], None] | None:
-    """A (episodes_done, episodes_total) callback when running in a cluster, else None."""
-    reporter = cluster_reporter()
+def cluster_progress_reporter(
+    shard_index: int | None = None,
+) -> Callable[[int, int], None] | None:
+    """A (episodes_done, episodes_total) callback when running in a cluster, else None;
+    with `shard_index`, the progress of that shard of a sharded job."""
+    reporter = cluster_reporter(shard_index)
     return reporter.progress if reporter else None
+
+
+def report_shard_progress(shard_index: int, done: int, total: int) -> None:
+    reporter = cluster_reporter(shard_index)
+    if reporter:
+        reporter.patch(shard_progress_status(shard_index, done, total))
 
 
 def report_started(source_revision: str, output_dataset_id: str) -> None:

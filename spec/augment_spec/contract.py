@@ -42,7 +42,7 @@ def phase_of(cr: dict[str, Any]) -> Phase:
 # ---- labels ----
 LABEL_PROJECT = f"{GROUP}/project-id"  # on CRs, Jobs and pods: the spec's project id
 LABEL_JOB = f"{GROUP}/job"  # on a runner Job and its pods: the name of their CR
-LABEL_JOB_ID = f"{GROUP}/job-id"  # the CR's uid, the API's job_id: found by label, not a scan
+LABEL_JOB_ID = f"{GROUP}/job-id"  # the CR's uid, the API's job_id: `kubectl get -l` finds it
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_API = "augment-api"  # CRs the API created
 MANAGED_BY_OPERATOR = "augment-operator"  # runner Jobs and their pods
@@ -77,6 +77,9 @@ ENV_TERMINATION_LOG = "AUGMENT_TERMINATION_LOG"  # where the one-line failure go
 ENV_THREADS = "AUGMENT_THREADS"  # transform threads (the pod sees the node's cores)
 ENV_BACKEND = "AUGMENT_BACKEND"  # numpy | cupy | auto; a profile's env may set it
 ENV_HF_TOKEN = "HF_TOKEN"  # from the profile's or the spec's Secret
+ENV_JOB_UID = "AUGMENT_JOB_UID"  # the CR's uid: names a sharded job's staging branches
+# Set by Kubernetes itself in each pod of an Indexed Job: the shard the pod augments.
+ENV_SHARD_INDEX = "JOB_COMPLETION_INDEX"
 # Kubernetes' default terminationMessagePath: what the runner writes there becomes the
 # pod's termination message, which the operator copies into the CR's status.message.
 TERMINATION_LOG_PATH = "/dev/termination-log"
@@ -114,6 +117,40 @@ def progress_status(done: int, total: int, *, finished: bool = False) -> dict[st
     return {STATUS_PROGRESS: {PROGRESS_DONE: done, PROGRESS_TOTAL: total,
                               PROGRESS_PERCENT: percent,
                               PROGRESS_TEXT: f"{percent}% ({done}/{total})"}}
+
+
+# A sharded job (docs/design.md, Scale out): each shard's runner reports its own progress
+# under its index (merge patches of different keys never overwrite each other); the
+# operator sums them into `progress` and counts the shards from the Indexed Job.
+STATUS_SHARD_PROGRESS = "shardProgress"
+STATUS_SHARDS = "shards"
+SHARDS_TOTAL = "total"
+SHARDS_DONE = "done"
+SHARDS_RUNNING = "running"
+SHARDS_FAILED = "failed"  # shards that kept failing (the job fails)
+SHARDS_FAILED_PODS = "failedPods"  # shard pods that failed, each retried while it may be
+SHARDS_TEXT = "text"  # for `kubectl get`
+
+
+def shard_progress_status(index: int, done: int, total: int) -> dict[str, Any]:
+    """The status patch for `done` of `total` source episodes of shard `index`."""
+    return {STATUS_SHARD_PROGRESS: {str(index): {PROGRESS_DONE: done, PROGRESS_TOTAL: total}}}
+
+
+def summed_progress(status: dict[str, Any]) -> tuple[int, int]:
+    """(done, total) over the shards that reported so far."""
+    entries = (status.get(STATUS_SHARD_PROGRESS) or {}).values()
+    return (sum(int(e.get(PROGRESS_DONE, 0)) for e in entries),
+            sum(int(e.get(PROGRESS_TOTAL, 0)) for e in entries))
+
+
+def shards_status(
+    total: int, done: int, running: int, failed: int, failed_pods: int
+) -> dict[str, Any]:
+    """The status patch counting a sharded job's shards."""
+    return {STATUS_SHARDS: {SHARDS_TOTAL: total, SHARDS_DONE: done, SHARDS_RUNNING: running,
+                            SHARDS_FAILED: failed, SHARDS_FAILED_PODS: failed_pods,
+                            SHARDS_TEXT: f"{done}/{total}"}}
 
 
 def started_status(source_revision: str, output_dataset_id: str) -> dict[str, Any]:

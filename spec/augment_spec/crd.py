@@ -12,7 +12,13 @@ from typing import Any
 from pydantic.alias_generators import to_camel, to_snake
 
 from augment_spec.contract import GROUP, KIND, PLURAL, VERSION, Phase
-from augment_spec.model import CROSS_FIELD_RULES, TRANSFORM_NAMES, AugmentationSpec, parse_spec
+from augment_spec.model import (
+    CROSS_FIELD_RULES,
+    CROSS_FIELD_RULES_KEY,
+    TRANSFORM_NAMES,
+    AugmentationSpec,
+    parse_spec,
+)
 
 SINGULAR = "augmentationjob"
 SHORT_NAMES = ["augjob", "augjobs"]
@@ -84,6 +90,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
 def spec_schema() -> dict[str, Any]:
     raw = AugmentationSpec.model_json_schema()
     schema: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
+    schema.pop(CROSS_FIELD_RULES_KEY)  # not allowed in a CRD: the CEL rules below say it
     schema.pop("description", None)
     schema["description"] = "What to augment and how; immutable once created."
     props = schema["properties"]
@@ -134,6 +141,29 @@ def status_schema() -> dict[str, Any]:
                     "text": {"type": "string", "description": "For `kubectl get`"},
                 },
             },
+            "shardProgress": {
+                "type": "object",
+                "description": "A sharded job's progress per shard index, from its runners",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "episodesDone": {"type": "integer", "minimum": 0},
+                        "episodesTotal": {"type": "integer", "minimum": 0},
+                    },
+                },
+            },
+            "shards": {
+                "type": "object",
+                "description": "A sharded job's shards, counted from its Indexed Job",
+                "properties": {
+                    "total": {"type": "integer", "minimum": 0},
+                    "done": {"type": "integer", "minimum": 0},
+                    "running": {"type": "integer", "minimum": 0},
+                    "failed": {"type": "integer", "minimum": 0},
+                    "failedPods": {"type": "integer", "minimum": 0},
+                    "text": {"type": "string", "description": "For `kubectl get`"},
+                },
+            },
             "jobName": {"type": "string"},
             "outputDatasetId": {"type": "string"},
             "outputRevision": {"type": "string"},
@@ -151,6 +181,7 @@ def printer_columns() -> list[dict[str, Any]]:
         {"name": "Dataset", "type": "string", "jsonPath": ".spec.datasetId"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress.text"},
+        {"name": "Shards", "type": "string", "jsonPath": ".status.shards.text", "priority": 1},
         {"name": "Output", "type": "string", "jsonPath": ".status.outputDatasetId",
          "priority": 1},
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},

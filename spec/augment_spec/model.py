@@ -52,6 +52,9 @@ HUB_REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9.
 # Lowercase RFC 1123 label: a Kubernetes Secret name.
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
+# Most runner pods one job is spread over (docs/design.md, Scale out).
+MAX_SHARDS = 256
+
 HubRepoId = Annotated[str, Field(min_length=1, max_length=193, pattern=HUB_REPO_ID_PATTERN)]
 
 
@@ -74,16 +77,35 @@ def parse_transforms(value: str) -> list[Transform]:
     return [Transform(n) for n in names]
 
 
+# The OpenAPI key under which the request schema lists CROSS_FIELD_RULES; the CRD states
+# them as CEL rules instead (augment_spec.crd).
+CROSS_FIELD_RULES_KEY = "x-cross-field-rules"
+
+
+def _document_cross_field_rules(schema: dict[str, Any]) -> None:
+    """JSON Schema cannot express rules across fields: the schema's description names
+    them and the CROSS_FIELD_RULES_KEY extension lists them, so clients see them."""
+    rules = CROSS_FIELD_RULES
+    schema["description"] = (f"{schema.get('description', '')} Rules across fields: "
+                             + "; ".join(rule.message for rule in rules) + ".").lstrip()
+    schema[CROSS_FIELD_RULES_KEY] = [rule.documented() for rule in rules]
+
+
 class AugmentationSpec(BaseModel):
     """Request to start a dataset augmentation job."""
 
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    # Strict: a JSON type is never coerced (`true` is not 1, "3" is not 3, 2.0 is not an
+    # integer). The fields marked strict=False are those whose JSON form is a string that
+    # the model turns into a Python type (UUID, enums): lax is what lets them parse from
+    # the dicts the CR, the runner's environment and the API hand in.
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, strict=True,
+                              json_schema_extra=_document_cross_field_rules)
 
     # --- fields of the seed API, exactly as published ---
-    project_id: UUID = Field(description="Project ID to associate the job with")
+    project_id: UUID = Field(strict=False, description="Project ID to associate the job with")
     dataset_id: HubRepoId = Field(description="HuggingFace dataset ID to augment")
     augmentation_type: AugmentationType = Field(
-        default=AugmentationType.deterministic,
+        default=AugmentationType.deterministic, strict=False,
         description=(
             "'deterministic' applies fast transforms (lighting, noise, blur, occlusion). "
             "'generative' uses Cosmos Transfer2.5 to re-render frames in a target "
@@ -96,7 +118,7 @@ class AugmentationSpec(BaseModel):
         description=f"Comma-separated transforms: {', '.join(TRANSFORM_NAMES)}",
     )
     augment_mode: AugmentMode = Field(
-        default=AugmentMode.stacked,
+        default=AugmentMode.stacked, strict=False,
         description=(
             "'stacked' applies all transforms to each copy. "
             "'independent' creates one copy per transform."
@@ -107,7 +129,7 @@ class AugmentationSpec(BaseModel):
         description="Number of augmented copies per episode (when dataset_mode=copy)",
     )
     augment_dataset_mode: DatasetMode = Field(
-        default=DatasetMode.copy,
+        default=DatasetMode.copy, strict=False,
         description=(
             "'copy' adds augmented copies to the original dataset. "
             "'inplace' replaces the originals with augmented versions."
@@ -151,7 +173,7 @@ class AugmentationSpec(BaseModel):
         "Never the source dataset.",
     )
     output_visibility: OutputVisibility = Field(
-        default=OutputVisibility.private,
+        default=OutputVisibility.private, strict=False,
         description="Visibility of the output dataset when the job creates it. 'public' "
         "takes effect only when the source dataset is public and not gated; otherwise the "
         "output is private. An existing public output is written only when the output may "
@@ -166,6 +188,12 @@ class AugmentationSpec(BaseModel):
     source_revision: str | None = Field(
         default=None, max_length=255,
         description="Source revision (branch, tag or commit) to augment; default: main",
+    )
+    shards: int = Field(
+        default=1, ge=1, le=MAX_SHARDS,
+        description="Runner pods the episodes are spread over (contiguous ranges, as an "
+        "Indexed Job); a final step merges their output and publishes it in one commit, the "
+        "same dataset as one pod writes. 1: one pod does everything",
     )
     hf_token_secret_name: str | None = Field(
         default=None, max_length=253, pattern=SECRET_NAME_PATTERN,
@@ -232,6 +260,11 @@ class CrossFieldRule:
     def message(self) -> str:
         return f"{self.low} must be {'<' if self.strict else '<='} {self.high}"
 
+    def documented(self) -> dict[str, Any]:
+        op = "<" if self.strict else "<="
+        return {"fields": [self.low, self.high], "rule": f"{self.low} {op} {self.high}",
+                "message": self.message}
+
     def cel(self, camel: dict[str, str]) -> dict[str, str]:
         lo, hi = camel[self.low], camel[self.high]
         op = "<" if self.strict else "<="
@@ -250,6 +283,11 @@ class DiffersRule:
     @property
     def message(self) -> str:
         return f"{self.field} must differ from {self.other}: the source is never written"
+
+    def documented(self) -> dict[str, Any]:
+        return {"fields": [self.field, self.other],
+                "rule": f"{self.field} is absent or {self.field} != {self.other}",
+                "message": self.message}
 
     def cel(self, camel: dict[str, str]) -> dict[str, str]:
         f, o = camel[self.field], camel[self.other]

@@ -119,6 +119,20 @@ def test_rbac_has_no_wildcards_and_the_runner_only_reports_status() -> None:
             == [(["augment.dev"], ["augmentationjobs/status"], ["get", "patch"])]
 
 
+def test_the_api_may_only_read_watch_create_and_patch_jobs() -> None:
+    manifests = rendered()
+    bindings = chart.of_kind(manifests, "RoleBinding") + \
+        chart.of_kind(manifests, "ClusterRoleBinding")
+    api_roles = {b["roleRef"]["name"] for b in bindings
+                 if any(s["name"] == "augment-api" for s in b["subjects"])}
+    assert api_roles == {"augment-api"}  # namespaced, and nothing cluster-wide
+    api_role_rules = [[(r["apiGroups"], r["resources"], sorted(r["verbs"])) for r in role["rules"]]
+                      for role in chart.of_kind(manifests, "Role")
+                      if role["metadata"]["name"] == "augment-api"]
+    assert api_role_rules == [[(["augment.dev"], ["augmentationjobs"],
+                                ["create", "get", "list", "patch", "watch"])]] * 2
+
+
 @pytest.mark.parametrize(("setting", "where"), [
     ("operator.replicas=zero", "/operator/replicas': got string, want integer"),
     ("operator.replicas=0", "/operator/replicas': minimum"),

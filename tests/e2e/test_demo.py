@@ -129,19 +129,25 @@ def test_demo_runs_the_whole_stack_and_exits_0(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_mid_job_stops_everything_cleanly(tmp_path: Path) -> None:
-    # More copies keep the runner busy long enough to be interrupted while it works.
-    demo = DemoProcess("--out", str(tmp_path), "--copies", "6")
+    # The Hub holds the output's upload until the gate file exists, and the test makes it
+    # only after the interrupt: however slow the machine, the job cannot finish first.
+    gate = tmp_path / "upload-gate"
+    demo = DemoProcess("--out", str(tmp_path), "--hold-upload-until", str(gate))
     try:
-        demo.wait_for_line(r"\] Running", timeout=300)  # operator, API and runner all up
+        # Every episode augmented, the upload waiting: operator, API and runner all up.
+        demo.wait_for_line(r"\] Running\s+100% \(3/3\)", timeout=300)
         workdir = demo.workdir()
         assert processes_of(workdir)
         demo.proc.send_signal(signal.SIGINT)
+        gate.touch()
         code = demo.wait(timeout=120)
     finally:
+        gate.touch()
         demo.kill()
     output = demo.output
     assert code == 130, output
-    assert "interrupted" in output
+    assert f"the Hub holds the job's upload until {gate} exists" in output
+    assert "interrupted" in output and "Succeeded" not in output
     assert output.rstrip().endswith("everything was stopped and removed"), output
     assert "Traceback" not in output
     assert not (tmp_path / "preview.png").exists()

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from augment_dev.datasets import make_lerobot_v3
-from augment_dev.judge import lerobot_read
+from augment_dev.judge import lerobot_read, lerobot_read_many
+from augment_runner.merge import merge_shards
 from augment_runner.pipeline import augment_dataset
+from augment_runner.shards import Shard
 from augment_runner.validate import validate_dataset
 from augment_spec.model import parse_spec
 
@@ -69,3 +71,25 @@ def test_lerobot_loads_inplace_output_with_an_image_camera(tmp_path: Path) -> No
     after = lerobot_read(tmp_path / "out")
     assert after["num_episodes"] == 3 and after["num_frames"] == 24
     assert set(after["camera_keys"]) == {"observation.images.gripper", CAMERAS[0]}
+
+
+@pytest.mark.parametrize("dataset_mode", ["copy", "inplace"])
+def test_lerobot_reads_merged_shards_as_it_reads_one_run(
+        tmp_path: Path, dataset_mode: str) -> None:
+    """Three shards merged (augment run --shard, augment merge): LeRobot sees the same
+    episodes, frames (decoded), values, tasks and statistics as in one run's output."""
+    source = make_lerobot_v3(tmp_path / "src", episodes=4, frames=(6, 8, 5, 7),
+                             cameras=CAMERAS, image_cameras=("observation.images.side",))
+    spec = parse_spec({"project_id": str(uuid.uuid4()), "dataset_id": "lab/judged",
+                       "augment_transforms": "lighting,noise", "augment_copies": 2,
+                       "augment_dataset_mode": dataset_mode,
+                       "augment_cameras": ["observation.images.top", "observation.images.side"]})
+    augment_dataset(spec, source, tmp_path / "whole")
+    shards = [tmp_path / f"shard-{k}" for k in range(3)]
+    for k, folder in enumerate(shards):
+        augment_dataset(spec, source, folder, shard=Shard(k, 3))
+    merge_shards(shards, tmp_path / "merged")
+    whole, merged = lerobot_read_many([tmp_path / "whole", tmp_path / "merged"])
+    assert "error" not in merged, merged.get("error")
+    assert merged["num_episodes"] == (4 * 3 if dataset_mode == "copy" else 4)
+    assert merged == whole

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from same_dataset import assert_same_dataset
 
 from augment_dev.cluster import EmbeddedCluster
 from augment_dev.datasets import make_lerobot_v3
@@ -135,3 +136,39 @@ def test_a_secret_that_is_not_a_token_never_reaches_status_or_events(
     seen = yaml.safe_dump([cr, pod, [e for e in events if "wrong-secret" in str(e)]])
     for piece in [p for p in PEM.split() if len(p) >= 6]:
         assert piece not in seen
+
+
+def test_two_shards_publish_what_one_pod_publishes(
+        stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same spec and seed run by one pod, then as 2 shards (an Indexed Job and its
+    finalize Job) into the same output: the two published datasets are the same."""
+    for key, value in stack.hub.client_env().items():
+        monkeypatch.setenv(key, value)
+    output = "robotics-lab/pick-place-sharded"
+    published = {}
+    for name, shards in (("one-pod", 1), ("two-shards", 2)):
+        stack.apply(example_manifest(outputDatasetId=output, shards=shards)
+                    | {"metadata": {"name": name}})
+        cr = stack.wait_phase(name, {"Succeeded", "Failed"}, timeout=300)
+        assert cr["status"]["phase"] == "Succeeded", cr["status"].get("message")
+        published[name] = tmp_path / name
+        download_dataset(output, published[name], token=stack.hub_token)
+    status = cr["status"]
+    assert status["shards"] | {"total": 2, "done": 2, "failed": 0} == status["shards"]
+    assert status["progress"]["text"] == "100% (3/3)"
+    assert status["outputRevision"] == stack.hub.head(output)
+    merge, runner = sorted(stack.jobs_of("two-shards"), key=lambda j: j["metadata"]["name"])
+    assert (merge["metadata"]["name"], runner["metadata"]["name"]) == (
+        "two-shards-merge", "two-shards-run")
+    assert runner["spec"]["completionMode"] == "Indexed"
+    indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+                     for p in runner_pods(stack, "two-shards")
+                     if p["metadata"]["labels"].get("job-name") == runner["metadata"]["name"])
+    assert indexes == ["0", "1"]
+    assert not [b for b in stack.hub.store.refs("dataset", output)["branches"] if b != "main"]
+    source = tmp_path / "source"
+    download_dataset("robotics-lab/pick-place", source, token=stack.hub_token)
+    assert_same_dataset(published["one-pod"], published["two-shards"], source)
+    columns = stack.cluster.kubectl("get", "augjob", "two-shards", "-n", stack.namespace,
+                                    "-o", "wide").stdout
+    assert "2/2" in columns and "100% (3/3)" in columns

@@ -1,63 +1,29 @@
 """HTTP behaviour that needs no cluster: limits, error shapes, unreachable apiserver.
 
 Everything about jobs themselves is tested against the real control plane in
-tests/e2e/test_api.py; here the store is either absent from the path (413, 401, 422),
-a stand-in that fails on purpose (500), or the real store aimed at a closed port (503).
+tests/e2e/test_api.py; here reads come from a watch cache the test fills itself, and the
+store is absent from the path (413, 401, 422, reads), a stand-in that fails on purpose
+(500), or the real store aimed at a closed port (503). The doubles: tests/api_doubles.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import socket
+import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from api_doubles import BODY, HEADERS, PROJECT, ExplodingStore, make_client, unreachable_store
 from fastapi.testclient import TestClient
-from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from augment_api.app import create_app
-from augment_api.auth import load_key_ring
 from augment_api.errors import BadGateway, Invalid, Unavailable
-from augment_api.settings import Settings
-from augment_api.store import JobStore, idempotent_name, request_hash, translate
+from augment_api.models import Shards, job_from_cr
+from augment_api.store import idempotent_name, request_hash, translate
 from augment_spec.model import AugmentationSpec
-
-EXAMPLE_KEYS = Path(__file__).resolve().parents[2] / "examples" / "api-keys.yaml"
-PROJECT = "0b5c6f0e-8a53-4a0c-9a43-7a3f0f0f2c11"
-HEADERS = {"X-Api-Key": "dev-team-a-key"}
-BODY = {"project_id": PROJECT, "dataset_id": "lerobot/pusht"}
-
-
-class ExplodingStore:
-    """Stands in for JobStore where the test is about what happens on a bug."""
-
-    def list_all(self) -> list[dict[str, Any]]:
-        raise RuntimeError("secret internals: /var/run/token")
-
-    def create(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("must not be reached")
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def unreachable_store() -> JobStore:
-    configuration = k8s.Configuration(host=f"https://127.0.0.1:{closed_port()}")
-    configuration.retries = 0
-    return JobStore("default", lambda: k8s.ApiClient(configuration), timeout_s=2)
-
-
-def make_client(store: Any, **settings: Any) -> TestClient:
-    app = create_app(Settings(**settings), store=store, keys=load_key_ring(EXAMPLE_KEYS))
-    return TestClient(app)
 
 
 @pytest.fixture
@@ -86,7 +52,7 @@ def test_streamed_oversized_body_is_413(client: TestClient) -> None:
 
 
 def test_unexpected_error_is_a_bare_500(client: TestClient) -> None:
-    r = client.get("/v1/augmentation", headers=HEADERS)
+    r = client.post("/v1/augmentation", headers=HEADERS, json=BODY)
     assert r.status_code == 500
     assert r.json() == {"detail": "internal error"}
     assert "secret" not in r.text
@@ -111,11 +77,56 @@ def test_validation_detail_is_readable(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["detail"] == "a JSON request body is required"
 
 
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"project_id": "\xff\xfe"}', "the body is not UTF-8 text"),
+    (b'{"augment_copies": 1' + b"0" * 5000 + b"}", "a number has too many digits"),
+    (b"[" * 30000 + b"]" * 30000, "arrays or objects are nested too deeply"),
+    (b'{"augment_brightness_min": NaN}', "NaN is not a JSON number"),
+    (b"{not json", "Expecting property name enclosed in double quotes"),
+], ids=["not-utf8", "huge-integer", "deep-nesting", "nan", "syntax"])
+def test_unparseable_bodies_are_422(body: bytes, reason: str) -> None:
+    # 400 is kept for "generative augmentation is disabled"; any unreadable body is a 422.
+    with make_client(ExplodingStore()) as c:
+        r = c.post("/v1/augmentation", headers={**HEADERS, "Content-Type": "application/json"},
+                   content=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == f"request body is not valid JSON: {reason}"
+    assert [e["type"] for e in r.json()["errors"]] == ["json_invalid"]
+
+
+def test_a_boolean_is_not_an_integer(client: TestClient) -> None:
+    r = client.post("/v1/augmentation", headers=HEADERS, json={**BODY, "augment_copies": True})
+    assert r.status_code == 422
+    assert r.json()["detail"] == "augment_copies: Input should be a valid integer"
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PUT", "/v1/augmentation", "GET, POST"),
+    ("PATCH", f"/v1/augmentation/{uuid.uuid4()}", "GET, DELETE"),
+    ("POST", "/healthz", "GET"),
+])
+def test_405_lists_every_method_of_the_path(client: TestClient, method: str, path: str,
+                                            allowed: str) -> None:
+    r = client.request(method, path, headers=HEADERS)
+    assert r.status_code == 405
+    assert r.headers["allow"] == allowed
+    assert r.json() == {"detail": "Method Not Allowed"}
+
+
 def test_unreachable_apiserver_is_503_and_not_ready() -> None:
     with make_client(unreachable_store()) as c:
-        r = c.get("/v1/augmentation", headers=HEADERS)
-        assert r.status_code == 503
-        assert r.json() == {"detail": "cannot reach the Kubernetes API server; try again later"}
+        def listed() -> dict[str, Any]:
+            r = c.get("/v1/augmentation", headers=HEADERS)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            return r.json()
+
+        # The informer's first LIST is refused at once: its reason becomes the detail.
+        deadline = time.monotonic() + 10
+        while "still loading" in listed()["detail"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert listed() == {"detail": "jobs are not readable yet: cannot reach the "
+                                      "Kubernetes API server; try again later"}
+        assert c.get(f"/v1/augmentation/{uuid.uuid4()}", headers=HEADERS).status_code == 503
         assert c.get("/readyz").status_code == 503
         assert c.get("/healthz").json() == {"status": "ok"}
 
@@ -150,3 +161,16 @@ def test_kubernetes_errors_become_readable_details(status: int, kind: type,
     exc = ApiException(status=status, reason="Reason", body=json.dumps({"message": "denied"}))
     error = translate(exc, "create AugmentationJobs")
     assert isinstance(error, kind) and fragment in error.detail
+
+
+def test_a_sharded_jobs_view_counts_its_shards() -> None:
+    cr = {"metadata": {"uid": str(uuid.uuid4()), "name": "pick", "namespace": "lab",
+                       "labels": {"augment.dev/project-id": PROJECT}},
+          "spec": {"projectId": PROJECT, "datasetId": "lab/pick", "shards": 4},
+          "status": {"phase": "Running", "shards": {"total": 4, "done": 1, "running": 2,
+                                                    "failed": 0, "failedPods": 1,
+                                                    "text": "1/4"}}}
+    view = job_from_cr(cr)
+    assert view.shards == Shards(total=4, done=1, running=2, failed=0, failed_pods=1)
+    assert view.spec is not None and view.spec.shards == 4
+    assert job_from_cr({**cr, "status": {}}).shards is None

@@ -161,7 +161,6 @@ def test_api_bench_answers_every_request(cluster_results):
     assert positive(r["ratios"]["post_p50_vs_apiserver_create_p50"])
     assert positive(r["analysis"]["mean_ms_floor_at_apiserver_create_rps"])
     assert r["server_log"]["apiserver_connections_discarded"] >= 0
-    assert r["get_by_id"]["operator_labelled_all_after_s"] is not None
 
 
 @pytest.mark.e2e

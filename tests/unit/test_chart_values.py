@@ -1,4 +1,5 @@
-"""The chart's default GPU profiles are the operator's (augment_operator.check_values)."""
+"""The chart's defaults are the components' own: its GPU profiles are the operator's
+(augment_operator.check_values), the settings it gives the API are the API's defaults."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from augment_api.settings import ENV_VARS, Settings
 from augment_dev import chart
 from augment_operator import check_values
 from augment_operator.config import OperatorConfig, load_config
@@ -25,6 +27,16 @@ def test_the_chart_as_installed_configures_the_operator_with_its_defaults(
     config = tmp_path / "config.yaml"
     config.write_text(config_map["data"]["config.yaml"])
     assert load_config(config) == OperatorConfig()
+
+
+def test_the_chart_runs_the_api_with_its_default_settings() -> None:
+    (deployment,) = [d for d in chart.of_kind(chart.template({}), "Deployment")
+                     if d["metadata"]["name"] == "augment-api"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {var["name"]: var["value"] for var in container["env"]}
+    assert {"AUGMENT_RATE_LIMIT_PER_S", "AUGMENT_PROJECT_JOB_QUOTA"} <= set(env)
+    assert set(env) <= set(ENV_VARS.values())
+    assert Settings.from_env(env) == Settings()
 
 
 @pytest.fixture

@@ -52,6 +52,10 @@ WIRE = {
     "STATUS_OUTPUT_DATASET_ID": "outputDatasetId", "STATUS_OUTPUT_REVISION": "outputRevision",
     "PROGRESS_DONE": "episodesDone", "PROGRESS_TOTAL": "episodesTotal",
     "PROGRESS_PERCENT": "percent", "PROGRESS_TEXT": "text",
+    "ENV_JOB_UID": "AUGMENT_JOB_UID", "ENV_SHARD_INDEX": "JOB_COMPLETION_INDEX",
+    "STATUS_SHARD_PROGRESS": "shardProgress", "STATUS_SHARDS": "shards",
+    "SHARDS_TOTAL": "total", "SHARDS_DONE": "done", "SHARDS_RUNNING": "running",
+    "SHARDS_FAILED": "failed", "SHARDS_FAILED_PODS": "failedPods", "SHARDS_TEXT": "text",
 }
 # Set by the operator for the libraries the runner uses, not read by our code.
 LIBRARY_ENV = {"HOME", "HF_HOME"}
@@ -123,8 +127,9 @@ def test_the_operator_sets_only_contract_variables() -> None:
     names = {e["name"] for e in container["env"]}
     ours = {v for k, v in WIRE.items() if k.startswith("ENV_")}
     assert names - LIBRARY_ENV <= ours
-    # Every variable but the backend (a profile's `env` may set it) comes from the Job.
-    assert ours - names == {contract.ENV_BACKEND}
+    # Every variable but the backend (a profile's `env` may set it) and the shard index
+    # (Kubernetes sets it in an Indexed Job's pods) comes from the Job.
+    assert ours - names == {contract.ENV_BACKEND, contract.ENV_SHARD_INDEX}
 
 
 def test_the_runner_reads_what_the_operators_job_sets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,7 +140,7 @@ def test_the_runner_reads_what_the_operators_job_sets(monkeypatch: pytest.Monkey
 
     pod = PodEnv.read()
     assert pod == PodEnv.read(env)
-    given = runner_cli._spec_from_pod(None, pod)
+    given = runner_cli.spec_from_pod(None, pod)
     assert given is not None and parse_spec(given) == spec
     assert (pod.job_name, pod.job_namespace) == ("pick", "lab")
     assert pod.workdir == Path("/scratch/work")
@@ -184,7 +189,8 @@ def status_writes() -> list[dict[str, Any]]:
                   [], None, None)
     return [
         contract.progress_status(2, 5), contract.started_status("a" * 40, "lab/pick-aug"),
-        contract.output_status("b" * 40),
+        contract.output_status("b" * 40), contract.shard_progress_status(3, 2, 5),
+        contract.shards_status(4, 1, 2, 1, 3),
         status_patch(cr, running, "pick-run", "lab/pick-aug"),
         status_patch(cr, done, "pick-run", "lab/pick-aug"),
     ]
@@ -200,6 +206,22 @@ def test_every_status_field_written_is_in_the_crd() -> None:
     progress_keys = {v for k, v in WIRE.items() if k.startswith("PROGRESS_")}
     assert status_keys <= set(schema) and progress_keys == progress_fields
     assert schema[contract.STATUS_PHASE]["enum"] == [p.value for p in contract.Phase]
+
+
+def test_shards_report_progress_apart_and_it_is_summed() -> None:
+    status: dict[str, Any] = {}
+    for patch in (contract.shard_progress_status(0, 2, 4), contract.shard_progress_status(1, 1, 3),
+                  contract.shard_progress_status(0, 4, 4)):  # a merge patch per shard
+        status.setdefault("shardProgress", {}).update(patch["shardProgress"])
+    assert contract.summed_progress(status) == (5, 7)
+    assert contract.summed_progress({}) == (0, 0)
+    assert contract.shards_status(4, 1, 2, 1, 3)["shards"] == {
+        "total": 4, "done": 1, "running": 2, "failed": 1, "failedPods": 3, "text": "1/4"}
+    schema = status_schema()["properties"]
+    entry = schema[contract.STATUS_SHARD_PROGRESS]["additionalProperties"]["properties"]
+    assert set(entry) == {contract.PROGRESS_DONE, contract.PROGRESS_TOTAL}
+    shard_keys = {v for k, v in WIRE.items() if k.startswith("SHARDS_")}
+    assert set(schema[contract.STATUS_SHARDS]["properties"]) == shard_keys
 
 
 def test_progress_as_kubectl_shows_it() -> None:

@@ -9,8 +9,17 @@ from pathlib import Path
 import pytest
 
 from augment_operator.config import ConfigError, OperatorConfig, load_config
-from augment_operator.jobs import build_job, job_name
-from augment_operator.status import Action, decide, differs, status_patch
+from augment_operator.jobs import build_finalize_job, build_job, finalize_job_name, job_name
+from augment_operator.status import (
+    Action,
+    Child,
+    decide,
+    decide_sharded,
+    differs,
+    shard_failure,
+    shard_status,
+    status_patch,
+)
 from augment_spec.contract import (
     ANNOTATION_CANCEL,
     EXIT_BAD_INPUT,
@@ -159,3 +168,93 @@ def test_config_file_overrides_one_profile_and_rejects_typos(tmp_path: Path) -> 
     bad.write_text("profiles:\n  deterministic:\n    nodeSelektor: {pool: gpu}\n")
     with pytest.raises(ConfigError, match="nodeSelektor"):
         load_config(bad)
+
+
+# ---- sharded jobs (docs/design.md, Scale out) ----
+
+def sharded_spec(shards: int = 12) -> object:
+    return parse_spec({"project_id": PROJECT, "dataset_id": "lab/pick", "shards": shards})
+
+
+def test_a_sharded_spec_gets_an_indexed_job_and_a_gpu_free_finalize_job() -> None:
+    config = OperatorConfig()
+    profile = config.profile_for(AugmentationType.deterministic)
+    runner = build_job(cr(), sharded_spec(12), profile, config)["spec"]
+    assert (runner["completionMode"], runner["completions"], runner["parallelism"]) == (
+        "Indexed", 12, profile.max_parallel_shards)
+    assert runner["backoffLimitPerIndex"] == profile.backoff_limit
+    assert runner["maxFailedIndexes"] == 0 and "backoffLimit" not in runner
+    assert build_job(cr(), sharded_spec(3), profile, config)["spec"]["parallelism"] == 3
+    single = build_job(cr(), parse_spec({"project_id": PROJECT, "dataset_id": "lab/pick"}),
+                       profile, config)["spec"]
+    assert "completionMode" not in single and single["backoffLimit"] == profile.backoff_limit
+    merge = build_finalize_job(cr(), sharded_spec(12), profile, config)
+    assert merge["metadata"]["name"] == finalize_job_name("pick") == "pick-merge"
+    (container,) = merge["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["augment", "merge"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert len(finalize_job_name("b" * 250)) <= 60
+
+
+def indexed(done: str = "", failed: str = "", active: int = 0, failed_pods: int = 0,
+            condition: str | None = None) -> dict:
+    built = job(condition)
+    built["status"].update({"completedIndexes": done, "failedIndexes": failed,
+                            "active": active, "failed": failed_pods})
+    return built
+
+
+def test_shards_run_then_the_finalize_job_decides() -> None:
+    running = decide_sharded(cr(), Child(indexed("0-1", active=2), [pod("Running")]),
+                             Child(None), None, None)
+    assert (running.phase, running.action) == (Phase.Running, Action.none)
+    done = decide_sharded(cr(), Child(indexed("0-3", condition="Complete")), Child(None),
+                          None, None)
+    assert (done.phase, done.action) == (Phase.Running, Action.create_finalize_job)
+    merging = decide_sharded(cr(), Child(indexed("0-3", condition="Complete")),
+                             Child(job(), [pod("Running")]), None, None)
+    assert (merging.phase, merging.reason) == (Phase.Running, "Merging")
+    published = decide_sharded(cr(), Child(None), Child(job("Complete")), None, None)
+    assert published.phase is Phase.Succeeded  # the shards' Job may be gone (TTL)
+    failed = decide_sharded(cr(), Child(indexed("0-3", condition="Complete")),
+                            Child(job("Failed"), [pod("Failed", exit_code=3, message="hub down")]),
+                            None, None)
+    assert (failed.phase, failed.message) == (Phase.Failed, "hub down")
+    shard_failed = decide_sharded(
+        cr(), Child(indexed("0", "2", condition="Failed"), [pod("Failed", exit_code=2,
+                                                                 message="bad episode")]),
+        Child(None), None, None)
+    assert (shard_failed.phase, shard_failed.message) == (Phase.Failed, "bad episode")
+
+
+def test_cancelling_a_sharded_job_deletes_both_jobs() -> None:
+    cancelled = decide_sharded(cr(annotations=cancel_annotations()), Child(None),
+                               Child(job()), None, None)
+    assert (cancelled.phase, cancelled.action) == (Phase.Cancelled, Action.delete_job)
+
+
+def test_shards_are_counted_and_their_progress_summed() -> None:
+    status = {"shardProgress": {"0": {"episodesDone": 4, "episodesTotal": 4},
+                                "2": {"episodesDone": 1, "episodesTotal": 3}}}
+    counted = shard_status(cr(status=status), Child(indexed("0-1,3", "", 2, 1)), 5)
+    assert counted["shards"] == {"total": 5, "done": 3, "running": 2, "failed": 0,
+                                 "failedPods": 1, "text": "3/5"}
+    assert counted["progress"]["text"] == "71% (5/7)"
+    decision = decide_sharded(cr(status=status), Child(indexed("0-1,3", "", 2, 1)),
+                              Child(None), None, None)
+    decision.extra.update(counted)
+    patch = status_patch(cr(status=status), decision, "pick-run", "lab/pick-augmented")
+    assert patch["shards"]["text"] == "3/5" and patch["progress"]["episodesDone"] == 5
+
+
+def test_each_new_shard_pod_failure_is_announced_once() -> None:
+    failed = pod("Failed", exit_code=3, message="the Hub kept failing")
+    failed["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": "2"}
+    runner = Child(indexed("0", active=1, failed_pods=1), [failed, pod("Running")])
+    decision = decide_sharded(cr(), runner, Child(None), None, None)
+    decision.extra.update(shard_status(cr(), runner, 3))
+    message = shard_failure(cr(), decision, runner)
+    assert message is not None and message.startswith("shard 2: the Hub kept failing")
+    seen = cr(status={"shards": {"failedPods": 1}})
+    assert shard_failure(seen, decision, runner) is None

@@ -75,12 +75,19 @@ COVERED: list[tuple[str, str]] = [
 
 def run_here(argv: list[str]) -> bool:
     if program(argv) == "augment":
-        return argv[1] in ("crd", "openapi", "run")
+        return argv[1] in ("crd", "openapi", "run", "merge")
     return program(argv) in ("python", "helm")
 
 
 def commands_of(name: str, sub: str | None = None) -> list[list[str]]:
     return [a for a in SIMPLE if program(a) == name and (sub is None or a[1] == sub)]
+
+
+def the_run_command() -> list[str]:
+    """The README's `augment run` of the whole sample dataset (the others make shards,
+    test_the_shard_commands_merge_into_what_one_run_writes runs them)."""
+    (shown,) = [argv for argv in commands_of("augment", "run") if "--shard" not in argv]
+    return shown
 
 
 def test_the_readme_has_commands_of_every_kind() -> None:
@@ -118,7 +125,7 @@ def makefile_recipe(target: str) -> list[str]:
 
 
 def test_make_run_is_the_readme_command() -> None:
-    (shown,) = commands_of("augment", "run")
+    shown = the_run_command()
     assert " ".join(shown) in makefile_recipe("run")
 
 
@@ -170,8 +177,29 @@ def test_augment_openapi_prints_the_api_the_readme_shows() -> None:
     assert {"/v1/augmentation", "/v1/augmentation/{job_id}"} <= set(document["paths"])
 
 
+def test_the_shard_commands_merge_into_what_one_run_writes(tmp_path: Path) -> None:
+    shard_runs = [argv for argv in commands_of("augment", "run") if "--shard" in argv]
+    (merge,) = commands_of("augment", "merge")
+    assert len(shard_runs) >= 2
+
+    def here(argv: list[str]) -> list[str]:  # out/... into the test's folder
+        return [str(tmp_path / a) if a.startswith("out/") else a for a in argv]
+
+    for argv in [*shard_runs, merge]:
+        run_augment(here(argv))
+    at = shard_runs[0].index("--shard")
+    whole = [*here(shard_runs[0][:at]), *shard_runs[0][at + 2:]]
+    at = whole.index("--output")
+    whole[at + 1] = str(tmp_path / "whole")
+    run_augment(whole)
+    merged = tmp_path / merge[merge.index("--output") + 1]
+    assert validate_dataset(merged) == []
+    for name in ("meta/augmentation.json", "meta/stats.json", "meta/info.json", "README.md"):
+        assert (merged / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
 def test_augment_run_augments_the_sample_dataset(tmp_path: Path) -> None:
-    (argv,) = commands_of("augment", "run")
+    argv = the_run_command()
     output = tmp_path / "sample-augmented"
     at = argv.index("--output")
     result = run_augment([*argv[:at + 1], str(output), *argv[at + 2:]])

@@ -10,6 +10,8 @@ import pytest
 from augment_spec import check_crd
 from augment_spec.crd import CAMEL, cr_spec_from_spec, crd, spec_from_cr
 from augment_spec.model import (
+    CROSS_FIELD_RULES,
+    CROSS_FIELD_RULES_KEY,
     AugmentationSpec,
     SpecError,
     Transform,
@@ -48,6 +50,13 @@ def test_seed_bounds_are_enforced(field: str, value: object) -> None:
         spec(**{field: value})
 
 
+@pytest.mark.parametrize("value", [0, 257, -1])
+def test_shards_run_from_1_to_256(value: int) -> None:
+    assert spec().shards == 1 and spec(shards=256).shards == 256
+    with pytest.raises(SpecError, match="shards"):
+        spec(shards=value)
+
+
 @pytest.mark.parametrize("transforms, message", [
     ("", "one or more"), ("lighting,,blur", "one or more"), ("fog", "unknown transform 'fog'"),
     ("blur,blur", "listed more than once"),
@@ -63,6 +72,41 @@ def test_min_above_max_and_output_equal_to_source_are_refused() -> None:
     with pytest.raises(SpecError, match="must differ from dataset_id"):
         spec(output_dataset_id="lab/pick")
     assert spec().target_dataset_id == "lab/pick-augmented"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("augment_copies", True), ("augment_copies", "3"), ("augment_copies", 3.0),
+    ("augment_seed", False), ("augment_color_temp_min", "4000"),
+    ("augment_brightness_min", True), ("augment_noise_sigma_max", "5"), ("overwrite", "yes"),
+    ("overwrite", 1),
+])
+def test_values_of_another_json_type_are_never_coerced(field: str, value: object) -> None:
+    with pytest.raises(SpecError, match=field):
+        spec(**{field: value})
+
+
+def test_json_strings_still_parse_into_uuids_and_enums() -> None:
+    parsed = spec(augment_mode="independent", augmentation_type="deterministic",
+                  augment_dataset_mode="inplace", output_visibility="public",
+                  augment_brightness_min=-5)  # an integer where a number is asked: fine
+    assert str(parsed.project_id) == PROJECT and parsed.augment_mode.value == "independent"
+    assert parsed.augment_brightness_min == -5.0
+
+
+def test_the_json_schema_states_the_rules_across_fields() -> None:
+    schema = AugmentationSpec.model_json_schema()
+    listed = schema[CROSS_FIELD_RULES_KEY]
+    assert [r["message"] for r in listed] == [r.message for r in CROSS_FIELD_RULES]
+    assert {"fields": ["augment_brightness_min", "augment_brightness_max"],
+            "rule": "augment_brightness_min <= augment_brightness_max",
+            "message": "augment_brightness_min must be <= augment_brightness_max"} in listed
+    assert listed[0]["fields"] == ["output_dataset_id", "dataset_id"]
+    assert schema["description"].startswith("Request to start a dataset augmentation job.")
+    for rule in CROSS_FIELD_RULES:
+        assert rule.message in schema["description"]
+    # The CRD says the same with CEL, and carries no extension the apiserver would refuse.
+    spec_schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert CROSS_FIELD_RULES_KEY not in spec_schema
 
 
 @pytest.mark.parametrize("dataset_mode, mode, copies, expected", [
@@ -110,6 +154,7 @@ def test_crd_schema_carries_defaults_bounds_and_rules() -> None:
                                       "maximum": 20, "type": "integer"}
     assert props["augmentMode"]["enum"] == ["stacked", "independent"]
     assert props["name"]["maxLength"] == 255
+    assert props["shards"] == {**props["shards"], "default": 1, "minimum": 1, "maximum": 256}
     rules = version["schema"]["openAPIV3Schema"]["properties"]["spec"][
         "x-kubernetes-validations"]
     assert any(r["rule"] == "self == oldSelf" for r in rules)

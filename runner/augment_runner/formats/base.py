@@ -10,7 +10,7 @@ import itertools
 import json
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from ..errors import DatasetError
+from ..errors import AugmentError, DatasetError
+from ..shards import Shard, ShardParts
 from ..stats import Stats
 from ..video import VideoFormat, probe_video
 
@@ -190,6 +191,10 @@ class DatasetWriter(ABC):
     def finish(self) -> None:
         """Write the metadata that describes every episode (totals, offsets, stats)."""
 
+    def shard_parts(self) -> ShardParts:
+        """What the merge needs from a shard, once finished (formats that write shards)."""
+        raise NotImplementedError(f"{type(self).__name__} writes no shards")
+
 
 class DatasetReader(ABC):
     """A dataset opened read-only."""
@@ -235,6 +240,16 @@ class DatasetReader(ABC):
     def create_writer(self, output: Path, keep_originals: bool, slots: int) -> DatasetWriter:
         """The writer of the output in `output`: the originals when keep_originals, then
         `slots` augmented copies of every source episode."""
+
+    def create_shard_writer(
+        self, output: Path, keep_originals: bool, slots: int, shard: Shard
+    ) -> DatasetWriter:
+        """The writer of one shard (augment_runner/shards.py): the episodes of `shard`
+        only, numbered as in the whole output, with what the merge needs."""
+        raise AugmentError(
+            f"{self.format_name} datasets cannot be split into shards yet (LeRobot v3.0 "
+            f"can); run without --shard"
+        )
 
 
 class LeRobotReader(DatasetReader):
@@ -420,16 +435,31 @@ def image_column(frames: np.ndarray, type_: pa.DataType) -> pa.Array:
     return pa.array([{"bytes": encode_png(f), "path": None} for f in frames], type=type_)
 
 
-def copy_tree(source: Path, dest: Path, rewritten_meta: tuple[str, ...] = ()) -> None:
+def copy_tree(
+    source: Path,
+    dest: Path,
+    rewritten_meta: tuple[str, ...] = (),
+    wanted: Callable[[Path], bool] | None = None,
+) -> None:
     """Byte-for-byte copy of a dataset folder, leaving out hidden folders (hub caches)
     and the files the writer rewrites anyway: the card and preview at the top (also those
-    of a source that was itself augmented) and `rewritten_meta` under meta/."""
+    of a source that was itself augmented) and `rewritten_meta` under meta/. With
+    `wanted`, only the files it accepts (a shard's), and no folder left empty by it."""
+
+    def unwanted(path: Path) -> bool:
+        if wanted is None:
+            return False
+        if path.is_dir():
+            return not any(wanted(p) for p in path.rglob("*") if p.is_file())
+        return not wanted(path)
 
     def ignore(folder: str, names: list[str]) -> list[str]:
         where = Path(folder)
         rewritten = ("README.md", "preview.png") if where == source else (
             rewritten_meta if where == source / "meta" else ())
-        return [n for n in names if n.startswith(".") or n in rewritten]
+        return [
+            n for n in names if n.startswith(".") or n in rewritten or unwanted(where / n)
+        ]
 
     shutil.copytree(source, dest, ignore=ignore, dirs_exist_ok=True, copy_function=shutil.copyfile)
 

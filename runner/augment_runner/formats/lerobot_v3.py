@@ -16,7 +16,8 @@ copied byte for byte and new episodes go to new files after them.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 
 from .. import stats as stats_mod
 from ..errors import DatasetError
+from ..shards import Shard, ShardParts
 from ..video import EpisodeCut, VideoConcatenator, VideoEncoder, cut_episode, decode_episode
 from .base import (
     Camera,
@@ -55,6 +57,18 @@ ROW_GROUP_BYTES = 4 * 2**20
 def next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
     """The file after (chunk, file): LeRobot moves to a new chunk every chunks_size files."""
     return (chunk + 1, 0) if file >= chunks_size - 1 else (chunk, file + 1)
+
+
+def last_file(root: Path, pattern: str) -> tuple[int, int] | None:
+    """The last (chunk, file) of the `chunk-C/file-F` files matching `pattern` under
+    `root` (the originals copied there); None when there are none."""
+    found = []
+    for path in root.glob(pattern):
+        try:
+            found.append((int(path.parent.name.split("-")[1]), int(path.stem.split("-")[1])))
+        except (IndexError, ValueError):
+            continue
+    return max(found) if found else None
 
 
 # Metadata the writer rewrites (a previous run's augmentation.json included).
@@ -194,8 +208,18 @@ class LeRobotV3Reader(LeRobotReader):
                 names.setdefault(feature, []).append(stat)
         return names
 
+    def episode_files(self, episode: SourceEpisode) -> set[Path]:
+        """The source files holding the episode's frames: its data file and videos."""
+        videos = (self.video_file(episode, c) for c in self.cameras if c.storage == "video")
+        return {self.data_file(episode), *videos}
+
     def create_writer(self, output: Path, keep_originals: bool, slots: int) -> LeRobotV3Writer:
         return LeRobotV3Writer(self, output, self.output_plan(keep_originals, slots))
+
+    def create_shard_writer(
+        self, output: Path, keep_originals: bool, slots: int, shard: Shard
+    ) -> LeRobotV3Writer:
+        return LeRobotV3Writer(self, output, self.output_plan(keep_originals, slots), shard)
 
 
 class _Part:
@@ -214,10 +238,18 @@ class _Part:
 
 
 class LeRobotV3Writer(DatasetWriter):
-    def __init__(self, reader: LeRobotV3Reader, output: Path, plan: OutputPlan) -> None:
+    """Writes the output, or with `shard` one shard of it: that shard's episodes only,
+    numbered by the whole output's plan (augment_runner/shards.py)."""
+
+    def __init__(
+        self, reader: LeRobotV3Reader, output: Path, plan: OutputPlan, shard: Shard | None = None
+    ) -> None:
         self.reader = reader
         self.output = output
         self.plan = plan
+        self.shard = shard
+        every = range(len(reader.episodes))
+        self.covered = every if shard is None else shard.episodes(len(every))
         self.info = dict(reader.info)
         self.chunks_size = int(self.info.get("chunks_size", 1000))
         self.data_limit = float(self.info.get("data_files_size_in_mb", 100)) * 2**20
@@ -234,13 +266,18 @@ class LeRobotV3Writer(DatasetWriter):
         self.video_parts: dict[tuple[int, str], list[_Part]] = {}
         self._concatenators: dict[tuple[int, str], tuple[VideoConcatenator, _Part]] = {}
         self.written_videos: set[str] = set()
+        # Where the new files went, [slot, chunk, file] in placing order, and the new
+        # meta/episodes file's [chunk, file]: a shard's manifest lists them.
+        self.placed_data: list[list[int]] = []
+        self.placed_videos: dict[str, list[list[int]]] = {}
+        self.episodes_meta: list[int] | None = None
 
     # -- layout ----------------------------------------------------------------
 
     def start(self) -> None:
         self.staging.mkdir(parents=True)
         if self.plan.keep_originals:
-            copy_tree(self.reader.root, self.output, V3_REWRITTEN_META)
+            copy_tree(self.reader.root, self.output, V3_REWRITTEN_META, self._wanted)
         else:
             (self.output / "meta").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(
@@ -256,7 +293,31 @@ class LeRobotV3Writer(DatasetWriter):
         src = self.reader.root / "videos" / camera.key
         dst = self.output / "videos" / camera.key
         if not dst.exists():
-            copy_tree(src, dst)
+            copy_tree(src, dst, wanted=self._wanted)
+
+    @cached_property
+    def _wanted(self) -> Callable[[Path], bool] | None:
+        """Which source files a shard copies (None: all). Those outside data/ and videos/
+        (metadata: small, the same in every shard), those holding the shard's episodes,
+        and in shard 0 those holding no episode: every file the unsplit output copies
+        then comes from at least one shard, and the merge unites them."""
+        if self.shard is None:
+            return None
+        episodes = self.reader.episodes
+        mine = set().union(*(self.reader.episode_files(episodes[i]) for i in self.covered))
+        anyones = (
+            set().union(*(self.reader.episode_files(e) for e in episodes))
+            if self.shard.index == 0
+            else None
+        )
+        bulky = (self.reader.root / "data", self.reader.root / "videos")
+
+        def wanted(path: Path) -> bool:
+            if not any(path.is_relative_to(folder) for folder in bulky):
+                return True
+            return path in mine or (anyones is not None and path not in anyones)
+
+        return wanted
 
     def open_episode(self, slot: int, source: SourceEpisode) -> V3EpisodeWriter:
         return V3EpisodeWriter(self, slot, source)
@@ -314,16 +375,6 @@ class LeRobotV3Writer(DatasetWriter):
         )
         shutil.rmtree(self.staging)
 
-    def _existing_last(self, pattern: str) -> tuple[int, int] | None:
-        """The last (chunk, file) already in the output (the copied originals)."""
-        found = []
-        for path in self.output.glob(pattern):
-            try:
-                found.append((int(path.parent.name.split("-")[1]), int(path.stem.split("-")[1])))
-            except (IndexError, ValueError):
-                continue
-        return max(found) if found else None
-
     def _allocate(self, parts: list[_Part], last: tuple[int, int] | None) -> tuple[int, int] | None:
         for part in parts:
             last = (0, 0) if last is None else next_file(*last, self.chunks_size)
@@ -331,10 +382,11 @@ class LeRobotV3Writer(DatasetWriter):
         return last
 
     def _place_data_parts(self) -> None:
-        last = self._existing_last("data/*/*.parquet") if self.plan.keep_originals else None
+        last = last_file(self.output, "data/*/*.parquet") if self.plan.keep_originals else None
         for slot in sorted(self.data_parts):
             last = self._allocate(self.data_parts[slot], last)
             for part in self.data_parts[slot]:
+                self.placed_data.append([slot, *part.placed])
                 target = self.output / self.info["data_path"].format(
                     chunk_index=part.placed[0], file_index=part.placed[1]
                 )
@@ -347,11 +399,12 @@ class LeRobotV3Writer(DatasetWriter):
                 continue
             last = None
             if self.plan.keep_originals:
-                last = self._existing_last(f"videos/{camera.key}/*/*.mp4")
+                last = last_file(self.output, f"videos/{camera.key}/*/*.mp4")
             for slot in range(self.plan.slots):
                 parts = self.video_parts.get((slot, camera.key), [])
                 last = self._allocate(parts, last)
                 for part in parts:
+                    self.placed_videos.setdefault(camera.key, []).append([slot, *part.placed])
                     target = self.output / self.reader.video_path.format(
                         video_key=camera.key, chunk_index=part.placed[0], file_index=part.placed[1]
                     )
@@ -391,10 +444,12 @@ class LeRobotV3Writer(DatasetWriter):
         return row
 
     def _write_episodes_meta(self) -> None:
-        last = (
-            self._existing_last("meta/episodes/*/*.parquet") if self.plan.keep_originals else None
-        )
+        if not self.records:
+            return  # a shard without episodes (more shards than episodes)
+        pattern = "meta/episodes/*/*.parquet"
+        last = last_file(self.output, pattern) if self.plan.keep_originals else None
         chunk, file = (0, 0) if last is None else next_file(*last, self.chunks_size)
+        self.episodes_meta = [chunk, file]
         rows = [self._episode_row(r) for r in sorted(self.records, key=lambda r: r.index)]
         for row in rows:
             if "meta/episodes/chunk_index" in row:
@@ -416,7 +471,12 @@ class LeRobotV3Writer(DatasetWriter):
     def _original_stats(self) -> list[dict[str, stats_mod.Stats]]:
         if not self.plan.keep_originals:
             return []
-        return [self.reader.source_stats(ep) for ep in self.reader.episodes]
+        return [self.reader.source_stats(self.reader.episodes[i]) for i in self.covered]
+
+    def shard_parts(self) -> ShardParts:
+        files = {"data": self.placed_data, "videos": self.placed_videos,
+                 "episodes": self.episodes_meta}
+        return ShardParts(files, self._original_stats(), [r.stats for r in self.records])
 
 
 class V3EpisodeWriter(LeRobotEpisodeWriter):

@@ -1,0 +1,154 @@
+"""A sharded job's pods against a (local) Hub, without Kubernetes: each shard's
+`augment run` commits to its staging branch, `augment merge` publishes one commit on
+main (docs/design.md, Scale out). The pods' environment is what the operator's Jobs set
+(augment_spec.contract); Kubernetes' JOB_COMPLETION_INDEX picks the shard."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from same_dataset import assert_same_dataset
+
+from augment_cli.main import main as augment_main
+from augment_dev.datasets import make_lerobot_v3
+from augment_dev.hub import LocalHub
+from augment_runner.hub import download_dataset
+from augment_runner.staging import staging_branch
+from augment_spec.contract import (
+    ENV_HF_TOKEN,
+    ENV_JOB_UID,
+    ENV_SHARD_INDEX,
+    ENV_SPEC,
+    ENV_WORKDIR,
+    EXIT_OK,
+)
+
+PROJECT = "00000000-0000-0000-0000-00000000abcd"
+TOP, SIDE = "observation.images.top", "observation.images.side"
+UID = "3f2a9c1e-0000-4000-8000-000000000001"
+OUTPUT = "alice/robot-aug"
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
+    with LocalHub(tmp_path / "hub", tokens={"tok-alice": "alice"}) as server:
+        for key, value in server.client_env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv(ENV_HF_TOKEN, "tok-alice")
+        yield server
+
+
+@pytest.fixture
+def source(tmp_path: Path, hub: LocalHub) -> Path:
+    folder = make_lerobot_v3(tmp_path / "src", episodes=5, frames=[6, 5, 7, 4, 6],
+                             cameras=(TOP,), image_cameras=(SIDE,))
+    hub.seed("lab/robot", folder)
+    return folder
+
+
+def spec(shards: int) -> dict[str, Any]:
+    return {"project_id": PROJECT, "dataset_id": "lab/robot", "output_dataset_id": OUTPUT,
+            "augment_copies": 2, "augment_transforms": "lighting,noise", "shards": shards}
+
+
+def pod(monkeypatch: pytest.MonkeyPatch, workdir: Path, shards: int,
+        index: int | None = None) -> None:
+    """The environment of one of the job's pods (a fresh scratch volume each)."""
+    monkeypatch.setenv(ENV_SPEC, json.dumps(spec(shards)))
+    monkeypatch.setenv(ENV_JOB_UID, UID)
+    monkeypatch.setenv(ENV_WORKDIR, str(workdir))
+    if index is None:
+        monkeypatch.delenv(ENV_SHARD_INDEX, raising=False)
+    else:
+        monkeypatch.setenv(ENV_SHARD_INDEX, str(index))
+
+
+def run_shard(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shards: int, index: int,
+              capsys: pytest.CaptureFixture[str]) -> str:
+    pod(monkeypatch, tmp_path / f"pod-{index}-{len(list(tmp_path.glob('pod-*')))}", shards, index)
+    code = augment_main(["run"])
+    captured = capsys.readouterr()
+    assert code == EXIT_OK, captured.err
+    return captured.out
+
+
+def finalize(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shards: int,
+             capsys: pytest.CaptureFixture[str]) -> str:
+    pod(monkeypatch, tmp_path / f"finalize-{len(list(tmp_path.glob('finalize-*')))}", shards)
+    code = augment_main(["merge"])
+    captured = capsys.readouterr()
+    assert code == EXIT_OK, captured.err
+    return captured.out
+
+
+def test_shards_stage_on_branches_and_the_merge_publishes_one_commit(
+    hub: LocalHub, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The unsplit job first, as the reference.
+    pod(monkeypatch, tmp_path / "whole-pod", 1)
+    assert augment_main(["run"]) == EXIT_OK, capsys.readouterr().err
+    whole = tmp_path / "whole"
+    download_dataset(OUTPUT, whole)
+    published = hub.head(OUTPUT)
+
+    branches = [staging_branch(UID, k) for k in range(3)]
+    for index in range(3):
+        assert "staged: " in run_shard(monkeypatch, tmp_path, 3, index, capsys)
+    assert hub.head(OUTPUT) == published  # readers of main see nothing of the shards yet
+    assert all(hub.head(OUTPUT, branch=b) is not None for b in branches)
+
+    # A shard's pod tried again finds its shard staged and does not augment it again.
+    staged = hub.head(OUTPUT, branch=branches[1])
+    assert "already on" in run_shard(monkeypatch, tmp_path, 3, 1, capsys)
+    assert hub.head(OUTPUT, branch=branches[1]) == staged
+
+    out = finalize(monkeypatch, tmp_path, 3, capsys)
+    assert "pushed: " in out and "3 shards merged" in out
+    head = hub.head(OUTPUT)
+    assert head != published
+    assert all(hub.head(OUTPUT, branch=b) is None for b in branches)  # staging removed
+    merged = tmp_path / "merged"
+    download_dataset(OUTPUT, merged)
+    assert_same_dataset(whole, merged, source)
+
+    # The finalize step tried again (say its pod was lost after the commit) changes nothing.
+    assert "earlier try published" in finalize(monkeypatch, tmp_path, 3, capsys)
+    assert hub.head(OUTPUT) == head
+
+
+def test_a_finalize_lost_between_commit_and_cleanup_finishes_the_cleanup(
+    hub: LocalHub, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for index in range(2):
+        run_shard(monkeypatch, tmp_path, 2, index, capsys)
+    finalize(monkeypatch, tmp_path, 2, capsys)
+    head = hub.head(OUTPUT)
+    # As if the last try had deleted one branch only: the other is left to the next.
+    for index in range(2):
+        run_shard(monkeypatch, tmp_path, 2, index, capsys)
+    hub_branch = staging_branch(UID, 0)
+    from augment_runner.hub import delete_branch
+
+    delete_branch(OUTPUT, hub_branch, None)
+    assert "earlier try published" in finalize(monkeypatch, tmp_path, 2, capsys)
+    assert hub.head(OUTPUT) == head
+    assert hub.head(OUTPUT, branch=staging_branch(UID, 1)) is None
+
+
+def test_a_sharded_pod_without_its_index_exits_2(
+    hub: LocalHub, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pod(monkeypatch, tmp_path / "pod", 2)
+    assert augment_main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert ENV_SHARD_INDEX in err and len(err.strip().splitlines()) == 1
+    assert hub.head(OUTPUT) is None
+    assert augment_main(["merge"]) == 2
+    assert "never pushed" in capsys.readouterr().err
