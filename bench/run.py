@@ -105,9 +105,10 @@ def run_on_cluster(results: dict, names: list[str], quick: bool) -> None:
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target with a verdict, in a fixed order, each with its unit."""
     rows = []
-    transforms = results.get("transforms", {})
-    if transforms.get("target"):
-        rows.append(("Transforms: NumPy stacked 480p / albumentations", "x", transforms["target"]))
+    names = {"each": "Transforms: each alone / albumentations, worst case",
+             "stacked": "Transforms: four stacked / albumentations, worst case"}  # fmt: skip
+    for key, target in results.get("transforms", {}).get("targets", {}).items():
+        rows.append((f"{names[key]} ({target['where']})", "x", target))
     for codec, row in results.get("pipeline", {}).get("codecs", {}).items():
         rows.append(
             (f"Pipeline / codec floor ({row['source_codec']} source, {codec})", "x", row["target"])
@@ -163,25 +164,42 @@ def md_targets(results: dict) -> list[str]:
 
 
 def md_transforms(r: dict) -> list[str]:
-    rows = []
-    for res, cases in r["fps"].items():
+    idle, loaded = r["ratios"]["idle"], r["ratios"]["loaded"]
+    ratio_rows, fps_rows = [], []
+    for res, cases in r["fps"]["idle"].items():
         for case, fps in cases.items():
-            ratio = r["ratios"][res][case]
-            rows.append([
-                f"{res} {case}", ratio.get("ours_vs_albumentations"),
-                ratio.get("ours_1thread_vs_albumentations"), ratio.get("ours_vs_naive_pillow"),
-                fps["ours_numpy"], fps["ours_numpy_1thread"], fps.get("albumentations"),
-                fps["naive_pillow"],
-            ])  # fmt: skip
-    cfg = r["config"]
-    gpu = r["gpu"]
+            busy = r["fps"]["loaded"][res][case]
+            ratio_rows.append([f"{res} {case}",
+                               *(q[res][case].get(name) for q in (idle, loaded)
+                                 for name in ("ours_vs_albumentations",
+                                              "ours_1thread_vs_albumentations_1thread")),
+                               idle[res][case].get("ours_vs_naive_pillow")])  # fmt: skip
+            fps_rows.append([f"{res} {case}",
+                             *(row.get(name) for row in (fps, busy)
+                               for name in ("ours_numpy", "albumentations", "ours_numpy_1thread",
+                                            "albumentations_1thread")),
+                             fps["naive_pillow"]])  # fmt: skip
+    cfg, gpu, state = r["config"], r["gpu"], r["machine_state"]
+    load, average = state["loaded"], state["load_average_1_5_15"]
     return [
         "## Transforms (frames per second; ratios are ours / other, higher is better)", "",
-        *table(["case", "ours/albu", "ours 1-thread/albu", "ours/naive", "ours fps",
-                "ours 1-thread fps", "albu fps", "naive fps"], rows),
+        f"Machine state: **idle** = {state['idle']}; **loaded** = "
+        f"{load['competing_processes']} competing CPU-bound processes ({load['what']}), which "
+        f"used {load['cores_they_used_mean']} cores on average (at least "
+        f"{load['cores_they_used_min']}). Load average (1/5/15 min) {average['start']} when "
+        f"this benchmark started, {average['end']} when it ended. Every row ran in both "
+        "states, seconds apart; "
+        "all cores = our workers on every core, albumentations frame by frame with OpenCV's "
+        "default threads; 1 thread = both on one thread (OpenCV's too).", "",
+        *table(["case", "idle ours/albu", "idle 1-thread ours/albu", "loaded ours/albu",
+                "loaded 1-thread ours/albu", "idle ours/naive"], ratio_rows),
+        "",
+        *table(["case", "idle ours", "idle albu", "idle ours 1t", "idle albu 1t",
+                "loaded ours", "loaded albu", "loaded ours 1t", "loaded albu 1t",
+                "idle naive"], fps_rows),
         "",
         f"Batch of {cfg['batch_frames']} frames, best of {cfg['repetitions']} interleaved "
-        f"repetitions; resolutions {cfg['resolutions']}; parameters {cfg['params']}. "
+        f"repetitions per state; resolutions {cfg['resolutions']}; parameters {cfg['params']}. "
         f"GPU: {gpu.get('device') if gpu.get('available') else gpu.get('reason')}.",
     ]  # fmt: skip
 
@@ -348,6 +366,11 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [f"## {name}", "", f"FAILED: {section['error']}"]
         else:
             lines += writers[name](section)
+    left_out = [name for name in SECTIONS if name not in results["sections"]]
+    if left_out:
+        lines += ["", f"This run measured {', '.join(results['sections'])} only "
+                      f"(`python -m bench.run --only ...`): {', '.join(left_out)} did not run, "
+                      "and their figures are in earlier versions of this file."]  # fmt: skip
     lines += ["", *md_machine(results), ""]
     return "\n".join(lines)
 
@@ -380,20 +403,22 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def plot_transforms(ax: Any, r: dict) -> None:
-    labels, series = [], {"ours (NumPy)": [], "albumentations": [], "naive Pillow": []}
-    for res, cases in r["fps"].items():
-        for case, fps in cases.items():
-            labels.append(f"{res}\n{case}")
-            series["ours (NumPy)"].append(fps["ours_numpy"])
-            series["albumentations"].append(fps.get("albumentations", 0))
-            series["naive Pillow"].append(fps["naive_pillow"])
-    width = 0.27
-    for i, (name, values) in enumerate(series.items()):
-        ax.bar([x + (i - 1) * width for x in range(len(labels))], values, width, label=name)
-    ax.set_xticks(range(len(labels)), labels, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("frames / s (log)")
-    ax.set_title("Transforms: frames per second")
+    series = {
+        f"{state}, {threads}": (state, name)
+        for state in ("idle", "loaded")
+        for threads, name in (("all cores", "ours_vs_albumentations"),
+                              ("1 thread", "ours_1thread_vs_albumentations_1thread"))
+    }  # fmt: skip
+    labels = [(res, case) for res, cases in r["ratios"]["idle"].items() for case in cases]
+    width = 0.2
+    for i, (label, (state, name)) in enumerate(series.items()):
+        values = [r["ratios"][state][res][case].get(name, 0) for res, case in labels]
+        ax.bar([x + (i - 1.5) * width for x in range(len(labels))], values, width, label=label)
+    ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8)
+    ax.axhline(1.5, color="k", linestyle=":", linewidth=0.8)
+    ax.set_xticks(range(len(labels)), [f"{res}\n{case}" for res, case in labels], fontsize=7)
+    ax.set_ylabel("ours / albumentations (dashed 1.0: each, dotted 1.5: stacked)")
+    ax.set_title("Transforms: ours / albumentations, idle and under competing load")
     ax.legend(fontsize=8)
 
 

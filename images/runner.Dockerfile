@@ -48,11 +48,18 @@ RUN groupadd --gid 65532 augment \
 COPY --from=build /opt/venv /opt/venv
 # HOME and HF_HOME point at the Job's writable scratch volume (the root filesystem is
 # read-only under the restricted Pod Security Standard); the operator sets them too.
+# The native libraries run each call on its caller: the runner's own workers, as many
+# as the pod's CPU request (AUGMENT_THREADS), are its threads (augment_runner/
+# native_threads.py sets the same for `augment run` anywhere).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/scratch \
     HF_HOME=/scratch/hf-home \
+    OMP_NUM_THREADS=1 \
+    OPENBLAS_NUM_THREADS=1 \
+    MKL_NUM_THREADS=1 \
+    OPENCV_FOR_THREADS_NUM=1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility,video
 ARG VERSION=0.1.0

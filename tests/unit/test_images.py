@@ -35,6 +35,7 @@ from augment_cli.main import SUBCOMMANDS, build_parser
 from augment_dev import chart, images
 from augment_operator.config import OperatorConfig
 from augment_operator.jobs import build_job
+from augment_runner.native_threads import SINGLE_THREAD_ENV
 from augment_spec.model import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,6 +158,17 @@ def test_entrypoint_is_the_augment_console_script(dockerfile: str) -> None:
     assert entrypoint == ["augment"]
     assert "augment" in PYPROJECT["project"]["scripts"]
     assert Path(AUGMENT).exists()
+
+
+def image_env(dockerfile: str) -> dict[str, str]:
+    """The runtime stage's ENV, NAME=value pairs (values without spaces or quotes)."""
+    pairs = " ".join(stages(dockerfile)[-1].all("ENV")).split()
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_the_runner_image_runs_native_libraries_on_one_thread_per_call() -> None:
+    env = image_env("runner.Dockerfile")
+    assert {k: env.get(k) for k in SINGLE_THREAD_ENV} == SINGLE_THREAD_ENV
 
 
 def arg_defaults(dockerfile: str) -> dict[str, str]:

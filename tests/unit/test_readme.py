@@ -28,7 +28,7 @@ from augment_api.settings import Settings
 from augment_cli.main import SUBCOMMANDS, build_parser
 from augment_dev import chart, images
 from augment_dev.cli import SUBCOMMANDS as DEV_SUBCOMMANDS
-from augment_dev.readme import README, console_commands, program, simple_commands
+from augment_dev.readme import README, USER_FILES, console_commands, program, simple_commands
 from augment_operator.config import GpuProfile
 from augment_runner.validate import validate_dataset
 from augment_spec.contract import Phase
@@ -305,7 +305,32 @@ def test_files_the_commands_name_exist(name: str) -> None:
     named = [f for argv in commands_of(name) for f in named_files(argv)]
     assert named
     for path in named:
-        assert (ROOT / path).is_file(), path
+        if path in USER_FILES:
+            assert f"Write `{path}`" in TEXT, f"the README never says to write {path}"
+        else:
+            assert (ROOT / path).is_file(), path
+
+
+DEMO_KEYS = ROOT / "examples" / "api-keys.yaml"
+
+
+def test_no_documented_install_uses_the_public_demo_keys() -> None:
+    """The demo keys are public (one may use every project): the local API of the
+    README's REST section may read them, no Secret, chart value or Application may."""
+    for doc in (README, ROOT / "deploy" / "argocd" / "README.md"):
+        for command in console_commands(doc):
+            for argv in simple_commands(command):
+                if program(argv) in ("kubectl", "helm"):
+                    assert not any(str(DEMO_KEYS.relative_to(ROOT)) in w for w in argv), \
+                        (doc.name, command)
+    digests = {key["sha256"] for key in yaml.safe_load(DEMO_KEYS.read_text())["keys"]}
+    assert len(digests) == 2
+    deployed = [p for folder in ("charts", "deploy") for p in (ROOT / folder).rglob("*")
+                if p.is_file()]
+    for path in deployed:
+        text = path.read_text(errors="replace")
+        assert not any(digest in text for digest in digests), path
+    assert yaml.safe_load((chart.CHART / "values.yaml").read_text())["api"]["apiKeys"] == []
 
 
 def test_docker_tags_are_the_images_the_chart_uses() -> None:
