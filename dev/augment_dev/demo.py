@@ -119,7 +119,7 @@ class Demo:
             say(f"      pods run in this environment, not from the images: "
                 f"{self.stack.image_fallback}")
         else:
-            refs = sorted({root.ref for root in self.stack.images.values()})
+            refs = list(dict.fromkeys(root.ref for root in self.stack.images.values()))
             say(f"      pods run from the images {', '.join(refs)}")
         gate = self.args.hold_upload_until
         if gate is not None:

@@ -45,6 +45,9 @@ RUNROOT = Path("/run/augment-operator/buildah")
 EXPORTS = CACHE / "oci"
 # Bump when the way images are built changes, so cached ones are rebuilt.
 BUILDER_VERSION = "1"
+# Builds (and unpacked root filesystems) kept per image, the ones used last: a few
+# checkouts of the project may share this cache.
+KEEP_BUILDS = 3
 
 # What the local base holds beyond Debian's minimal system: the release's Python with venv
 # (`python` included, as in the python: images) and what the Dockerfiles' RUN lines use.
@@ -325,6 +328,7 @@ def ensure_image(spec: ImageSpec) -> Built:
     record = record_path(spec, key)
     if image_exists(key_ref) and record.exists():
         buildah("tag", key_ref, spec.ref)
+        record.touch()  # used last: kept by prune_other_builds
         return Built(**json.loads(record.read_text()))
     revision = source_revision()
     started = time.monotonic()
@@ -348,21 +352,21 @@ def ensure_image(spec: ImageSpec) -> Built:
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(built.to_json(), indent=2) + "\n")
     log(f"built {spec.ref} in {built.build_seconds:.0f} s, {built.size_bytes / 1e6:.0f} MB")
-    prune_other_builds(spec, key_ref)
+    prune_other_builds(spec)
     return built
 
 
-def prune_other_builds(spec: ImageSpec, keep: str) -> None:
-    """Remove the earlier builds of this image (other keys): every change of code makes
-    one, and a runner image weighs a gigabyte."""
-    listed = json.loads(buildah("images", "--json") or "[]")
-    keyed = re.compile(rf"localhost/{re.escape(spec.name)}:{re.escape(spec.tag)}-([0-9a-f]{{16}})")
-    stale = [found for image in listed for name in image.get("names") or []
-             if (found := keyed.fullmatch(name)) and name != keep]
-    for found in stale:
-        buildah("rmi", found.group(0), check=False)
-        record_path(spec, found.group(1)).unlink(missing_ok=True)
-    if stale:
+def prune_other_builds(spec: ImageSpec) -> None:
+    """Remove all but the KEEP_BUILDS builds of this image used last: every change of
+    code makes one, and a runner image weighs a gigabyte."""
+    keyed = re.compile(rf"{re.escape(spec.name)}-{re.escape(spec.tag)}-([0-9a-f]{{16}})\.json")
+    found = [(r, m.group(1)) for r in (CACHE / "records").glob("*.json")
+             if (m := keyed.fullmatch(r.name))]
+    found.sort(key=lambda pair: pair[0].stat().st_mtime, reverse=True)
+    for record, key in found[KEEP_BUILDS:]:
+        buildah("rmi", f"localhost/{spec.name}:{spec.tag}-{key}", check=False)
+        record.unlink()
+    if found[KEEP_BUILDS:]:
         buildah("rmi", "--prune", check=False)
 
 
@@ -462,10 +466,15 @@ def unpacked(built: Built) -> ImageRoot:
         with mounted(built.key_ref) as root:
             subprocess.run(["cp", "-a", f"{root}/.", str(partial)], check=True)
         partial.rename(rootfs)
-        earlier = re.compile(rf"{re.escape(name)}-{re.escape(tag)}-[0-9a-f]{{16}}(\.partial)?")
-        for old in rootfs.parent.iterdir():  # earlier builds of this image
-            if old != rootfs and earlier.fullmatch(old.name):
-                shutil.rmtree(old, ignore_errors=True)
+        # Earlier builds of this image, but the latest few: another checkout sharing this
+        # cache may be running pods on its own.
+        earlier = re.compile(rf"{re.escape(name)}-{re.escape(tag)}-[0-9a-f]{{16}}")
+        unpacked_before = sorted((d for d in rootfs.parent.iterdir()
+                                  if earlier.fullmatch(d.name)),
+                                 key=lambda d: d.stat().st_mtime, reverse=True)
+        for old in unpacked_before[KEEP_BUILDS:]:
+            shutil.rmtree(old, ignore_errors=True)
+    rootfs.touch()  # used last
     config = image_record(built.key_ref)["OCIv1"]["config"]
     env = dict(item.split("=", 1) for item in config.get("Env") or [])
     return ImageRoot(ref=built.ref, image_id=built.image_id, rootfs=rootfs,

@@ -65,6 +65,15 @@ def test_runs_as_the_charts_numeric_non_root_user(built: dict, name: str) -> Non
 
 
 @pytest.mark.parametrize("name", images.TESTED)
+def test_runs_the_python_of_the_dockerfiles_default_base(built: dict, name: str) -> None:
+    """The local Debian base stands in for python:3.11-slim-bookworm: the same minor."""
+    minor = re.fullmatch(r"python:(\d+\.\d+)-slim-\w+",
+                         images.dockerfile_arg(images.IMAGES[name].dockerfile, "BASE")).group(1)
+    version = inside(built[name], "python", "--version").stdout.split()
+    assert version[0] == "Python" and version[1].startswith(f"{minor}."), version
+
+
+@pytest.mark.parametrize("name", images.TESTED)
 def test_carries_the_oci_labels_of_its_source(built: dict, name: str) -> None:
     image = built[name]
     labels = config(image)["Labels"]
