@@ -1,12 +1,15 @@
 """`make bench`: every benchmark in one run, on one machine, written side by side.
 
-    python -m bench.run [--quick] [--only transforms,pipeline,operator,api] [--out DIR]
+    python -m bench.run [--quick] [--only transforms,pipeline,operator,api,images]
+                        [--merge] [--out DIR]
 
 Writes DIR/results.json (everything measured), DIR/results.md (targets first, then
 ratios, then absolute figures and the machine) and DIR/results.png, and prints the
 markdown. DIR defaults to bench/. The operator and API benchmarks share one embedded
 control plane (no pod executor). A benchmark that fails is recorded with its error and
-the others still run; the exit status is then 1.
+the others still run; the exit status is then 1. --merge keeps the other sections of
+DIR/results.json (say, `--only images --merge` after `make images`); the report names
+the sections measured later than the rest.
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import bench_api, bench_operator, bench_pipeline, bench_transforms
-from bench.common import bench_cluster, load_average, machine_info, realtime_processes
+from bench import bench_api, bench_images, bench_operator, bench_pipeline, bench_transforms
+from bench.common import (
+    bench_cluster,
+    git_commit,
+    load_average,
+    machine_info,
+    realtime_processes,
+)
 
-SECTIONS = ("transforms", "pipeline", "operator", "api")
+SECTIONS = ("transforms", "pipeline", "operator", "api", "images")
 BENCH_DIR = Path(__file__).resolve().parent
 
 
@@ -34,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.* go")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other sections of OUT/results.json")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(SECTIONS))
@@ -67,6 +78,8 @@ def run_all(only: list[str], quick: bool) -> dict[str, Any]:
     cluster_benches = [s for s in ("operator", "api") if s in only]
     if cluster_benches:
         run_on_cluster(results, cluster_benches, quick)
+    if "images" in only:
+        guarded(results, "images", lambda: bench_images.run(results, quick))
     results["machine"]["load_average_end"] = load_average()
     results["machine"]["realtime_processes_end"] = realtime_processes()
     results["seconds_total"] = round(time.perf_counter() - started, 1)
@@ -296,15 +309,21 @@ def md_api(r: dict) -> list[str]:
 
 def md_machine(results: dict) -> list[str]:
     m = results["machine"]
+    in_this_run = [s for s in results["sections"] if s not in results.get("measured_later", {})]
     lines = [
         "## Machine", "",
         f"{m['cpu_model']}, {m['cpus_usable']} usable cores, load average "
         f"{m['load_average_1_5_15']} at start and {m.get('load_average_end')} at the end "
         f"(1/5/15 min; the machine is shared, so figures are noisy: compare ratios), "
         f"{m['date_utc']}, commit {m['commit']}, Python {m['python']}, NumPy {m['numpy']}; "
-        f"{'quick' if results['quick'] else 'full'} run of {', '.join(results['sections'])} "
+        f"{'quick' if results['quick'] else 'full'} run of {', '.join(in_this_run)} "
         f"in {results.get('seconds_total')} s.",
     ]  # fmt: skip
+    for name, when in results.get("measured_later", {}).items():
+        where = (f", {when['cpu_model']}, {when['cpus_usable']} usable cores, load average "
+                 f"{when['load_average_1_5_15']} at start" if "cpu_model" in when else "")
+        lines += ["", f"{name}: measured later, {when['date_utc']}, commit {when['commit']}"
+                      f"{where} (`--merge`)."]  # fmt: skip
     busy = sorted(set(m.get("realtime_processes", [])) | set(m.get("realtime_processes_end", [])))
     if busy:
         lines += ["", f"Other processes at real-time priority during the run (they take whole "
@@ -312,12 +331,39 @@ def md_machine(results: dict) -> list[str]:
     return lines
 
 
+def merged(earlier: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """The earlier run with this run's sections in place of its own: its machine and
+    totals stay; each section taken from this run is dated in `measured_later`."""
+    out = {**earlier, **{name: results[name] for name in results["sections"]}}
+    out["sections"] = [s for s in SECTIONS if s in {*earlier["sections"], *results["sections"]}]
+    later = {**earlier.get("measured_later", {})}
+    m = results["machine"]
+    for name in results["sections"]:
+        later[name] = {"date_utc": m["date_utc"], "commit": git_commit(),
+                       "cpu_model": m["cpu_model"], "cpus_usable": m["cpus_usable"],
+                       "load_average_1_5_15": m["load_average_1_5_15"]}  # fmt: skip
+    out["measured_later"] = later
+    return out
+
+
+def md_images(r: dict) -> list[str]:
+    rows = [[name, image["ref"], image["size_mb"], image["archive_mb"], max(image["layers_mb"]),
+             image["build_seconds"]] for name, image in r["images"].items()]
+    return ["## Images (`make images`, dev/augment_dev/images.py)", "",
+            *table(["image", "reference", "size MB", "OCI archive MB (gzip)",
+                    "largest layer MB", "build s"], rows), "",
+            f"size = the layers as stored, uncompressed, the Debian {r['base']['release']} "
+            f"base included ({', '.join(r['base']['packages'])}); build s = the build that "
+            "made the cached image, the base excluded; `augment-runner-cpu` is the runner "
+            "without CuPy and the CUDA wheels, which `make test` runs."]
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Benchmark results", "", "Written by `make bench` (`python -m bench.run`); "
              "see bench/README.md for what each figure means.", ""]  # fmt: skip
     lines += md_targets(results)
     writers = {"transforms": md_transforms, "pipeline": md_pipeline,
-               "operator": md_operator, "api": md_api}  # fmt: skip
+               "operator": md_operator, "api": md_api, "images": md_images}  # fmt: skip
     for name in results["sections"]:
         section = results.get(name, {})
         lines.append("")
@@ -437,6 +483,9 @@ def write(results: dict[str, Any], out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = run_all(args.only, args.quick)
+    earlier = args.out / "results.json"
+    if args.merge and earlier.exists():
+        results = merged(json.loads(earlier.read_text()), results)
     print(write(results, args.out))
     return 1 if any("error" in results.get(s, {}) for s in args.only) else 0
 

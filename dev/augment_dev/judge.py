@@ -1,4 +1,5 @@
-"""LeRobot's own reader as the judge of our output, in a virtualenv of its own.
+"""LeRobot's own reader as the judge of our output, in a virtualenv of its own, and
+lerobot-doctor (independent of LeRobot's code) as a second judge beside it.
 
 LeRobot brings torch and pins an older huggingface_hub, so it cannot share the
 project's environment. The judge environment is built once, outside the repo, keyed
@@ -23,20 +24,27 @@ JUDGE_DIR = REPO_ROOT / "tests" / "judge"
 REQUIREMENTS = JUDGE_DIR / "requirements.txt"
 
 
-def judge_python() -> Path:
-    key = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
-    venv = CACHE_ROOT / "lerobot-judge" / key
+def _venv_python(requirements: Path, name: str) -> Path:
+    """The python of the virtualenv built from `requirements` under CACHE_ROOT/name, keyed
+    by the file's content; built on first use, under the build lock of its folder."""
+    key = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    venv = CACHE_ROOT / name / key
     python = venv / "bin" / "python"
     if (venv / ".complete").exists():
         return python
     with exclusive(venv.parent):
         if not (venv / ".complete").exists():  # another process may have built it meanwhile
-            log(f"building LeRobot's reader environment in {venv} (cold: a few minutes, torch)")
+            log(f"building {requirements.name} in {venv} (cold: a few minutes, torch)")
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
             subprocess.run([str(python), "-m", "pip", "install", "-q", "-r",
-                            str(REQUIREMENTS)], check=True)
+                            str(requirements)], check=True)
             (venv / ".complete").touch()
     return python
+
+
+def judge_python() -> Path:
+    """LeRobot 0.4.4 (v3.0) and lerobot-doctor."""
+    return _venv_python(REQUIREMENTS, "lerobot-judge")
 
 
 def _run_judge(script: str, args: list[str], what: str) -> list[str]:
@@ -77,6 +85,30 @@ def lerobot_convert(*datasets: Path) -> None:
     """Turn each v2.1 folder into v3.0 with LeRobot's own converter, in place; raises
     with its error when it refuses one."""
     _run_judge("lerobot_convert.py", [str(d) for d in datasets], "convert v2.1 to v3.0")
+
+
+def lerobot_doctor(datasets: Sequence[Path]) -> list[dict[str, Any]]:
+    """lerobot-doctor's JSON report (`check --json`) on each folder, in order. It exits 1
+    when it reports a FAIL; only a run without a report is an error here."""
+    doctor = judge_python().parent / "lerobot-doctor"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    reports = []
+    for dataset in datasets:
+        result = subprocess.run([str(doctor), "check", str(dataset), "--json"],
+                                capture_output=True, text=True, env=env, timeout=600)
+        try:
+            reports.append(json.loads(result.stdout))
+        except json.JSONDecodeError:
+            raise AssertionError(
+                f"lerobot-doctor could not check {dataset}:\n{result.stderr[-3000:]}") from None
+    return reports
+
+
+def doctor_failures(report: Mapping[str, Any]) -> list[str]:
+    """The FAIL lines of a lerobot-doctor report, as "check: message"."""
+    return [f"{check['name']}: {message['message']}"
+            for check in report["checks"] for message in check["messages"]
+            if message["severity"] == "FAIL"]
 
 
 def lerobot_write(shape: str, path: Path) -> Path:

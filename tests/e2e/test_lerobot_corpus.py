@@ -3,12 +3,15 @@ into datasets LeRobot's reader loads and agrees with (docs/design.md, Datasets).
 
 The corpus (tests/judge/lerobot_write.py) is written once per module by LeRobot 0.4.4
 in the judge environment; each shape is augmented in three modes and the source and
-the three outputs are read back by LeRobot in one judge process per shape.
+the three outputs are read back by LeRobot in one judge process per shape, and checked
+by lerobot-doctor, a second judge that shares no code with LeRobot. The language shape,
+which LeRobot 0.4.4 cannot load, is judged on its files and by lerobot-doctor.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,10 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from augment_dev.datasets import make_lerobot_v21
-from augment_dev.judge import lerobot_convert, lerobot_read_many, lerobot_write_many
+from augment_dev.judge import (
+    doctor_failures,
+    lerobot_convert,
+    lerobot_doctor,
+    lerobot_read_many,
+    lerobot_write_many,
+)
 from augment_runner.pipeline import augment_dataset
 from augment_spec.model import parse_spec
 
@@ -33,7 +44,10 @@ WRITTEN = (
     "grey_image",
     "h264_15fps",
     "two_sessions",
+    "mixed_extras",
 )
+# Language columns and tools, as LeRobot releases after 0.4.4 add them to a dataset.
+LANGUAGE = "language"
 # Our v2.1 generator's dataset, turned into v3.0 by LeRobot's own converter.
 CONVERTED = "converted_from_v21"
 SHAPES = (*WRITTEN, CONVERTED)
@@ -61,6 +75,7 @@ class Judged:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    doctor: dict[str, list[str]] = field(default_factory=dict)  # per mode, its FAIL lines
 
 
 def augment(source: Path, output: Path, mode: str) -> dict[str, Any]:
@@ -77,7 +92,7 @@ def augment(source: Path, output: Path, mode: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
-    lerobot_write_many({shape: root / shape for shape in WRITTEN})
+    lerobot_write_many({shape: root / shape for shape in (*WRITTEN, LANGUAGE)})
     make_lerobot_v21(root / CONVERTED, episodes=3, frames=[5, 7, 6], codec="libx264",
                      cameras=("observation.images.top",), image_cameras=(SIDE,), size=(32, 48))
     lerobot_convert(root / CONVERTED)
@@ -110,7 +125,10 @@ def _judge(source: Path, outputs: Path) -> Judged:
             failures[mode] = f"{type(exc).__name__}: {exc}"
     before, *after = lerobot_read_many([source, *made.values()])
     assert "error" not in before, f"LeRobot cannot read its own dataset:\n{before['error']}"
-    return Judged(before, dict(zip(made, after, strict=True)), provenance, failures)
+    doctor = [doctor_failures(report) for report in lerobot_doctor([source, *made.values()])]
+    assert not doctor[0], f"lerobot-doctor fails LeRobot's own dataset: {doctor[0]}"
+    return Judged(before, dict(zip(made, after, strict=True)), provenance, failures,
+                  dict(zip(made, doctor[1:], strict=True)))
 
 
 def kept_values(frame: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +177,7 @@ def test_lerobot_reads_the_augmented_copy_of_its_own_dataset(
     assert mode not in result.failures, result.failures[mode]
     before, after = result.source, result.outputs[mode]
     assert "error" not in after, after.get("error")
+    assert not result.doctor[mode], f"lerobot-doctor: {result.doctor[mode]}"
     provenance = result.provenance[mode]
     augmented = set(provenance["augmented_cameras"])
     copies = provenance["copies_per_episode"]
@@ -230,3 +249,53 @@ def test_lerobot_converts_every_v21_output_to_v30(tmp_path: Path) -> None:
         assert "error" not in summary, (mode, summary.get("error"))
         assert summary["codebase_version"] == "v3.0"
         assert summary["num_episodes"] == total == len(summary["episode_stats"]), mode
+
+
+def data_rows(root: Path) -> dict[int, list[dict[str, Any]]]:
+    """Every data row of a v3.0 folder, per episode index, in frame order."""
+    files = sorted(root.glob("data/*/*.parquet"))
+    table = pa.concat_tables(pq.read_table(f) for f in files).sort_by("index")
+    episodes: dict[int, list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        episodes.setdefault(row["episode_index"], []).append(row)
+    return episodes
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_language_columns_and_tools_pass_through(
+    corpus: Path, tmp_path: Path, mode: str
+) -> None:
+    """language_persistent / language_events rows, string, bool and numeric columns and
+    info.json's tools reach every output episode as the source has them.
+
+    lerobot-doctor 0.2.0 fails LeRobot's own annotated dataset (it expects a column to have
+    one length on every frame, and events are on a few frames only): the output may fail
+    that same way, and no other."""
+    source = corpus / LANGUAGE
+    provenance = augment(source, tmp_path / mode, mode)
+    before_doctor, after_doctor = (
+        set(_any_episode(doctor_failures(report)))
+        for report in lerobot_doctor([source, tmp_path / mode])
+    )
+    assert after_doctor <= before_doctor, after_doctor - before_doctor
+    augmented = set(provenance["augmented_cameras"])
+    before_info = json.loads((source / "meta/info.json").read_text())
+    after_info = json.loads((tmp_path / mode / "meta/info.json").read_text())
+    assert after_info["tools"] == before_info["tools"]
+    assert after_info["features"] == before_info["features"]
+    before_schema = pq.read_schema(next((source / "data").glob("*/*.parquet")))
+    for path in (tmp_path / mode / "data").glob("*/*.parquet"):
+        assert pq.read_schema(path).equals(before_schema), path
+    before, after = data_rows(source), data_rows(tmp_path / mode)
+    assert len(after) == len(provenance["episodes"])
+    for made in provenance["episodes"]:
+        ours, theirs = after[made["episode_index"]], before[made["source_episode_index"]]
+        left_out = RENUMBERED if made["copy_index"] is None else RENUMBERED | augmented
+        assert [{k: v for k, v in row.items() if k not in left_out} for row in ours] == [
+            {k: v for k, v in row.items() if k not in left_out} for row in theirs
+        ], made
+        assert any(row["language_events"] for row in ours), made
+
+
+def _any_episode(lines: list[str]) -> list[str]:
+    return [re.sub(r"Episode \d+", "Episode N", line) for line in lines]

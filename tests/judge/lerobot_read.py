@@ -55,8 +55,8 @@ def kinds(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, list[Any]]]:
 def frame_summary(
     dataset: LeRobotDataset, index: int, pixels: dict[str, list[np.ndarray]]
 ) -> dict[str, Any]:
-    """One frame: its indices, task, numeric values and each camera's shape and digest;
-    its decoded frames are appended to `pixels` (per camera)."""
+    """One frame: its indices, task, numeric and string values and each camera's shape and
+    digest; its decoded frames are appended to `pixels` (per camera)."""
     item = dataset[index]
     summary: dict[str, Any] = {"task": item["task"], "values": {}, "cameras": {}}
     for key, value in item.items():
@@ -67,6 +67,8 @@ def frame_summary(
             pixels.setdefault(key, []).append(np.round(frame * 255).astype(np.uint8))
         elif isinstance(value, torch.Tensor):
             summary["values"][key] = value.tolist()
+        elif isinstance(value, str) and key != "task":  # string features
+            summary["values"][key] = value
     return summary
 
 

@@ -8,12 +8,15 @@ Usage: python lerobot_write.py SHAPE DATASET_FOLDER [SHAPE DATASET_FOLDER ...]
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from PIL import Image
 
@@ -32,6 +35,8 @@ class Shape:
     vcodec: str = "h264"
     episodes: tuple[int, ...] = (6, 8)
     extras: bool = False  # bool, int and float features incl. next.done / next.reward
+    strings: bool = False  # a per-frame string feature
+    language: bool = False  # language columns and tools, added as newer LeRobot adds them
     per_frame_tasks: bool = False
     chunking: dict[str, float] = field(default_factory=dict)
     sessions: int = 1  # >1: the writer is closed and the dataset reopened to add episodes
@@ -55,6 +60,12 @@ SHAPES: dict[str, Shape] = {
     "h264_15fps": Shape(videos=("observation.images.top",), fps=15),
     "two_sessions": Shape(videos=("observation.images.top",), episodes=(5, 6, 7), sessions=2,
                           extras=True),
+    "mixed_extras": Shape(videos=("observation.images.top",), images=("observation.images.wrist",),
+                          extras=True, strings=True),
+    # LeRobot 0.4.4 has no language columns: its writer cannot write them, its reader
+    # cannot load them; see annotate().
+    "language": Shape(videos=("observation.images.top",), images=("observation.images.wrist",),
+                      extras=True, strings=True, language=True),
 }
 
 
@@ -80,6 +91,8 @@ def features(shape: Shape) -> dict[str, dict[str, Any]]:
             "observation.contacts": {"dtype": "int32", "shape": (2,), "names": None},
             "observation.effort": {"dtype": "float64", "shape": (3,), "names": None},
         })
+    if shape.strings:
+        out["observation.note"] = {"dtype": "string", "shape": (1,), "names": None}
     return out
 
 
@@ -119,6 +132,8 @@ def frame_of(shape: Shape, rng: np.random.Generator, episode: int, frame: int,
             "observation.contacts": np.array([frame, -frame], dtype=np.int32),
             "observation.effort": rng.normal(size=3),
         })
+    if shape.strings:
+        row["observation.note"] = f"episode {episode} frame {frame}" + " ok" * (frame % 2)
     return row
 
 
@@ -145,6 +160,79 @@ def write(name: str, root: Path) -> None:
     if shape.sessions > 1:  # a second recording session appends to the closed dataset
         resumed = LeRobotDataset(repo_id=f"corpus/{name}", root=root, vcodec=shape.vcodec)
         record(resumed, shape, range(first, len(shape.episodes)))
+    if shape.language:
+        annotate(root)
+
+
+# ---------------------------------------------------------------- language columns
+# Newer LeRobot releases (after 0.4.4) annotate a recorded v3.0 dataset afterwards: each
+# data file is rewritten with two more columns, one row group per episode, and
+# meta/info.json declares them as features of dtype "language" and lists the tools the
+# annotations call. `language_persistent`: on every frame, the episode's list of
+# {role, content, style, timestamp, camera, tool_calls}; `language_events`: on the frame
+# an event happened, its {role, content, style, camera, tool_calls} (no timestamp), else
+# an empty list. This reproduces that layout.
+
+SPEAK_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "say",
+        "description": "Say a sentence aloud.",
+        "parameters": {
+            "type": "object",
+            "properties": {"text": {"type": "string", "description": "What to say."}},
+            "required": ["text"],
+        },
+    },
+}
+
+
+def persistent_rows(episode: int) -> list[dict[str, Any]]:
+    return [
+        {"role": "assistant", "content": f"plan of episode {episode}", "style": "plan",
+         "timestamp": 0.0, "camera": None, "tool_calls": None},
+        {"role": "assistant", "content": "reach the cube", "style": "subtask",
+         "timestamp": 0.1, "camera": None, "tool_calls": None},
+    ]
+
+
+def event_rows(episode: int, frame: int) -> list[dict[str, Any]]:
+    """Events on a few frames: a spoken line (a tool call) and a camera-bound question."""
+    if frame == 1:
+        call = {"type": "function",
+                "function": {"name": "say", "arguments": {"text": f"starting {episode}"}}}
+        return [{"role": "assistant", "content": None, "style": None, "camera": None,
+                 "tool_calls": [call]}]
+    if frame == 3:
+        return [
+            {"role": "user", "content": "where is the cube?", "style": "vqa",
+             "camera": "observation.images.top", "tool_calls": None},
+            {"role": "assistant", "content": "on the left", "style": "vqa",
+             "camera": "observation.images.top", "tool_calls": None},
+        ]
+    return []
+
+
+def annotate(root: Path) -> None:
+    for path in sorted(root.glob("data/*/*.parquet")):
+        table = pq.read_table(path)
+        episodes = table.column("episode_index").to_pylist()
+        frames = table.column("frame_index").to_pylist()
+        table = table.append_column(
+            "language_persistent", pa.array([persistent_rows(e) for e in episodes]))
+        table = table.append_column(
+            "language_events",
+            pa.array([event_rows(e, f) for e, f in zip(episodes, frames, strict=True)]))
+        with pq.ParquetWriter(path, table.schema) as writer:
+            for episode in dict.fromkeys(episodes):
+                rows = [i for i, e in enumerate(episodes) if e == episode]
+                writer.write_table(table.slice(rows[0], len(rows)))
+    info_path = root / "meta/info.json"
+    info = json.loads(info_path.read_text())
+    for column in ("language_persistent", "language_events"):
+        info["features"][column] = {"dtype": "language", "shape": [1], "names": None}
+    info["tools"] = [SPEAK_TOOL]
+    info_path.write_text(json.dumps(info, indent=4))
 
 
 if __name__ == "__main__":

@@ -188,18 +188,22 @@ def test_api_bench_answers_every_request(cluster_results):
     assert r["server_log"]["apiserver_connections_discarded"] >= 0
 
 
+# The images section is built and reported by tests/images/test_built_images.py.
+SECTIONS_BUT_IMAGES = [s for s in run.SECTIONS if s != "images"]
+
+
 @pytest.mark.e2e
 def test_report_has_targets_tables_and_a_plot(local_results, cluster_results, tmp_path: Path):
     results = {
         "machine": run.machine_info() | {"load_average_end": [0.0, 0.0, 0.0]},
         "quick": True,
-        "sections": list(run.SECTIONS),
+        "sections": SECTIONS_BUT_IMAGES,
         **local_results,
         **cluster_results,
         "seconds_total": 1.0,
     }
     text = run.write(results, tmp_path)
-    assert json.loads((tmp_path / "results.json").read_text())["sections"] == list(run.SECTIONS)
+    assert json.loads((tmp_path / "results.json").read_text())["sections"] == SECTIONS_BUT_IMAGES
     assert (tmp_path / "results.md").read_text() == text
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert text.index("## Targets") < text.index("## Transforms") < text.index("## Machine")
@@ -208,3 +212,19 @@ def test_report_has_targets_tables_and_a_plot(local_results, cluster_results, tm
         "API",
     ]  # fmt: skip
     assert text.count("PASS") + text.count("MISS") >= 4
+
+
+def test_merge_keeps_the_other_sections_and_dates_the_new_ones() -> None:
+    machine = {"date_utc": "2030-01-02T03:04:05Z", "cpu_model": "CPU", "cpus_usable": 2,
+               "load_average_1_5_15": [1.0, 2.0, 3.0]}
+    earlier = {"machine": {"date_utc": "2030-01-01T00:00:00Z"}, "sections": ["api", "pipeline"],
+               "api": {"a": 1}, "pipeline": {"p": 1}, "seconds_total": 9.0}
+    later = {"machine": machine, "sections": ["images", "api"], "api": {"a": 2},
+             "images": {"i": 1}}
+    out = run.merged(earlier, later)
+    assert out["sections"] == ["pipeline", "api", "images"]  # in SECTIONS order
+    assert (out["api"], out["pipeline"], out["images"]) == ({"a": 2}, {"p": 1}, {"i": 1})
+    assert out["machine"] == earlier["machine"] and out["seconds_total"] == 9.0
+    assert set(out["measured_later"]) == {"images", "api"}
+    assert out["measured_later"]["images"]["date_utc"] == machine["date_utc"]
+    assert out["measured_later"]["api"]["load_average_1_5_15"] == [1.0, 2.0, 3.0]  # its own
