@@ -149,8 +149,9 @@ def test_pipeline_bench_compares_with_the_codec_floor(local_results):
     r = local_results["pipeline"]["codecs"]["libx264"]
     assert r["source_codec"] == "h264"
     s = r["seconds"]
-    assert all(positive(s[k]) for k in ("pipeline", "floor", "decode_per_copy", "transforms"))
-    assert s["decode_per_copy"] >= s["decode"]  # it decodes at least once
+    # Times only: which of two timings is larger depends on the machine's load, not the code.
+    assert all(positive(s[k])
+               for k in ("pipeline", "floor", "decode", "decode_per_copy", "transforms"))
     # the seconds are rounded to the ms, the ratio computed before rounding
     assert r["ratios"]["pipeline_vs_floor"] == pytest.approx(s["pipeline"] / s["floor"], rel=0.05)
     assert 0 < r["ratios"]["transforms_share_of_pipeline"] < 1
