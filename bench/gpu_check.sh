@@ -34,7 +34,10 @@ pin() { grep -oE "\"$1==[^\"]+\"" pyproject.toml | head -n1 | tr -d '"'; }
 
 # Install the pinned versions of whatever is missing (module:distribution pairs).
 missing=()
-for pair in cupy:cupy-cuda12x numpy:numpy pydantic:pydantic pytest:pytest \
+# NVRTC and the CUDA runtime's headers come as wheels, as in the runner image (the `gpu`
+# extra): CuPy compiles the transforms' kernels with them.
+for pair in cupy:cupy-cuda12x nvidia.cuda_nvrtc:nvidia-cuda-nvrtc-cu12 \
+    nvidia.cuda_runtime:nvidia-cuda-runtime-cu12 numpy:numpy pydantic:pydantic pytest:pytest \
     pytest_timeout:pytest-timeout PIL:pillow albumentations:albumentations \
     cv2:opencv-python-headless; do
     module="${pair%%:*}" dist="${pair#*:}"
