@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install binaries judge test unit e2e lint typecheck crd generate cluster run demo bench gpu-check clean
+.PHONY: install binaries judge images test-images test unit e2e lint typecheck crd generate cluster run demo bench gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the project with pinned dependencies
 
@@ -22,7 +22,14 @@ binaries: $(STAMP)  ## build (once, cached) the Kubernetes control plane and hel
 judge: $(STAMP)  ## build (once, cached) the judges of our output: LeRobot 0.4.4 (v3.0) with lerobot-doctor, LeRobot 0.3.3 (v2.1)
 	$(BIN)/python -m augment_dev.judge
 
-test: $(STAMP) binaries judge lint typecheck  ## every test, the end-to-end ones included
+# buildah and mmdebstrap, as root; installed from Debian where missing (dev/augment_dev/images.py).
+images: $(STAMP)  ## build (cached) both images, write OCI archives, print how to push them
+	$(BIN)/augment-dev images
+
+test-images: $(STAMP)  ## build (cached) the images make test runs: API, runner's CPU variant
+	$(BIN)/augment-dev images --no-export augment augment-runner-cpu
+
+test: $(STAMP) binaries judge test-images lint typecheck  ## every test, the end-to-end ones included
 	$(BIN)/python -m augment_spec.check_crd
 	$(BIN)/python -m augment_operator.check_values
 	$(BIN)/pytest -q -p no:cacheprovider

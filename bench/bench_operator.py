@@ -3,7 +3,8 @@
 `run(results, quick, cluster=None)` adds `results["operator"]`. On a real control plane
 without the pod executor (no runner pod ever runs), `augment operator` runs as a local
 process watching the bench namespace, with a config whose runner settings need nothing
-that is not there (the namespace's default ServiceAccount, no Hub token Secret). After
+that is not there (no Hub token Secret); each job's runner account, Role and RoleBinding
+are made by the operator with the Job, as in a cluster. After
 one warm-up job, N AugmentationJobs are created at once from parallel threads, and:
 
 - time to all Jobs: from the first create request to the last Job seen on a watch
@@ -79,7 +80,7 @@ def kopf_max_workers() -> int:
 
 BENCH_CONFIG: dict[str, Any] = {
     # Runner settings that need nothing the bench namespace lacks.
-    "runner": {"serviceAccountName": "default", "hubTokenSecretName": None},
+    "runner": {"hubTokenSecretName": None},
 }
 
 

@@ -110,10 +110,9 @@ def realtime_processes() -> list[str]:
 
 
 def machine_info() -> dict[str, Any]:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu_model": cpu_model(),
-        "cpus_usable": usable,
+        "cpus_usable": usable_cores(),
         "cpus_total": os.cpu_count(),
         "load_average_1_5_15": load_average(),
         "realtime_processes": realtime_processes(),
@@ -174,6 +173,44 @@ class CpuMeter:
             for name, pid in self.pids.items()
         }
         return self.cores
+
+
+def usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# A pure-Python busy loop: CPU-bound, little memory traffic. It says it runs (one byte
+# on stdout) before spinning, so the measurement starts with every spinner on a core.
+_SPIN = "import sys; sys.stdout.write('1'); sys.stdout.flush()\nwhile True: pass"
+
+
+@contextlib.contextmanager
+def competing_load(processes: int | None = None) -> Iterator[CpuMeter]:
+    """One CPU-bound process per usable core (or `processes`) while the block runs: the
+    normal state of a pod on a busy node. Yields a CpuMeter of the spinners, stopped on
+    exit (its `cores` say how much of the machine they took); they are killed on exit."""
+    ensure_normal_scheduling()  # the spinners inherit this thread's policy
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE)
+        for _ in range(processes or usable_cores())
+    ]
+    meter = CpuMeter({f"spinner-{i}": p.pid for i, p in enumerate(procs)})
+    try:
+        for proc in procs:
+            if proc.stdout is None or proc.stdout.read(1) != b"1":
+                raise RuntimeError(f"load process {proc.pid} did not start")
+        meter.start()
+        yield meter
+        meter.stop()
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def venv_tool(name: str) -> str:

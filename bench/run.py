@@ -1,12 +1,15 @@
 """`make bench`: every benchmark in one run, on one machine, written side by side.
 
-    python -m bench.run [--quick] [--only transforms,pipeline,operator,api] [--out DIR]
+    python -m bench.run [--quick] [--only transforms,pipeline,operator,api,images]
+                        [--merge] [--out DIR]
 
 Writes DIR/results.json (everything measured), DIR/results.md (targets first, then
 ratios, then absolute figures and the machine) and DIR/results.png, and prints the
 markdown. DIR defaults to bench/. The operator and API benchmarks share one embedded
 control plane (no pod executor). A benchmark that fails is recorded with its error and
-the others still run; the exit status is then 1.
+the others still run; the exit status is then 1. --merge keeps the other sections of
+DIR/results.json (say, `--only images --merge` after `make images`); the report names
+the sections measured later than the rest.
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import bench_api, bench_operator, bench_pipeline, bench_transforms
-from bench.common import bench_cluster, load_average, machine_info, realtime_processes
+from bench import bench_api, bench_images, bench_operator, bench_pipeline, bench_transforms
+from bench.common import (
+    bench_cluster,
+    git_commit,
+    load_average,
+    machine_info,
+    realtime_processes,
+)
 
-SECTIONS = ("transforms", "pipeline", "operator", "api")
+SECTIONS = ("transforms", "pipeline", "operator", "api", "images")
 BENCH_DIR = Path(__file__).resolve().parent
 
 
@@ -34,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.* go")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other sections of OUT/results.json")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(SECTIONS))
@@ -67,6 +78,8 @@ def run_all(only: list[str], quick: bool) -> dict[str, Any]:
     cluster_benches = [s for s in ("operator", "api") if s in only]
     if cluster_benches:
         run_on_cluster(results, cluster_benches, quick)
+    if "images" in only:
+        guarded(results, "images", lambda: bench_images.run(results, quick))
     results["machine"]["load_average_end"] = load_average()
     results["machine"]["realtime_processes_end"] = realtime_processes()
     results["seconds_total"] = round(time.perf_counter() - started, 1)
@@ -92,9 +105,10 @@ def run_on_cluster(results: dict, names: list[str], quick: bool) -> None:
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target with a verdict, in a fixed order, each with its unit."""
     rows = []
-    transforms = results.get("transforms", {})
-    if transforms.get("target"):
-        rows.append(("Transforms: NumPy stacked 480p / albumentations", "x", transforms["target"]))
+    names = {"each": "Transforms: each alone / albumentations, worst case",
+             "stacked": "Transforms: four stacked / albumentations, worst case"}  # fmt: skip
+    for key, target in results.get("transforms", {}).get("targets", {}).items():
+        rows.append((f"{names[key]} ({target['where']})", "x", target))
     for codec, row in results.get("pipeline", {}).get("codecs", {}).items():
         rows.append(
             (f"Pipeline / codec floor ({row['source_codec']} source, {codec})", "x", row["target"])
@@ -150,25 +164,42 @@ def md_targets(results: dict) -> list[str]:
 
 
 def md_transforms(r: dict) -> list[str]:
-    rows = []
-    for res, cases in r["fps"].items():
+    idle, loaded = r["ratios"]["idle"], r["ratios"]["loaded"]
+    ratio_rows, fps_rows = [], []
+    for res, cases in r["fps"]["idle"].items():
         for case, fps in cases.items():
-            ratio = r["ratios"][res][case]
-            rows.append([
-                f"{res} {case}", ratio.get("ours_vs_albumentations"),
-                ratio.get("ours_1thread_vs_albumentations"), ratio.get("ours_vs_naive_pillow"),
-                fps["ours_numpy"], fps["ours_numpy_1thread"], fps.get("albumentations"),
-                fps["naive_pillow"],
-            ])  # fmt: skip
-    cfg = r["config"]
-    gpu = r["gpu"]
+            busy = r["fps"]["loaded"][res][case]
+            ratio_rows.append([f"{res} {case}",
+                               *(q[res][case].get(name) for q in (idle, loaded)
+                                 for name in ("ours_vs_albumentations",
+                                              "ours_1thread_vs_albumentations_1thread")),
+                               idle[res][case].get("ours_vs_naive_pillow")])  # fmt: skip
+            fps_rows.append([f"{res} {case}",
+                             *(row.get(name) for row in (fps, busy)
+                               for name in ("ours_numpy", "albumentations", "ours_numpy_1thread",
+                                            "albumentations_1thread")),
+                             fps["naive_pillow"]])  # fmt: skip
+    cfg, gpu, state = r["config"], r["gpu"], r["machine_state"]
+    load, average = state["loaded"], state["load_average_1_5_15"]
     return [
         "## Transforms (frames per second; ratios are ours / other, higher is better)", "",
-        *table(["case", "ours/albu", "ours 1-thread/albu", "ours/naive", "ours fps",
-                "ours 1-thread fps", "albu fps", "naive fps"], rows),
+        f"Machine state: **idle** = {state['idle']}; **loaded** = "
+        f"{load['competing_processes']} competing CPU-bound processes ({load['what']}), which "
+        f"used {load['cores_they_used_mean']} cores on average (at least "
+        f"{load['cores_they_used_min']}). Load average (1/5/15 min) {average['start']} when "
+        f"this benchmark started, {average['end']} when it ended. Every row ran in both "
+        "states, seconds apart; "
+        "all cores = our workers on every core, albumentations frame by frame with OpenCV's "
+        "default threads; 1 thread = both on one thread (OpenCV's too).", "",
+        *table(["case", "idle ours/albu", "idle 1-thread ours/albu", "loaded ours/albu",
+                "loaded 1-thread ours/albu", "idle ours/naive"], ratio_rows),
+        "",
+        *table(["case", "idle ours", "idle albu", "idle ours 1t", "idle albu 1t",
+                "loaded ours", "loaded albu", "loaded ours 1t", "loaded albu 1t",
+                "idle naive"], fps_rows),
         "",
         f"Batch of {cfg['batch_frames']} frames, best of {cfg['repetitions']} interleaved "
-        f"repetitions; resolutions {cfg['resolutions']}; parameters {cfg['params']}. "
+        f"repetitions per state; resolutions {cfg['resolutions']}; parameters {cfg['params']}. "
         f"GPU: {gpu.get('device') if gpu.get('available') else gpu.get('reason')}.",
     ]  # fmt: skip
 
@@ -278,15 +309,19 @@ def md_api(r: dict) -> list[str]:
 
 def md_machine(results: dict) -> list[str]:
     m = results["machine"]
+    in_this_run = [s for s in results["sections"] if s not in results.get("measured_later", {})]
     lines = [
         "## Machine", "",
         f"{m['cpu_model']}, {m['cpus_usable']} usable cores, load average "
         f"{m['load_average_1_5_15']} at start and {m.get('load_average_end')} at the end "
         f"(1/5/15 min; the machine is shared, so figures are noisy: compare ratios), "
         f"{m['date_utc']}, commit {m['commit']}, Python {m['python']}, NumPy {m['numpy']}; "
-        f"{'quick' if results['quick'] else 'full'} run of {', '.join(results['sections'])} "
+        f"{'quick' if results['quick'] else 'full'} run of {', '.join(in_this_run)} "
         f"in {results.get('seconds_total')} s.",
     ]  # fmt: skip
+    for name, when in results.get("measured_later", {}).items():
+        lines += ["", f"{name}: measured later, {when['date_utc']}, commit {when['commit']} "
+                      "(`--merge`)."]  # fmt: skip
     busy = sorted(set(m.get("realtime_processes", [])) | set(m.get("realtime_processes_end", [])))
     if busy:
         lines += ["", f"Other processes at real-time priority during the run (they take whole "
@@ -294,12 +329,36 @@ def md_machine(results: dict) -> list[str]:
     return lines
 
 
+def merged(earlier: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """The earlier run with this run's sections in place of its own: its machine and
+    totals stay; each section taken from this run is dated in `measured_later`."""
+    out = {**earlier, **{name: results[name] for name in results["sections"]}}
+    out["sections"] = [s for s in SECTIONS if s in {*earlier["sections"], *results["sections"]}]
+    later = {**earlier.get("measured_later", {})}
+    for name in results["sections"]:
+        later[name] = {"date_utc": results["machine"]["date_utc"], "commit": git_commit()}
+    out["measured_later"] = later
+    return out
+
+
+def md_images(r: dict) -> list[str]:
+    rows = [[name, image["ref"], image["size_mb"], image["archive_mb"], max(image["layers_mb"]),
+             image["build_seconds"]] for name, image in r["images"].items()]
+    return ["## Images (`make images`, dev/augment_dev/images.py)", "",
+            *table(["image", "reference", "size MB", "OCI archive MB (gzip)",
+                    "largest layer MB", "build s"], rows), "",
+            f"size = the layers as stored, uncompressed, the Debian {r['base']['release']} "
+            f"base included ({', '.join(r['base']['packages'])}); build s = the build that "
+            "made the cached image, the base excluded; `augment-runner-cpu` is the runner "
+            "without CuPy and the CUDA wheels, which `make test` runs."]
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Benchmark results", "", "Written by `make bench` (`python -m bench.run`); "
              "see bench/README.md for what each figure means.", ""]  # fmt: skip
     lines += md_targets(results)
     writers = {"transforms": md_transforms, "pipeline": md_pipeline,
-               "operator": md_operator, "api": md_api}  # fmt: skip
+               "operator": md_operator, "api": md_api, "images": md_images}  # fmt: skip
     for name in results["sections"]:
         section = results.get(name, {})
         lines.append("")
@@ -307,6 +366,11 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [f"## {name}", "", f"FAILED: {section['error']}"]
         else:
             lines += writers[name](section)
+    left_out = [name for name in SECTIONS if name not in results["sections"]]
+    if left_out:
+        lines += ["", f"This run measured {', '.join(results['sections'])} only "
+                      f"(`python -m bench.run --only ...`): {', '.join(left_out)} did not run, "
+                      "and their figures are in earlier versions of this file."]  # fmt: skip
     lines += ["", *md_machine(results), ""]
     return "\n".join(lines)
 
@@ -339,20 +403,22 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def plot_transforms(ax: Any, r: dict) -> None:
-    labels, series = [], {"ours (NumPy)": [], "albumentations": [], "naive Pillow": []}
-    for res, cases in r["fps"].items():
-        for case, fps in cases.items():
-            labels.append(f"{res}\n{case}")
-            series["ours (NumPy)"].append(fps["ours_numpy"])
-            series["albumentations"].append(fps.get("albumentations", 0))
-            series["naive Pillow"].append(fps["naive_pillow"])
-    width = 0.27
-    for i, (name, values) in enumerate(series.items()):
-        ax.bar([x + (i - 1) * width for x in range(len(labels))], values, width, label=name)
-    ax.set_xticks(range(len(labels)), labels, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("frames / s (log)")
-    ax.set_title("Transforms: frames per second")
+    series = {
+        f"{state}, {threads}": (state, name)
+        for state in ("idle", "loaded")
+        for threads, name in (("all cores", "ours_vs_albumentations"),
+                              ("1 thread", "ours_1thread_vs_albumentations_1thread"))
+    }  # fmt: skip
+    labels = [(res, case) for res, cases in r["ratios"]["idle"].items() for case in cases]
+    width = 0.2
+    for i, (label, (state, name)) in enumerate(series.items()):
+        values = [r["ratios"][state][res][case].get(name, 0) for res, case in labels]
+        ax.bar([x + (i - 1.5) * width for x in range(len(labels))], values, width, label=label)
+    ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8)
+    ax.axhline(1.5, color="k", linestyle=":", linewidth=0.8)
+    ax.set_xticks(range(len(labels)), [f"{res}\n{case}" for res, case in labels], fontsize=7)
+    ax.set_ylabel("ours / albumentations (dashed 1.0: each, dotted 1.5: stacked)")
+    ax.set_title("Transforms: ours / albumentations, idle and under competing load")
     ax.legend(fontsize=8)
 
 
@@ -412,6 +478,9 @@ def write(results: dict[str, Any], out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = run_all(args.only, args.quick)
+    earlier = args.out / "results.json"
+    if args.merge and earlier.exists():
+        results = merged(json.loads(earlier.read_text()), results)
     print(write(results, args.out))
     return 1 if any("error" in results.get(s, {}) for s in args.only) else 0
 

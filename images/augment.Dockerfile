@@ -4,15 +4,17 @@
 #
 #   docker build -f images/augment.Dockerfile -t ghcr.io/augment-operator/augment:0.1.0 .
 #
+# `make images` builds it without a registry: BASE is then a Debian image of the same
+# release made locally (dev/augment_dev/images.py); VERSION and REVISION label it.
 # Package versions come from pyproject.toml's exact pins. Only the `api` and `operator`
 # extras are installed: no NumPy, PyAV or datasets (the runner's), no development tools
 # (dev/ and tests/ are not in the build context; tests/unit/test_images.py checks
 # that these extras are all the API's and the operator's entrypoints import).
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG BASE=python:3.11-slim-bookworm
 
 # ---- build: a virtualenv with the project
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -23,11 +25,15 @@ COPY api/ api/
 COPY operator/ operator/
 COPY runner/ runner/
 COPY cli/ cli/
-RUN pip install --no-compile ".[api,operator]" \
+# The secrets are optional: a build that needs its own pip settings to reach the index
+# (a private index, a proxy's CA) passes them; `make images` passes this machine's.
+RUN --mount=type=secret,id=pip-conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca,target=/etc/pip-ca.crt \
+    pip install --no-compile ".[api,operator]" \
  && augment --help >/dev/null
 
 # ---- runtime: the interpreter and the virtualenv, no pip cache, no sources
-FROM ${PYTHON_IMAGE}
+FROM ${BASE}
 RUN groupadd --gid 65532 augment \
  && useradd --uid 65532 --gid 65532 --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin augment
@@ -37,8 +43,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/augment-operator/augment-operator
 LABEL org.opencontainers.image.title="augment" \
-      org.opencontainers.image.description="augment-operator REST API and operator"
+      org.opencontainers.image.description="augment-operator REST API and operator" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 USER 65532:65532
 ENTRYPOINT ["augment"]
 CMD ["--help"]

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from augment_runner.transforms.base import CudaSnippet, FrameStep, Pointwise, TransformDef
+from augment_runner.transforms.base import (
+    BandStep,
+    CudaSnippet,
+    FrameStep,
+    Pointwise,
+    TransformDef,
+)
 from augment_runner.transforms.params import CopyParams
 
 
-def _invert(frame: np.ndarray, spare: np.ndarray, frame_index: int) -> np.ndarray:
-    return np.subtract(255, frame, out=frame)
+def _invert(frame: np.ndarray, frame_index: int) -> BandStep:
+    return lambda values, start: np.subtract(255, values, out=values)
 
 
 def _prepare(params: CopyParams) -> Pointwise:

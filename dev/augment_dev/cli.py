@@ -14,6 +14,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                 "start the embedded Kubernetes control plane, with the CRD, until Ctrl-C"),
     "hub": ("augment_dev.hub_cli", "serve a local Hugging Face Hub for tests and demos"),
     "demo": ("augment_dev.demo", "the whole stack on the embedded control plane"),
+    "images": ("augment_dev.images",
+               "build (cached) the container images with buildah; print how to push them"),
 }
 
 AUGMENT_DEV = Command("augment-dev", __doc__, SUBCOMMANDS)

@@ -6,7 +6,11 @@ real scheduler binds to one of them as local processes:
 
 - The container image is NOT pulled: every container runs in this project's own Python
   environment (its `bin/` first on PATH). A container without `command` runs `augment`,
-  the entrypoint of the project's images.
+  the entrypoint of the project's images. An image from a registry under the reserved
+  `.invalid` domain (RFC 2606; no real kubelet could pull it) waits in ErrImagePull /
+  ImagePullBackOff, as a pod with an image that cannot be pulled does.
+- A container whose environment names a Secret, ConfigMap or key that does not exist
+  (and is not optional) waits in CreateContainerConfigError, and starts once it exists.
 - Each container runs in a private mount namespace (`unshare --mount`) where the pod's
   volumes (emptyDir, configMap, secret, projected ServiceAccount token, downwardAPI) and
   the termination-message file are bind-mounted at their `mountPath`, so in-cluster
@@ -18,7 +22,9 @@ real scheduler binds to one of them as local processes:
 - All pods share the host's network: two pods binding the same port collide.
 - Status goes back through the API like a kubelet's: Running, then Succeeded or Failed
   with exit code, reason and termination message; restartPolicy OnFailure/Always
-  restarts the container. Deleting a pod stops its processes, then removes it.
+  restarts the container. Deleting a pod stops its processes, reports the terminal phase
+  (a Job's pod failure policy reads it, with the DisruptionTarget condition an eviction
+  adds), then removes it.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from kubernetes.client.rest import ApiException
 from augment_dev.cluster import die_with_parent
 
 HEARTBEAT_SECONDS = 10
+START_RETRY_SECONDS = 3  # how often a pod that cannot start is tried again
+UNPULLABLE_DOMAIN = ".invalid"
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 DEFAULT_ENTRYPOINT = ["augment"]
 
@@ -207,13 +215,16 @@ class RunningPod:
     def run(self) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            volumes = self.prepare_volumes()
-            statuses = self.run_containers(volumes)
-            if self.deleting.is_set():
+            if not self.wait_until_startable():
+                self.patch_status("Failed", [], ready=False)
                 self.finish_deletion()
                 return
+            volumes = self.prepare_volumes()
+            statuses = self.run_containers(volumes)
             failed = any(s["state"]["terminated"]["exitCode"] != 0 for s in statuses)
             self.patch_status("Failed" if failed else "Succeeded", statuses, ready=False)
+            if self.deleting.is_set():
+                self.finish_deletion()
         except Exception as exc:
             if self.deleting.is_set():
                 self.finish_deletion()
@@ -221,6 +232,43 @@ class RunningPod:
             self.fail_to_start(exc)
         finally:
             self.executor.forget(self.uid)
+
+    def wait_until_startable(self) -> bool:
+        """Like a kubelet, retry what keeps a container from being created, showing it as
+        the container's waiting reason; False when the pod was deleted meanwhile."""
+        attempts = 0
+        while True:
+            problem = self.start_problem(attempts)
+            if problem is None:
+                return True
+            self.patch_status("Pending", [self.waiting_status(c, *problem)
+                                          for c in self.pod["spec"]["containers"]],
+                              ready=False)
+            attempts += 1
+            if self.deleting.wait(START_RETRY_SECONDS) or self.executor.stopping.is_set():
+                return False
+
+    def start_problem(self, attempts: int) -> tuple[str, str] | None:
+        """(waiting reason, message) as a kubelet reports them, or None: it can start."""
+        for container in self.pod["spec"]["containers"]:
+            image = container.get("image", "")
+            registry = image.split("/")[0] if "/" in image else ""
+            if registry.split(":")[0].endswith(UNPULLABLE_DOMAIN):
+                if attempts == 0:
+                    return "ErrImagePull", (f'failed to pull and unpack image "{image}": '
+                                            f"dial tcp: lookup {registry}: no such host")
+                return "ImagePullBackOff", f'Back-off pulling image "{image}"'
+            try:
+                self.environment(container)
+            except MissingConfig as exc:
+                return "CreateContainerConfigError", str(exc)
+        return None
+
+    def waiting_status(self, container: dict[str, Any], reason: str,
+                       message: str) -> dict[str, Any]:
+        return {"name": container["name"], "image": container.get("image", ""), "imageID": "",
+                "ready": False, "started": False, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": message}}}
 
     def run_containers(self, volumes: dict[str, Path]) -> list[dict[str, Any]]:
         spec = self.pod["spec"]
@@ -341,10 +389,11 @@ class RunningPod:
         source = var["valueFrom"]
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
-            return self.secret(ref["name"], ref.get("optional")).get(ref["key"])
+            return self.key(self.secret(ref["name"], ref.get("optional")), ref, "Secret")
         if "configMapKeyRef" in source:
             ref = source["configMapKeyRef"]
-            return self.config_map(ref["name"], ref.get("optional")).get(ref["key"])
+            return self.key(self.config_map(ref["name"], ref.get("optional")), ref,
+                            "ConfigMap")
         if "fieldRef" in source:
             return self.field_value(source["fieldRef"]["fieldPath"])
         if "resourceFieldRef" in source:
@@ -367,12 +416,20 @@ class RunningPod:
                 return (meta.get(kind) or {}).get(path[len(prefix):-2], "")
         raise ExecutorError(f"unsupported fieldRef {path}")
 
+    def key(self, data: dict[str, str], ref: dict[str, Any], kind: str) -> str | None:
+        if ref["key"] in data or ref.get("optional"):
+            return data.get(ref["key"])
+        raise MissingConfig(f"couldn't find key {ref['key']} in {kind} "
+                            f"{self.namespace}/{ref['name']}")
+
     def secret(self, name: str, optional: bool | None = False) -> dict[str, str]:
         try:
             found = with_node_graph_retry(self.core.read_namespaced_secret, name, self.namespace)
         except ApiException as exc:
             if exc.status == 404 and optional:
                 return {}
+            if exc.status == 404:
+                raise MissingConfig(f'secret "{name}" not found') from None
             raise ExecutorError(f"secret {self.namespace}/{name}: {api_error(exc)}") from None
         return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
 
@@ -383,6 +440,8 @@ class RunningPod:
         except ApiException as exc:
             if exc.status == 404 and optional:
                 return {}
+            if exc.status == 404:
+                raise MissingConfig(f'configmap "{name}" not found') from None
             raise ExecutorError(f"configmap {self.namespace}/{name}: {api_error(exc)}") from None
         return dict(found.data or {})
 
@@ -507,6 +566,10 @@ class RunningPod:
 
 class ExecutorError(RuntimeError):
     pass
+
+
+class MissingConfig(ExecutorError):
+    """A Secret, ConfigMap or key the pod needs is not there (yet): the kubelet waits."""
 
 
 def with_node_graph_retry(call: Any, *args: Any, **kwargs: Any) -> Any:

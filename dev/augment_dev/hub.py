@@ -423,6 +423,12 @@ class LocalHub:
         with self._failures_lock:
             self._failures.append(failure)
 
+    def pending_failures(self) -> int:
+        """How many injected failures no request has met yet: 0 once the last one is being
+        answered (with its ``delay``, the request it met is held until then)."""
+        with self._failures_lock:
+            return sum(f.times for f in self._failures)
+
     def hold(self, pattern: str, until: Path) -> None:
         """Keep each request whose ``"METHOD /path"`` matches waiting, unanswered, until the
         file ``until`` exists (or the Hub stops)."""

@@ -22,7 +22,7 @@ from augment_dev import REPO_ROOT
 from augment_dev.cluster import EmbeddedCluster, free_port
 from augment_dev.hub import LocalHub
 from augment_dev.kube import get_json, wait_for
-from augment_spec.contract import LABEL_JOB
+from augment_spec.contract import LABEL_JOB, job_label_value
 
 CHART = REPO_ROOT / "charts" / "augment-operator"
 HUB_USER = "robotics-lab"
@@ -170,4 +170,9 @@ class Stack:
 
     def jobs_of(self, name: str) -> list[dict[str, Any]]:
         return get_json(self.cluster, "jobs", "-n", self.namespace, "-l",
-                        f"{LABEL_JOB}={name}")["items"]
+                        f"{LABEL_JOB}={job_label_value(name)}")["items"]
+
+    def pods_of(self, name: str) -> list[dict[str, Any]]:
+        """The runner pods of the CR `name`."""
+        return get_json(self.cluster, "pods", "-n", self.namespace, "-l",
+                        f"{LABEL_JOB}={job_label_value(name)}")["items"]

@@ -68,6 +68,12 @@ class GpuProfile(_Strict):
     ttl_seconds_after_finished: int = Field(default=86400, ge=0,
                                             alias="ttlSecondsAfterFinished")
     scratch_size_limit: str = Field(default="50Gi", alias="scratchSizeLimit")
+    # A runner pod no node takes (PodScheduled False) fails the job after this long: a
+    # queue for busy GPUs is normal, a pod no node can ever fit should not wait 6 hours.
+    schedule_timeout_seconds: int = Field(default=3600, ge=10, alias="scheduleTimeoutSeconds")
+    # A runner pod placed on a node but unable to start (image pull, a missing Secret or
+    # ConfigMap, a container the runtime refuses) fails the job after this long.
+    start_timeout_seconds: int = Field(default=600, ge=10, alias="startTimeoutSeconds")
     # A sharded job's pods running at once (the spec's shards beyond it wait their turn).
     max_parallel_shards: int = Field(default=8, ge=1, le=MAX_SHARDS, alias="maxParallelShards")
     env: dict[str, str] = Field(default_factory=dict)
@@ -87,7 +93,9 @@ def default_profiles() -> dict[AugmentationType, GpuProfile]:
 
 
 class RunnerSettings(_Strict):
-    service_account_name: str = Field(default="augment-runner", alias="serviceAccountName")
+    """Settings of every runner pod. Each pod runs as a ServiceAccount of its own job
+    (augment_operator.jobs.runner_access), so there is no account to configure here."""
+
     hub_token_secret_name: str | None = Field(default="augment-hub-token",
                                               alias="hubTokenSecretName")
     hub_token_secret_key: str = Field(default="token", alias="hubTokenSecretKey")

@@ -7,6 +7,7 @@ Job (deterministic name) and never creates a second one.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Mapping
@@ -15,13 +16,21 @@ from typing import Any
 import kopf
 
 from augment_operator import metrics
-from augment_operator.config import OperatorConfig
-from augment_operator.jobs import build_finalize_job, build_job, finalize_job_name, job_name
+from augment_operator.config import GpuProfile, OperatorConfig
+from augment_operator.jobs import (
+    build_finalize_job,
+    build_job,
+    finalize_job_name,
+    job_name,
+    runner_access,
+    runner_account_name,
+)
 from augment_operator.kube import Kube
 from augment_operator.status import (
     Action,
     Child,
     Decision,
+    StartLimits,
     decide,
     decide_sharded,
     differs,
@@ -30,7 +39,7 @@ from augment_operator.status import (
     status_patch,
 )
 from augment_spec.contract import (
-    ANNOTATION_CANCEL,
+    ANNOTATION_JOB,
     GROUP,
     LABEL_JOB,
     LABEL_JOB_ID,
@@ -40,6 +49,7 @@ from augment_spec.contract import (
     TERMINAL_PHASES,
     VERSION,
     Phase,
+    phase_of,
 )
 from augment_spec.crd import spec_from_cr
 from augment_spec.model import AugmentationSpec, SpecError
@@ -70,24 +80,41 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
     def _reconcile(self, cr: dict[str, Any]) -> Decision:
-        name = cr["metadata"]["name"]
+        namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
         spec, spec_error = self._parse(cr)
-        profile_error = self._profile_error(spec) if spec else None
+        profile = self.config.profile_for(spec.augmentation_type) if spec else None
+        profile_error = self._profile_error(spec, profile)
         jname = job_name(name)
         runner = self._child(cr, jname)
-        if spec is not None and spec.shards > 1:
+        account = runner_account_name(cr)
+        # Only a terminal phase needs the check: any other is rewritten from the Jobs anyway.
+        can_write = phase_of(cr) in TERMINAL_PHASES and self.kube.access_granted(namespace,
+                                                                                 account)
+        at, limits = dt.datetime.now(dt.UTC), self._limits(profile)
+        sharded = spec is not None and spec.shards > 1
+        if sharded:
             finalize = self._child(cr, finalize_job_name(name))
-            decision = decide_sharded(cr, runner, finalize, spec_error, profile_error)
-            if decision.reason != "Final":
+            decision = decide_sharded(cr, runner, finalize, spec_error, profile_error,
+                                      runner_can_write=can_write, at=at, limits=limits)
+            if not decision.recorded and spec is not None:
                 decision.extra.update(shard_status(cr, runner, spec.shards))
         else:
-            decision = decide(cr, runner.job, runner.pods, spec_error, profile_error)
-        if spec is not None:
-            self._act(cr, decision, spec)
+            decision = decide(cr, runner.job, runner.pods, spec_error, profile_error,
+                              runner_can_write=can_write, at=at, limits=limits)
+        if decision.final:  # before the phase is written: from then on it is trusted
+            self.kube.delete_access(namespace, account)
+        if spec is not None and profile is not None:
+            self._create(cr, decision, spec, profile)
         self._label(cr, spec)
         self._write_status(cr, decision, jname, spec)
-        if spec is not None and spec.shards > 1:
+        if sharded:
             self._announce_shard_failure(cr, decision, runner)
+        # After the phase: were the operator stopped in between, the Jobs still there are
+        # what makes the next reconcile decide (and write) the same thing again.
+        if decision.action is Action.delete_job:
+            self.kube.delete_job(namespace, jname)
+            if sharded:
+                self.kube.delete_job(namespace, finalize_job_name(name))
         return decision
 
     def _child(self, cr: dict[str, Any], name: str) -> Child:
@@ -100,17 +127,13 @@ class Reconciler:
             job = None
         return Child(job, self.kube.job_pods(namespace, name) if job else [])
 
-    def _act(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec) -> None:
-        namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
-        profile = self.config.profile_for(spec.augmentation_type)
-        if decision.action is Action.create_job:
-            self.kube.create_job(build_job(cr, spec, profile, self.config))
-        elif decision.action is Action.create_finalize_job:
-            self.kube.create_job(build_finalize_job(cr, spec, profile, self.config))
-        elif decision.action is Action.delete_job:
-            self.kube.delete_job(namespace, job_name(name))
-            if spec.shards > 1:
-                self.kube.delete_job(namespace, finalize_job_name(name))
+    def _create(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec,
+                profile: GpuProfile) -> None:
+        builders = {Action.create_job: build_job, Action.create_finalize_job: build_finalize_job}
+        build = builders.get(decision.action)
+        if build is not None:
+            self.kube.create_access(runner_access(cr))  # the pods' account must exist first
+            self.kube.create_job(build(cr, spec, profile, self.config))
 
     def _announce_shard_failure(self, cr: dict[str, Any], decision: Decision,
                                 runner: Child) -> None:
@@ -125,12 +148,19 @@ class Reconciler:
         except SpecError as exc:
             return None, f"invalid spec: {exc}"
 
-    def _profile_error(self, spec: AugmentationSpec) -> str | None:
-        profile = self.config.profile_for(spec.augmentation_type)
-        if profile.enabled:
+    @staticmethod
+    def _profile_error(spec: AugmentationSpec | None, profile: GpuProfile | None) -> str | None:
+        if spec is None or profile is None or profile.enabled:
             return None
         return profile.disabled_message or (
             f"augmentation type {spec.augmentation_type.value} is disabled by configuration")
+
+    @staticmethod
+    def _limits(profile: GpuProfile | None) -> StartLimits:
+        if profile is None:
+            return StartLimits()
+        return StartLimits(schedule_seconds=profile.schedule_timeout_seconds,
+                           start_seconds=profile.start_timeout_seconds)
 
     @staticmethod
     def _owns(cr: dict[str, Any], job: dict[str, Any]) -> bool:
@@ -150,6 +180,8 @@ class Reconciler:
 
     def _write_status(self, cr: dict[str, Any], decision: Decision, jname: str,
                       spec: AugmentationSpec | None) -> None:
+        if decision.recorded:
+            return
         patch = status_patch(cr, decision, jname, spec.target_dataset_id if spec else None)
         if not differs(cr, patch):
             return
@@ -175,15 +207,18 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
         assert namespace is not None
         reconciler.reconcile(namespace, name)
 
-    def on_child(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    def on_child(labels: Mapping[str, str], annotations: Mapping[str, str],
+                 namespace: str | None, **_: Any) -> None:
         assert namespace is not None
-        reconciler.reconcile(namespace, labels[LABEL_JOB])
+        # The label holds only a digest of a long name; Jobs made before the annotation
+        # existed carry the full name in the label.
+        reconciler.reconcile(namespace, annotations.get(ANNOTATION_JOB) or labels[LABEL_JOB])
 
     cr = (GROUP, VERSION, PLURAL)
-    kopf.on.create(*cr, registry=registry, id="reconcile-created")(on_cr)
-    kopf.on.resume(*cr, registry=registry, id="reconcile-resumed")(on_cr)
-    kopf.on.field(*cr, field=["metadata", "annotations", ANNOTATION_CANCEL],
-                  registry=registry, id="cancel")(on_cr)
+    # Every change of a CR, its status included: a runner that writes the operator's
+    # fields of its own status is overwritten at once, not at the next resync. The first
+    # listing after a start comes as events too, so this also resumes every job.
+    kopf.on.event(*cr, registry=registry, id="reconcile")(on_cr)
     # Missed events converge: every unfinished job is looked at again on a timer.
     kopf.timer(*cr, interval=reconciler.config.resync_seconds,
                registry=registry, id="resync",

@@ -1,6 +1,8 @@
-"""The batch/v1 Jobs an AugmentationJob becomes: one runner pod on the profile's GPU nodes,
-or for a sharded spec an Indexed Job of one runner pod per shard, then a finalize Job
-that merges and publishes them (docs/design.md, Scale out)."""
+"""What an AugmentationJob becomes: batch/v1 Jobs (one runner pod on the profile's GPU
+nodes, or for a sharded spec an Indexed Job of one runner pod per shard, then a finalize
+Job that merges and publishes them: docs/design.md, Scale out) and the runners' own
+credentials, a ServiceAccount bound to a Role that may read and patch this CR's status
+and nothing else. All of it is owned by the CR, so deleting the CR removes it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 from augment_operator.config import GpuProfile, OperatorConfig
 from augment_spec.contract import (
+    ANNOTATION_JOB,
     API_VERSION,
     ENV_HF_TOKEN,
     ENV_JOB_NAME,
@@ -20,17 +23,22 @@ from augment_spec.contract import (
     ENV_THREADS,
     ENV_WORKDIR,
     EXIT_BAD_INPUT,
+    GROUP,
     KIND,
     LABEL_JOB,
     LABEL_MANAGED_BY,
     LABEL_PROJECT,
     MANAGED_BY_OPERATOR,
+    PLURAL,
     TERMINATION_LOG_PATH,
+    job_label_value,
 )
 from augment_spec.model import AugmentationSpec
 
 RUNNER_CONTAINER = "runner"
+RUNNER_NAME = "augment-runner"  # app.kubernetes.io/name of runner pods (the chart's policy)
 SCRATCH = "/scratch"
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 def job_name(cr_name: str) -> str:
@@ -51,13 +59,27 @@ def _child_name(cr_name: str, suffix: str) -> str:
     return f"{cr_name[:50 - len(suffix)]}-{digest}-{suffix}"
 
 
-def job_labels(cr: dict[str, Any], spec: AugmentationSpec) -> dict[str, str]:
-    return {
-        LABEL_JOB: cr["metadata"]["name"],
-        LABEL_PROJECT: str(spec.project_id),
+def runner_account_name(cr: dict[str, Any]) -> str:
+    """The ServiceAccount, Role and RoleBinding of one CR's runner. Named after the CR's
+    uid, not its name: a CR deleted and made again under the same name never adopts the
+    credentials of its predecessor, which the garbage collector is about to remove."""
+    return f"{RUNNER_NAME}-{cr['metadata']['uid']}"
+
+
+def job_labels(cr: dict[str, Any], spec: AugmentationSpec | None = None) -> dict[str, str]:
+    labels = {
+        LABEL_JOB: job_label_value(cr["metadata"]["name"]),
         LABEL_MANAGED_BY: MANAGED_BY_OPERATOR,
-        "app.kubernetes.io/name": "augment-runner",
+        "app.kubernetes.io/name": RUNNER_NAME,
     }
+    if spec is not None:
+        labels[LABEL_PROJECT] = str(spec.project_id)
+    return labels
+
+
+def job_annotations(cr: dict[str, Any]) -> dict[str, str]:
+    """The full CR name, which the operator reads back from a Job's or a pod's events."""
+    return {ANNOTATION_JOB: cr["metadata"]["name"]}
 
 
 def owner_reference(cr: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +87,38 @@ def owner_reference(cr: dict[str, Any]) -> dict[str, Any]:
         "apiVersion": API_VERSION, "kind": KIND, "name": cr["metadata"]["name"],
         "uid": cr["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
     }
+
+
+def runner_access(cr: dict[str, Any]) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding (in creation order) that let this CR's runner
+    read and patch this CR's status and nothing else: not another job's status, not its
+    spec. The operator may grant this because it holds the same permissions namespace-wide."""
+    name, namespace = runner_account_name(cr), cr["metadata"]["namespace"]
+    meta = {"name": name, "namespace": namespace, "labels": job_labels(cr),
+            "annotations": job_annotations(cr), "ownerReferences": [owner_reference(cr)]}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "Role", "metadata": meta,
+         "rules": [{"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"],
+                    "resourceNames": [cr["metadata"]["name"]], "verbs": ["get", "patch"]}]},
+        {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+    ]
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """A pod stopped by a disruption (node drained or lost, preemption, eviction) is tried
+    again without using up a retry; bad input fails the same way on every try, so it fails
+    the Job at once instead of burning GPU hours."""
+    return {"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": "FailJob",
+         "onExitCodes": {"containerName": RUNNER_CONTAINER, "operator": "In",
+                         "values": [EXIT_BAD_INPUT]}},
+    ]}
+
+
 
 
 def runner_env(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
@@ -159,7 +213,7 @@ def _job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": config.runner.service_account_name,
+        "serviceAccountName": runner_account_name(cr),
         "securityContext": pod_sc,
         "nodeSelector": profile.node_selector,
         "affinity": profile.affinity,
@@ -179,18 +233,15 @@ def _job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
             "name": name,
             "namespace": cr["metadata"]["namespace"],
             "labels": labels,
+            "annotations": job_annotations(cr),
             "ownerReferences": [owner_reference(cr)],
         },
         "spec": {
             "backoffLimit": profile.backoff_limit,
             "activeDeadlineSeconds": profile.active_deadline_seconds,
             "ttlSecondsAfterFinished": profile.ttl_seconds_after_finished,
-            # Bad input fails the same way on every try: do not burn GPU hours retrying it.
-            "podFailurePolicy": {"rules": [{
-                "action": "FailJob",
-                "onExitCodes": {"containerName": RUNNER_CONTAINER, "operator": "In",
-                                "values": [EXIT_BAD_INPUT]},
-            }]},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "podFailurePolicy": pod_failure_policy(),
+            "template": {"metadata": {"labels": labels, "annotations": job_annotations(cr)},
+                         "spec": pod_spec},
         },
     }

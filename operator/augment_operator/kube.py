@@ -36,6 +36,10 @@ class Kube:
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api)
 
+    @cached_property
+    def rbac(self) -> client.RbacAuthorizationV1Api:
+        return client.RbacAuthorizationV1Api(self.api)
+
     def to_dict(self, obj: Any) -> dict[str, Any]:
         plain: dict[str, Any] = self.api.sanitize_for_serialization(obj)
         return plain
@@ -91,3 +95,46 @@ class Kube:
     def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}")
         return [self.to_dict(p) for p in pods.items]
+
+    # ---- a runner's own credentials (augment_operator.jobs.runner_access) ----
+    def _access_calls(self, kind: str) -> tuple[Any, Any]:
+        """(create, delete) of one kind of the runner's credentials."""
+        calls = {
+            "ServiceAccount": (self.core.create_namespaced_service_account,
+                               self.core.delete_namespaced_service_account),
+            "Role": (self.rbac.create_namespaced_role, self.rbac.delete_namespaced_role),
+            "RoleBinding": (self.rbac.create_namespaced_role_binding,
+                            self.rbac.delete_namespaced_role_binding),
+        }
+        return calls[kind]
+
+    def create_access(self, objects: list[dict[str, Any]]) -> None:
+        """Create each object, in order; one already there is ours (named after the CR's
+        uid, its content fixed), left by an earlier attempt."""
+        for obj in objects:
+            create, _ = self._access_calls(obj["kind"])
+            try:
+                create(obj["metadata"]["namespace"], obj)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
+    def delete_access(self, namespace: str, name: str) -> None:
+        """Revoke first (the binding), then remove the Role and the account; gone is fine."""
+        for kind in ("RoleBinding", "Role", "ServiceAccount"):
+            _, delete = self._access_calls(kind)
+            try:
+                delete(name, namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+    def access_granted(self, namespace: str, name: str) -> bool:
+        """Whether the runner's RoleBinding still exists (so it may still write status)."""
+        try:
+            self.rbac.read_namespaced_role_binding(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

@@ -16,6 +16,10 @@ message), and neither ever holds the Hub token (see errors.redact).
 
 from __future__ import annotations
 
+# isort: off
+from . import native_threads  # noqa: F401  first: before anything below loads NumPy
+# isort: on
+
 import argparse
 import contextlib
 import json

@@ -10,6 +10,7 @@ each value. This module imports nothing of ours.
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import Any
 
@@ -41,16 +42,30 @@ def phase_of(cr: dict[str, Any]) -> Phase:
 
 # ---- labels ----
 LABEL_PROJECT = f"{GROUP}/project-id"  # on CRs, Jobs and pods: the spec's project id
-LABEL_JOB = f"{GROUP}/job"  # on a runner Job and its pods: the name of their CR
+LABEL_JOB = f"{GROUP}/job"  # on a runner Job and its pods: job_label_value(their CR's name)
 LABEL_JOB_ID = f"{GROUP}/job-id"  # the CR's uid, the API's job_id: `kubectl get -l` finds it
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_API = "augment-api"  # CRs the API created
 MANAGED_BY_OPERATOR = "augment-operator"  # runner Jobs and their pods
+LABEL_VALUE_MAX = 63  # Kubernetes' limit on a label value; a CR name may have 253 characters
+
+
+def job_label_value(cr_name: str) -> str:
+    """LABEL_JOB's value for a CR: its name, or, when the name is too long for a label, a
+    prefix of it and a digest of the whole (deterministic, so `-l` still selects)."""
+    if len(cr_name) <= LABEL_VALUE_MAX:
+        return cr_name
+    digest = hashlib.sha256(cr_name.encode()).hexdigest()[:10]
+    return f"{cr_name[:LABEL_VALUE_MAX - 11]}-{digest}"
+
+
 
 # ---- annotations on a CR ----
 ANNOTATION_IDEMPOTENCY = f"{GROUP}/idempotency-key"
 ANNOTATION_REQUEST_HASH = f"{GROUP}/request-hash"
 ANNOTATION_CREATED_BY = f"{GROUP}/created-by"  # the API key's name: "who made this?"
+# On a runner Job and its pods: their CR's full name (a label value may hold only a digest).
+ANNOTATION_JOB = f"{GROUP}/job"
 # Spec is immutable, so a cancel is metadata: the API (or kubectl) sets it, the operator
 # deletes the Job and moves the CR to Cancelled.
 ANNOTATION_CANCEL = f"{GROUP}/cancel-requested"
@@ -95,6 +110,8 @@ EXIT_HUB_UNAVAILABLE = 3
 # ---- .status fields (camelCase, as the CRD's status schema names them) ----
 # The operator writes phase, message, jobName, startTime, completionTime and the final
 # progress; the runner writes progress while it works, and the revisions; the API reads.
+# Each runner may patch only its own CR's status (a per-job ServiceAccount and Role), and
+# the operator derives its fields from the Job and pods, never from what a runner wrote.
 STATUS_PHASE = "phase"
 STATUS_MESSAGE = "message"
 STATUS_JOB_NAME = "jobName"

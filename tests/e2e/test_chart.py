@@ -8,6 +8,7 @@ Deployments), with two operator replicas to prove kopf peering lets only one act
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import json
 import re
 import time
@@ -18,17 +19,20 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from augment_dev import chart
 from augment_dev.cluster import EmbeddedCluster
 from augment_dev.datasets import make_lerobot_v3
 from augment_dev.kube import get_json, wait_for
-from augment_dev.readme import console_commands, program, simple_commands
+from augment_dev.readme import USER_FILES, console_commands, program, simple_commands
 from augment_dev.stack import Stack, StackOptions
-from augment_operator.config import GpuProfile
+from augment_operator.config import GpuProfile, OperatorConfig
+from augment_operator.jobs import build_job
 from augment_runner.hub import download_dataset
 from augment_runner.validate import validate_dataset
 from augment_spec.contract import TERMINAL_PHASES
+from augment_spec.model import AugmentationType, parse_spec
 
 ROOT = chart.REPO_ROOT
 CRD = "augmentationjobs.augment.dev.yaml"
@@ -105,18 +109,71 @@ def test_every_deployment_meets_the_restricted_pod_security_standard() -> None:
         assert restricted_violations(pod) == [], deployment["metadata"]["name"]
 
 
-def test_rbac_has_no_wildcards_and_the_runner_only_reports_status() -> None:
+def test_rbac_has_no_wildcards_and_no_account_for_every_runner() -> None:
     manifests = rendered()
     roles = chart.of_kind(manifests, "Role") + chart.of_kind(manifests, "ClusterRole")
     for role in roles:
         for rule in role["rules"]:
             for key in ("verbs", "resources", "apiGroups"):
                 assert "*" not in rule.get(key, []), (role["metadata"]["name"], rule)
-    runner_roles = [r for r in roles if r["metadata"]["name"] == "augment-runner"]
-    assert {r["metadata"]["namespace"] for r in runner_roles} == {"team-a", "team-b"}
-    for role in runner_roles:
-        assert [(r["apiGroups"], r["resources"], sorted(r["verbs"])) for r in role["rules"]] \
-            == [(["augment.dev"], ["augmentationjobs/status"], ["get", "patch"])]
+    # Runner pods get an account per job from the operator (tests/e2e/
+    # test_operator_scheduling.py checks what it may do), none shared from the chart.
+    accounts = {a["metadata"]["name"] for a in chart.of_kind(manifests, "ServiceAccount")}
+    assert accounts == {"augment-operator", "augment-api"}
+    operator_roles = [r for r in roles if r["metadata"]["name"] == "augment-operator"]
+    assert {r["metadata"]["namespace"] for r in operator_roles} == {"team-a", "team-b"}
+    for role in operator_roles:
+        granted = {(group, resource): sorted(rule["verbs"]) for rule in role["rules"]
+                   for group in rule["apiGroups"] for resource in rule["resources"]}
+        assert granted[("", "serviceaccounts")] == ["create", "delete"]
+        assert granted[("rbac.authorization.k8s.io", "roles")] == ["create", "delete"]
+        assert granted[("rbac.authorization.k8s.io", "rolebindings")] == [
+            "create", "delete", "get"]
+        # What it grants a runner it must hold itself (RBAC's escalation check).
+        assert "patch" in granted[("augment.dev", "augmentationjobs/status")]
+
+
+def runner_policies(manifests: list[dict[str, Any]],
+                    release: str = "augment") -> dict[str, dict[str, Any]]:
+    """The runner egress policy's spec, per namespace."""
+    return {p["metadata"]["namespace"]: p["spec"] for p in chart.of_kind(manifests,
+                                                                         "NetworkPolicy")
+            if p["metadata"]["name"] == f"{release}-runner"}
+
+
+def runner_pod_labels() -> dict[str, str]:
+    """The labels the operator puts on a runner pod."""
+    config = OperatorConfig()
+    cr = {"metadata": {"name": "pick", "namespace": "team-a", "uid": "u-1"}}
+    spec = parse_spec({"project_id": PROJECT, "dataset_id": "lab/pick"})
+    job = build_job(cr, spec, config.profile_for(AugmentationType.deterministic), config)
+    return dict(job["spec"]["template"]["metadata"]["labels"])
+
+
+def test_runner_pods_may_reach_dns_the_hub_and_the_api_server_only() -> None:
+    policies = runner_policies(rendered())
+    assert set(policies) == {"team-a", "team-b"}
+    for policy in policies.values():
+        assert policy["podSelector"]["matchLabels"].items() <= runner_pod_labels().items()
+        assert policy["policyTypes"] == ["Egress"]  # ingress stays as it was: none needed
+        dns, hub, api_server = policy["egress"]
+        assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+        assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+        (block,) = hub["to"]
+        assert block["ipBlock"]["cidr"] == "0.0.0.0/0"
+        assert {"169.254.0.0/16", "10.0.0.0/8"} <= set(block["ipBlock"]["except"])
+        assert hub["ports"] == [{"port": 443, "protocol": "TCP"}]
+        # Rendered without a cluster, the API server's address is unknown: its ports only.
+        assert api_server["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+        assert {p["port"] for p in api_server["ports"]} == {443, 6443}
+    pinned = runner_policies(rendered(runner={"networkPolicy": {
+        "apiServer": {"cidrs": ["10.0.0.1/32"]},
+        "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}],
+                         "ports": [{"port": 8443}]}]}}))
+    _, _, api_server, extra = pinned["team-a"]["egress"]
+    assert api_server["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert extra["ports"] == [{"port": 8443}]
+    assert runner_policies(rendered(runner={"networkPolicy": {"enabled": False}})) == {}
 
 
 def test_the_api_may_only_read_watch_create_and_patch_jobs() -> None:
@@ -260,6 +317,35 @@ def test_a_job_submitted_through_the_api_succeeds(
     assert validate_dataset(output) == []
 
 
+# What the apiserver's endpoint reconciler publishes on a real cluster (the embedded one
+# advertises 127.0.0.1 and turns the reconciler off); 192.0.2.0/24 is for documentation.
+API_SERVER_SLICE = {
+    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+    "metadata": {"name": "kubernetes-test", "namespace": "default",
+                 "labels": {"kubernetes.io/service-name": "kubernetes"}},
+    "addressType": "IPv4", "endpoints": [{"addresses": ["192.0.2.10"]}],
+    "ports": [{"name": "https", "port": 16443, "protocol": "TCP"}],
+}
+
+
+def test_the_runner_egress_policy_is_installed_and_finds_the_api_server(
+        stack: Stack) -> None:
+    installed = get_json(stack.cluster, "networkpolicy", "chart-runner", "-n", stack.namespace)
+    assert installed["spec"]["policyTypes"] == ["Egress"]  # the apiserver accepted it
+    stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(API_SERVER_SLICE))
+    try:
+        result = chart.helm("template", "chart", str(chart.CHART), "--namespace",
+                            stack.namespace, "--dry-run=server",
+                            f"--kubeconfig={stack.cluster.kubeconfig}")
+    finally:
+        stack.cluster.kubectl("delete", "endpointslice", "kubernetes-test", "-n", "default")
+    assert result.returncode == 0, result.stderr
+    policy = runner_policies([d for d in yaml.safe_load_all(result.stdout) if d], "chart")
+    api_server = policy[stack.namespace]["egress"][2]
+    assert api_server["to"] == [{"ipBlock": {"cidr": "192.0.2.10/32"}}]
+    assert {p["port"] for p in api_server["ports"]} == {443, 6443, 16443}
+
+
 def test_example_job_manifests_are_accepted_by_the_apiserver(stack: Stack) -> None:
     result = stack.cluster.kubectl("apply", "--dry-run=server", "-n", stack.namespace,
                                    "-f", str(ROOT / "examples" / "jobs"))
@@ -272,16 +358,30 @@ def readme_kubectl_commands() -> list[list[str]]:
             if program(argv) == "kubectl" and "argocd" not in argv]
 
 
-def test_readme_kubectl_commands_run_on_the_cluster(stack: Stack) -> None:
+def user_file(name: str, folder: Path) -> Path:
+    """A file the README has its reader write: an API key of this test's own."""
+    assert name == "api-keys.yaml", f"no test writes {name} ({USER_FILES[name]})"
+    digest = hashlib.sha256(uuid.uuid4().hex.encode()).hexdigest()
+    path = folder / name
+    path.write_text(yaml.safe_dump({"keys": [{"name": "team-a", "sha256": digest,
+                                              "projects": [PROJECT]}]}))
+    return path
+
+
+def test_readme_kubectl_commands_run_on_the_cluster(stack: Stack, tmp_path: Path) -> None:
     """As written, but in throwaway namespaces: one stands for the default namespace, the
-    other for `augment`, which the README's own `kubectl create namespace` makes."""
+    other for `augment`, which the README's own `kubectl create namespace` makes; files
+    the README has its reader write are written here."""
     suffix = uuid.uuid4().hex[:6]
     default, augment = f"readme-default-{suffix}", f"readme-augment-{suffix}"
     stack.cluster.kubectl("create", "namespace", default)
+    written = {f"={name}": f"={user_file(name, tmp_path)}" for name in USER_FILES}
     outputs = []
     try:
         for argv in readme_kubectl_commands():
             argv = [augment if word == "augment" else word for word in argv]
+            argv = [next((word.replace(k, v) for k, v in written.items()
+                          if word.endswith(k)), word) for word in argv]
             if argv[0] in ("get", "apply") and "nodes" not in argv:
                 argv += ["-n", default]
             result = stack.cluster.kubectl(*argv, check=False)
@@ -291,5 +391,6 @@ def test_readme_kubectl_commands_run_on_the_cluster(stack: Stack) -> None:
         for namespace in (default, augment):
             stack.cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     shown = "\n".join(outputs)
-    assert re.search(r"NAME\s+TYPE\s+DATASET\s+PHASE\s+PROGRESS\s+OUTPUT\s+MESSAGE\s+AGE", shown)
+    assert re.search(
+        r"NAME\s+TYPE\s+DATASET\s+PHASE\s+PROGRESS\s+SHARDS\s+OUTPUT\s+MESSAGE\s+AGE", shown)
     assert "pick-place-lighting" in shown and "NVIDIA-L4" in shown

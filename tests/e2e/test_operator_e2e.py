@@ -17,7 +17,6 @@ from augment_dev.kube import get_json, wait_for
 from augment_dev.stack import Stack, StackOptions
 from augment_runner.hub import download_dataset
 from augment_runner.validate import validate_dataset
-from augment_spec.contract import LABEL_JOB
 
 EXAMPLE = Path("examples/augmentationjob.yaml")
 
@@ -41,8 +40,7 @@ def example_manifest(**spec_overrides: object) -> dict:
 
 
 def runner_pods(stack: Stack, name: str) -> list[dict]:
-    return get_json(stack.cluster, "pods", "-n", stack.namespace, "-l",
-                    f"{LABEL_JOB}={name}")["items"]
+    return stack.pods_of(name)
 
 
 def test_example_manifest_runs_on_the_l4_node_and_succeeds(

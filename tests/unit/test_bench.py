@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 # package: make it importable however pytest was started.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import bench.common
 from bench import bench_api, bench_operator, bench_pipeline, bench_transforms, run
 from bench.common import bench_cluster, latency_summary, verdict
 
@@ -107,17 +109,40 @@ def test_cli_rejects_unknown_benchmarks():
 # ---------------------------------------------------------------------- benchmarks
 
 
-def test_transforms_bench_measures_every_case_and_implementation(local_results):
+def test_transforms_bench_measures_every_case_idle_and_loaded(local_results):
     r = local_results["transforms"]
-    assert set(r["fps"]["480p"]) == set(bench_transforms.CASES)
-    for row in r["fps"]["480p"].values():
-        assert {"ours_numpy", "ours_numpy_1thread", "naive_pillow", "albumentations"} <= set(row)
-        assert all(positive(v) for v in row.values())
-    ratios = r["ratios"]["480p"]["stacked"]
-    assert positive(ratios["ours_vs_albumentations"]) and positive(ratios["ours_vs_naive_pillow"])
-    assert r["target"]["value"] == ratios["ours_vs_albumentations"]
-    assert r["target"]["op"] == ">=" and r["target"]["target"] == 1.0
+    ours_and_albu = {"ours_numpy", "ours_numpy_1thread", "albumentations", "albumentations_1thread"}
+    for state, impls in (("idle", ours_and_albu | {"naive_pillow"}), ("loaded", ours_and_albu)):
+        assert set(r["fps"][state]["480p"]) == set(bench_transforms.CASES)
+        for row in r["fps"][state]["480p"].values():
+            assert set(row) == impls and all(positive(v) for v in row.values())
+    load = r["machine_state"]["loaded"]
+    assert set(r["machine_state"]["load_average_1_5_15"]) == {"start", "end"}
+    assert load["competing_processes"] == bench.common.usable_cores()
+    assert 0 <= load["cores_they_used_min"] <= load["cores_they_used_mean"]  # tiny: ~0 s of load
+    idle = r["ratios"]["idle"]["480p"]["stacked"]
+    row = r["fps"]["idle"]["480p"]["stacked"]
+    assert idle["ours_1thread_vs_albumentations_1thread"] == pytest.approx(
+        row["ours_numpy_1thread"] / row["albumentations_1thread"], abs=0.01
+    )
+    assert set(r["ratios"]["loaded"]["480p"]["stacked"]) == {
+        "ours_vs_albumentations", "ours_1thread_vs_albumentations_1thread"
+    }  # fmt: skip
+    stacked, each = r["targets"]["stacked"], r["targets"]["each"]
+    assert stacked["target"] == 1.5 and each["target"] == 1.0 and stacked["op"] == ">="
+    every_stacked = [v for q in r["ratios"].values() for k, v in q["480p"]["stacked"].items()
+                     if "albumentations" in k]  # fmt: skip
+    assert stacked["value"] == min(every_stacked) and "stacked" in stacked["where"]
+    assert "stacked" not in each["where"]
     assert r["gpu"]["available"] in (True, False)
+
+
+def test_competing_load_takes_cores_while_it_runs_and_stops():
+    with bench.common.competing_load(1) as load:
+        (pid,) = load.pids.values()
+        time.sleep(0.3)
+    assert load.cores["spinner-0"] > 0.1
+    assert not Path(f"/proc/{pid}").exists()  # killed and reaped
 
 
 def test_pipeline_bench_compares_with_the_codec_floor(local_results):
@@ -163,22 +188,41 @@ def test_api_bench_answers_every_request(cluster_results):
     assert r["server_log"]["apiserver_connections_discarded"] >= 0
 
 
+# The images section is built and reported by tests/images/test_built_images.py.
+SECTIONS_BUT_IMAGES = [s for s in run.SECTIONS if s != "images"]
+
+
 @pytest.mark.e2e
 def test_report_has_targets_tables_and_a_plot(local_results, cluster_results, tmp_path: Path):
     results = {
         "machine": run.machine_info() | {"load_average_end": [0.0, 0.0, 0.0]},
         "quick": True,
-        "sections": list(run.SECTIONS),
+        "sections": SECTIONS_BUT_IMAGES,
         **local_results,
         **cluster_results,
         "seconds_total": 1.0,
     }
     text = run.write(results, tmp_path)
-    assert json.loads((tmp_path / "results.json").read_text())["sections"] == list(run.SECTIONS)
+    assert json.loads((tmp_path / "results.json").read_text())["sections"] == SECTIONS_BUT_IMAGES
     assert (tmp_path / "results.md").read_text() == text
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert text.index("## Targets") < text.index("## Transforms") < text.index("## Machine")
     assert [t["name"].split(":")[0] for t in run.targets(results)] == [
-        "Transforms", "Pipeline / codec floor (h264 source, libx264)", "Operator", "API"
+        "Transforms", "Transforms", "Pipeline / codec floor (h264 source, libx264)", "Operator",
+        "API",
     ]  # fmt: skip
     assert text.count("PASS") + text.count("MISS") >= 4
+
+
+def test_merge_keeps_the_other_sections_and_dates_the_new_ones() -> None:
+    machine = {"date_utc": "2030-01-02T03:04:05Z"}
+    earlier = {"machine": {"date_utc": "2030-01-01T00:00:00Z"}, "sections": ["api", "pipeline"],
+               "api": {"a": 1}, "pipeline": {"p": 1}, "seconds_total": 9.0}
+    later = {"machine": machine, "sections": ["images", "api"], "api": {"a": 2},
+             "images": {"i": 1}}
+    out = run.merged(earlier, later)
+    assert out["sections"] == ["pipeline", "api", "images"]  # in SECTIONS order
+    assert (out["api"], out["pipeline"], out["images"]) == ({"a": 2}, {"p": 1}, {"i": 1})
+    assert out["machine"] == earlier["machine"] and out["seconds_total"] == 9.0
+    assert set(out["measured_later"]) == {"images", "api"}
+    assert out["measured_later"]["images"]["date_utc"] == machine["date_utc"]

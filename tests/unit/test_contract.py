@@ -40,6 +40,7 @@ WIRE = {
     "ANNOTATION_REQUEST_HASH": "augment.dev/request-hash",
     "ANNOTATION_CREATED_BY": "augment.dev/created-by",
     "ANNOTATION_CANCEL": "augment.dev/cancel-requested", "CANCEL_REQUESTED": "true",
+    "ANNOTATION_JOB": "augment.dev/job", "LABEL_VALUE_MAX": 63,
     "ENV_SPEC": "AUGMENT_SPEC", "ENV_JOB_NAME": "AUGMENT_JOB_NAME",
     "ENV_JOB_NAMESPACE": "AUGMENT_JOB_NAMESPACE", "ENV_WORKDIR": "AUGMENT_WORKDIR",
     "ENV_TERMINATION_LOG": "AUGMENT_TERMINATION_LOG", "ENV_THREADS": "AUGMENT_THREADS",
@@ -159,7 +160,7 @@ def test_outside_a_pod_nothing_is_set() -> None:
 
 def test_bad_input_fails_the_job_at_once() -> None:
     job, _ = built_job()
-    (rule,) = job["spec"]["podFailurePolicy"]["rules"]
+    (rule,) = [r for r in job["spec"]["podFailurePolicy"]["rules"] if "onExitCodes" in r]
     assert rule["action"] == "FailJob"
     assert rule["onExitCodes"] == {"containerName": RUNNER_CONTAINER, "operator": "In",
                                    "values": [contract.EXIT_BAD_INPUT]}

@@ -1,11 +1,11 @@
-"""The container images, checked without a Docker engine (none runs here).
+"""The container images' Dockerfiles, parsed (tests/images builds and runs the images).
 
-The Dockerfiles are parsed, not built: these tests pin what would otherwise only fail
-in a registry build or at pod start: the entrypoint, the non-root user the restricted
-Pod Security Standard needs, the base image families, build tools kept out of the
-runtime stage, the sources the distribution is built from (never the tests or dev/),
-that every command line the chart and the operator give the images is one `augment`
-accepts, and that each image's extras are all its entrypoints import.
+These tests pin what would otherwise only fail in a registry build or at pod start: the
+entrypoint, the non-root user the restricted Pod Security Standard needs, the base image,
+build tools kept out of the runtime stage, the sources the distribution is built from
+(never the tests or dev/), the build secrets and labels `make images` relies on, that
+every command line the chart and the operator give the images is one `augment` accepts,
+and that each image's extras are all its entrypoints import.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from augment_cli.main import SUBCOMMANDS, build_parser
-from augment_dev import chart
+from augment_dev import chart, images
 from augment_operator.config import OperatorConfig
 from augment_operator.jobs import build_job
+from augment_runner.native_threads import SINGLE_THREAD_ENV
 from augment_spec.model import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,18 +105,20 @@ def test_a_package_in_several_extras_has_one_pin() -> None:
     assert {name: v for name, v in seen.items() if len(v) > 1} == {}
 
 
-@pytest.mark.parametrize(("dockerfile", "family"), [
-    ("runner.Dockerfile", r"^nvidia/cuda:12\.\d+(\.\d+)?-runtime-ubuntu24\.04$"),
-    ("augment.Dockerfile", r"^python:3\.11(\.\d+)?-slim(-\w+)?$"),
-])
-def test_the_runtime_stage_uses_the_intended_base_image(dockerfile: str, family: str) -> None:
-    final = stages(dockerfile)[-1]
-    assert re.match(family, final.base), final.base
+@pytest.mark.parametrize("dockerfile", ["runner.Dockerfile", "augment.Dockerfile"])
+def test_every_stage_builds_on_the_slim_python_base(dockerfile: str) -> None:
+    """No CUDA base image: the runner's CUDA libraries are wheels (the `gpu` extra). Every
+    stage is FROM ${BASE}, so `make images` replaces the base with one build argument."""
+    text = (IMAGES / dockerfile).read_text()
+    assert re.search(r"^ARG BASE=python:3\.11-slim-bookworm$", text, re.M)
+    assert {args.split()[0] for keyword, args in instructions(text) if keyword == "FROM"} \
+        == {"${BASE}"}
+    assert images.base_release() == "bookworm"
 
 
-def test_the_runner_runs_the_python_ci_tests() -> None:
-    text = (IMAGES / "runner.Dockerfile").read_text()
-    version = re.search(r"^ARG PYTHON_VERSION=(\S+)$", text, re.M).group(1)
+def test_the_images_run_the_python_ci_tests() -> None:
+    version = re.fullmatch(r"python:(\d+\.\d+)-slim-\w+",
+                           images.dockerfile_arg("runner.Dockerfile", "BASE")).group(1)
     assert version == "3.11"
     low, high = re.match(r">=(\d+\.\d+),<(\d+\.\d+)",
                          PYPROJECT["project"]["requires-python"]).groups()
@@ -157,9 +160,28 @@ def test_entrypoint_is_the_augment_console_script(dockerfile: str) -> None:
     assert Path(AUGMENT).exists()
 
 
-def installed_extras(dockerfile: str) -> set[str]:
-    """The extras of the one `pip install ".[a,b]"` of the project in the Dockerfile."""
+def image_env(dockerfile: str) -> dict[str, str]:
+    """The runtime stage's ENV, NAME=value pairs (values without spaces or quotes)."""
+    pairs = " ".join(stages(dockerfile)[-1].all("ENV")).split()
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_the_runner_image_runs_native_libraries_on_one_thread_per_call() -> None:
+    env = image_env("runner.Dockerfile")
+    assert {k: env.get(k) for k in SINGLE_THREAD_ENV} == SINGLE_THREAD_ENV
+
+
+def arg_defaults(dockerfile: str) -> dict[str, str]:
+    return dict(args.partition("=")[::2] for keyword, args in
+                instructions((IMAGES / dockerfile).read_text()) if keyword == "ARG")
+
+
+def installed_extras(dockerfile: str, build_args: dict[str, str] | None = None) -> set[str]:
+    """The extras of the one `pip install ".[a,b]"` of the project in the Dockerfile, its
+    ${ARG}s given their defaults or `build_args`."""
     text = " ".join(args for _, args in instructions((IMAGES / dockerfile).read_text()))
+    values = {**arg_defaults(dockerfile), **(build_args or {})}
+    text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)
     targets = [word for line in re.findall(r"pip install ([^&;]+)", text)
                for word in shlex.split(line) if word == "." or word.startswith(".[")]
     assert len(targets) == 1, targets
@@ -171,6 +193,16 @@ def installed_extras(dockerfile: str) -> set[str]:
 # What each image runs decides its extras: nothing for the others' components, no `dev`.
 IMAGE_EXTRAS = {"augment.Dockerfile": {"api", "operator"},
                 "runner.Dockerfile": {"runner", "gpu"}}
+
+
+def test_the_tested_runner_variant_drops_only_the_gpu_extra() -> None:
+    """`make test` runs the runner image built without CuPy and the CUDA wheels."""
+    cpu = images.IMAGES["augment-runner-cpu"]
+    assert cpu.dockerfile == images.IMAGES["augment-runner"].dockerfile == "runner.Dockerfile"
+    assert installed_extras(cpu.dockerfile, cpu.build_args) == \
+        IMAGE_EXTRAS["runner.Dockerfile"] - {"gpu"}
+    assert images.TESTED == ("augment", "augment-runner-cpu")
+    assert set(images.RELEASED) == {"augment", "augment-runner"}
 
 
 @pytest.mark.parametrize(("dockerfile", "extras"), IMAGE_EXTRAS.items())
@@ -246,6 +278,28 @@ def test_neither_the_tests_nor_the_development_tools_reach_an_image() -> None:
     assert "augment_dev" not in PYPROJECT["tool"]["setuptools"]["packages"]
     assert "augment_dev" not in PYPROJECT["tool"]["setuptools"]["package-dir"]
     assert "augment-dev" not in PYPROJECT["project"]["scripts"]
+
+
+@pytest.mark.parametrize("dockerfile", IMAGE_EXTRAS)
+def test_pip_settings_reach_only_the_build_stage_as_secrets(dockerfile: str) -> None:
+    """The build's pip settings (a proxy's CA, a private index) are secrets mounted on the
+    one `pip install`, at the paths the builder's pip.conf names: never an image layer."""
+    build, *rest = stages(dockerfile)
+    (install,) = [args for args in build.all("RUN") if "pip install" in args]
+    mounts = dict(re.findall(r"--mount=type=secret,id=([\w-]+),target=(\S+)", install))
+    assert mounts == {images.PIP_CONF_SECRET: "/etc/pip.conf",
+                      images.PIP_CA_SECRET: images.PIP_CA_TARGET}
+    assert not any("--mount" in args for stage in rest for args in stage.all("RUN"))
+
+
+@pytest.mark.parametrize("dockerfile", IMAGE_EXTRAS)
+def test_the_runtime_stage_carries_the_oci_labels(dockerfile: str) -> None:
+    labels = " ".join(stages(dockerfile)[-1].all("LABEL"))
+    for label, arg in (("source", "SOURCE"), ("version", "VERSION"),
+                       ("revision", "REVISION")):
+        assert f'org.opencontainers.image.{label}="${{{arg}}}"' in labels, label
+    assert arg_defaults(dockerfile)["VERSION"] == PYPROJECT["project"]["version"]
+    assert arg_defaults(dockerfile)["SOURCE"].startswith("https://github.com/")
 
 
 def test_image_tags_follow_the_version() -> None:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import uuid
 from pathlib import Path
 
 import pytest
 
 from augment_operator.config import ConfigError, OperatorConfig, load_config
-from augment_operator.jobs import build_finalize_job, build_job, finalize_job_name, job_name
+from augment_operator.jobs import (
+    build_finalize_job,
+    build_job,
+    finalize_job_name,
+    job_name,
+    runner_access,
+)
 from augment_operator.status import (
     Action,
     Child,
+    StartLimits,
     decide,
     decide_sharded,
     differs,
@@ -22,11 +31,14 @@ from augment_operator.status import (
 )
 from augment_spec.contract import (
     ANNOTATION_CANCEL,
+    ANNOTATION_JOB,
     EXIT_BAD_INPUT,
     EXIT_HUB_UNAVAILABLE,
+    LABEL_JOB,
     TERMINAL_PHASES,
     Phase,
     cancel_annotations,
+    job_label_value,
 )
 from augment_spec.model import AugmentationType, parse_spec
 
@@ -146,10 +158,13 @@ def test_job_is_restricted_owned_and_fails_fast_on_bad_input() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert json.loads(env["AUGMENT_SPEC"]["value"])["dataset_id"] == "lab/pick"
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "augment-hub-token"
-    rule = built["spec"]["podFailurePolicy"]["rules"][0]
-    assert rule["action"] == "FailJob"
-    assert rule["onExitCodes"]["values"] == [EXIT_BAD_INPUT]
-    assert EXIT_HUB_UNAVAILABLE not in rule["onExitCodes"]["values"]  # a Hub outage is retried
+    disruption, bad_input = built["spec"]["podFailurePolicy"]["rules"]
+    assert bad_input["action"] == "FailJob"
+    assert bad_input["onExitCodes"]["values"] == [EXIT_BAD_INPUT]
+    assert EXIT_HUB_UNAVAILABLE not in bad_input["onExitCodes"]["values"]  # a Hub outage is retried
+    # First: a pod stopped by a drain, node loss or preemption never uses up a retry,
+    # whatever its exit code.
+    assert disruption == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
 
 
 def test_long_names_give_short_stable_job_names() -> None:
@@ -168,6 +183,209 @@ def test_config_file_overrides_one_profile_and_rejects_typos(tmp_path: Path) -> 
     bad.write_text("profiles:\n  deterministic:\n    nodeSelektor: {pool: gpu}\n")
     with pytest.raises(ConfigError, match="nodeSelektor"):
         load_config(bad)
+
+
+# ---- the runner's own credentials ----
+
+def built(name: str = "pick") -> dict:
+    config = OperatorConfig()
+    spec = parse_spec({"project_id": PROJECT, "dataset_id": "lab/pick"})
+    return build_job(cr(name), spec, config.profile_for(AugmentationType.deterministic), config)
+
+
+def test_each_runner_may_patch_only_its_own_jobs_status() -> None:
+    account, role, binding = runner_access(cr("pick"))
+    name = account["metadata"]["name"]
+    assert name == "augment-runner-u-1"  # the CR's uid: a CR made again gets new ones
+    assert (account["kind"], role["kind"], binding["kind"]) == (
+        "ServiceAccount", "Role", "RoleBinding")
+    assert role["rules"] == [{"apiGroups": ["augment.dev"],
+                              "resources": ["augmentationjobs/status"],
+                              "resourceNames": ["pick"], "verbs": ["get", "patch"]}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": name}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "ns"}]
+    for obj in (account, role, binding):  # garbage collected with the CR
+        assert obj["metadata"]["namespace"] == "ns"
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert built("pick")["spec"]["template"]["spec"]["serviceAccountName"] == name
+
+
+# ---- names: any name the apiserver accepts ----
+
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+@pytest.mark.parametrize("name", ["pick", "a" * 63, "a" * 64, "b." * 126 + "c", "x-" * 126 + "y"])
+def test_any_cr_name_gives_valid_labels_and_names(name: str) -> None:
+    job = built(name)
+    labels = job["metadata"]["labels"] | job["spec"]["template"]["metadata"]["labels"]
+    for value in labels.values():
+        assert len(value) <= 63 and LABEL_VALUE.match(value), value
+    assert labels[LABEL_JOB] == job_label_value(name) == job_label_value(name)
+    assert len(job["metadata"]["name"]) <= 63
+    # The full name travels in an annotation, for the operator to find the CR again.
+    assert job["metadata"]["annotations"][ANNOTATION_JOB] == name
+    assert job["spec"]["template"]["metadata"]["annotations"][ANNOTATION_JOB] == name
+    for obj in runner_access(cr(name)):
+        assert obj["metadata"]["labels"][LABEL_JOB] == job_label_value(name)
+
+
+def test_short_names_are_their_own_label_and_long_ones_differ() -> None:
+    assert job_label_value("pick") == "pick"
+    assert job_label_value("a" * 63) == "a" * 63
+    assert job_label_value("a" * 100 + "1") != job_label_value("a" * 100 + "2")
+
+
+# ---- status a runner wrote is not the operator's ----
+
+FORGED = {"phase": "Succeeded", "message": "augmented dataset uploaded",
+          "completionTime": "2026-01-01T00:00:00Z"}
+
+
+def test_a_terminal_phase_the_runner_could_have_written_is_ignored() -> None:
+    forged = cr(status=FORGED)
+    decision = decide(forged, job(), [pod("Running")], None, None, runner_can_write=True)
+    assert (decision.phase, decision.final) == (Phase.Running, False)
+    patch = status_patch(forged, decision, "pick-run", None)
+    assert patch["phase"] == "Running" and patch["completionTime"] is None
+    assert differs(forged, patch)
+
+
+def test_a_forged_success_never_outlives_a_failed_job() -> None:
+    pods = [pod("Failed", exit_code=1, message="boom")]
+    decision = decide(cr(status=FORGED), job("Failed"), pods, None, None, runner_can_write=True)
+    assert (decision.phase, decision.message, decision.final) == (Phase.Failed, "boom", True)
+
+
+def test_a_result_is_kept_once_the_runner_cannot_write() -> None:
+    done = cr(status={"phase": "Failed", "message": "boom"})
+    decision = decide(done, None, [], None, None, runner_can_write=False)
+    assert (decision.phase, decision.message, decision.recorded) == (Phase.Failed, "boom", True)
+    # A Job still going for a finished CR (stopped between the two writes) is deleted.
+    again = decide(done, job(), [pod("Pending")], None, None, runner_can_write=False)
+    assert again.action is Action.delete_job
+
+
+def test_start_time_is_when_the_runner_container_started() -> None:
+    started = pod("Running")
+    started["status"]["containerStatuses"] = [
+        {"name": "runner", "state": {"running": {"startedAt": "2026-01-01T00:00:05Z"}}}]
+    forged = cr(status={"phase": "Running", "startTime": "1999-01-01T00:00:00Z"})
+    decision = decide(forged, job(), [started], None, None)
+    assert status_patch(forged, decision, "pick-run", None)["startTime"] == \
+        "2026-01-01T00:00:05Z"
+
+
+# ---- cancel racing completion ----
+
+def test_a_completed_job_is_never_reported_cancelled() -> None:
+    cancelled = cr(annotations=cancel_annotations())
+    decision = decide(cancelled, job("Complete"), [pod("Succeeded")], None, None)
+    assert (decision.phase, decision.action) == (Phase.Succeeded, Action.none)
+
+
+def test_a_cancel_after_the_runner_exited_0_waits_for_the_job() -> None:
+    decision = decide(cr(annotations=cancel_annotations()), job(), [pod("Succeeded")],
+                      None, None)
+    assert (decision.phase, decision.action) == (Phase.Running, Action.none)
+
+
+def test_a_cancel_after_the_upload_lets_the_runner_exit() -> None:
+    uploaded = cr(annotations=cancel_annotations(), status={"outputRevision": "a" * 40})
+    decision = decide(uploaded, job(), [pod("Running")], None, None)
+    assert (decision.phase, decision.action) == (Phase.Running, Action.none)
+    assert "after the upload" in decision.message
+    # The upload's pod failed and another would run it again: the cancel stops that one.
+    retrying = decide(uploaded, job(), [pod("Failed", exit_code=1), pod("Pending")], None, None)
+    assert (retrying.phase, retrying.action) == (Phase.Cancelled, Action.delete_job)
+
+
+# ---- what stopped the runner, named ----
+
+def test_out_of_memory_is_named_with_the_limit() -> None:
+    oom = pod("Failed")
+    oom["spec"] = {"containers": [{"name": "runner",
+                                   "resources": {"limits": {"memory": "16Gi"}}}]}
+    oom["status"]["containerStatuses"] = [{"name": "runner", "state": {"terminated": {
+        "exitCode": 137, "reason": "OOMKilled", "message": "a log line"}}}]
+    decision = decide(cr(), job("Failed"), [oom], None, None)
+    assert decision.reason == "OOMKilled"
+    assert decision.message == ("the runner ran out of memory (OOMKilled at its 16Gi limit): "
+                                "raise the memory limit of the job's GPU profile")
+
+
+def test_eviction_and_disruption_are_named() -> None:
+    evicted = pod("Failed")
+    evicted["status"] |= {"reason": "Evicted", "message": "The node was low on memory."}
+    decision = decide(cr(), job("Failed"), [evicted], None, None)
+    assert decision.message == "the runner pod was evicted: The node was low on memory."
+    preempted = pod("Failed", exit_code=143, message="interrupted")
+    preempted["status"]["conditions"].append({
+        "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+        "message": "Preempted in order to admit critical pod"})
+    decision = decide(cr(), job("Failed"), [preempted], None, None)
+    assert decision.message == "the runner pod was stopped: Preempted in order to admit " \
+        "critical pod"
+
+
+# ---- a pod that does not start ----
+
+AT = dt.datetime(2026, 1, 1, 0, 10, tzinfo=dt.UTC)  # ten minutes after pod()'s creation
+LIMITS = StartLimits(schedule_seconds=3600, start_seconds=300)
+
+
+def waiting_pod(reason: str, message: str) -> dict:
+    waiting = pod("Pending")
+    waiting["status"]["conditions"].append({"type": "PodScheduled", "status": "True",
+                                            "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    waiting["status"]["containerStatuses"] = [
+        {"name": "runner", "state": {"waiting": {"reason": reason, "message": message}}}]
+    return waiting
+
+
+@pytest.mark.parametrize(("reason", "message"), [
+    ("ImagePullBackOff", 'Back-off pulling image "registry.invalid/runner:1"'),
+    ("ErrImagePull", "failed to resolve reference"),
+    ("CreateContainerConfigError", 'secret "hub" not found'),
+    ("CreateContainerError", "context deadline exceeded"),
+])
+def test_a_pod_that_cannot_start_says_why_then_fails_the_job(reason: str, message: str) -> None:
+    pods = [waiting_pod(reason, message)]
+    early = decide(cr(), job(), pods, None, None, at=AT - dt.timedelta(minutes=8),
+                   limits=LIMITS)
+    assert (early.phase, early.action) == (Phase.Pending, Action.none)
+    assert early.message == f"the runner pod cannot start: {reason}: {message}"
+    late = decide(cr(), job(), pods, None, None, at=AT, limits=LIMITS)
+    assert (late.phase, late.reason, late.action) == (Phase.Failed, "StartTimeout",
+                                                      Action.delete_job)
+    assert late.message == f"the runner pod did not start within 300s: {reason}: {message}"
+
+
+def test_a_pull_in_progress_is_not_a_problem() -> None:
+    pulling = waiting_pod("ContainerCreating", "")
+    decision = decide(cr(), job(), [pulling], None, None, at=AT, limits=LIMITS)
+    assert (decision.phase, decision.reason) == (Phase.Pending, "Starting")
+
+
+def test_an_unschedulable_pod_fails_the_job_after_the_schedule_timeout() -> None:
+    pods = [pod(scheduled="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")]
+    limits = StartLimits(schedule_seconds=300, start_seconds=3600)
+    decision = decide(cr(), job(), pods, None, None, at=AT, limits=limits)
+    assert (decision.phase, decision.reason, decision.action) == (
+        Phase.Failed, "ScheduleTimeout", Action.delete_job)
+    assert decision.message == ("no GPU node took the runner pod within 300s: 0/3 nodes are "
+                                "available: 3 Insufficient nvidia.com/gpu.")
+
+
+def test_profiles_carry_the_start_limits(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("profiles:\n  deterministic:\n    startTimeoutSeconds: 30\n")
+    profile = load_config(path).profile_for(AugmentationType.deterministic)
+    assert (profile.start_timeout_seconds, profile.schedule_timeout_seconds) == (30, 3600)
+    path.write_text("profiles:\n  deterministic:\n    startTimeoutSeconds: 0\n")
+    with pytest.raises(ConfigError, match="startTimeoutSeconds"):
+        load_config(path)
 
 
 # ---- sharded jobs (docs/design.md, Scale out) ----
@@ -258,3 +476,25 @@ def test_each_new_shard_pod_failure_is_announced_once() -> None:
     assert message is not None and message.startswith("shard 2: the Hub kept failing")
     seen = cr(status={"shards": {"failedPods": 1}})
     assert shard_failure(seen, decision, runner) is None
+
+
+def test_a_cancel_stops_a_sharded_job_until_its_finalize_job_publishes() -> None:
+    cancelled = cr(annotations=cancel_annotations())
+    shards_done = Child(indexed("0-3", condition="Complete"))
+    # Finished shards only staged their output: the merge is not started, the job stops.
+    before_merge = decide_sharded(cancelled, shards_done, Child(None), None, None)
+    assert (before_merge.phase, before_merge.action) == (Phase.Cancelled, Action.delete_job)
+    merged = decide_sharded(cancelled, shards_done, Child(job(), [pod("Succeeded")]),
+                            None, None)
+    assert (merged.phase, merged.action) == (Phase.Running, Action.none)
+    published = decide_sharded(cancelled, shards_done, Child(job("Complete")), None, None)
+    assert published.phase is Phase.Succeeded
+
+
+def test_a_sharded_jobs_forged_result_is_ignored_and_a_recorded_one_kept() -> None:
+    shards = Child(indexed("0", active=1), [pod("Running")])
+    forged = decide_sharded(cr(status=FORGED), shards, Child(None), None, None,
+                            runner_can_write=True)
+    assert (forged.phase, forged.recorded) == (Phase.Running, False)
+    kept = decide_sharded(cr(status=FORGED), shards, Child(None), None, None)
+    assert (kept.recorded, kept.action) == (True, Action.delete_job)

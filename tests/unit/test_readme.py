@@ -26,9 +26,9 @@ import yaml
 from augment_api.app import create_app
 from augment_api.settings import Settings
 from augment_cli.main import SUBCOMMANDS, build_parser
-from augment_dev import chart
+from augment_dev import chart, images
 from augment_dev.cli import SUBCOMMANDS as DEV_SUBCOMMANDS
-from augment_dev.readme import README, console_commands, program, simple_commands
+from augment_dev.readme import README, USER_FILES, console_commands, program, simple_commands
 from augment_operator.config import GpuProfile
 from augment_runner.validate import validate_dataset
 from augment_spec.contract import Phase
@@ -39,7 +39,7 @@ AUGMENT = str(Path(sys.executable).parent / "augment")
 TEXT = README.read_text()
 COMMANDS = console_commands()
 SIMPLE = [argv for command in COMMANDS for argv in simple_commands(command)]
-KNOWN_PROGRAMS = {"make", "augment", "python", "curl", "kubectl", "helm", "docker"}
+KNOWN_PROGRAMS = {"make", "augment", "python", "curl", "kubectl", "helm", "docker", "skopeo"}
 
 # Commands too expensive (or impossible) to run here, and the test that runs them.
 COVERED: list[tuple[str, str]] = [
@@ -69,7 +69,11 @@ COVERED: list[tuple[str, str]] = [
      "patch's and the Applications' content (no Argo CD here)"),
     (r"^kubectl ", "tests/e2e/test_chart.py::test_readme_kubectl_commands_run_on_the_cluster"),
     (r"^docker build ", "tests/unit/test_images.py: the Dockerfiles, parsed (no Docker "
-     "engine here)"),
+     "engine here); tests/images builds them with buildah"),
+    (r"^make images$", "tests/images/test_built_images.py builds the images with "
+     "`augment-dev images` (make test-images); bench/results.md records the released ones"),
+    (r"^skopeo copy ", "none here: no registry is reachable; test_skopeo_pushes_the_archives"
+     "_make_images_writes_to_the_charts_images checks its source and destination"),
 ]
 
 
@@ -301,7 +305,32 @@ def test_files_the_commands_name_exist(name: str) -> None:
     named = [f for argv in commands_of(name) for f in named_files(argv)]
     assert named
     for path in named:
-        assert (ROOT / path).is_file(), path
+        if path in USER_FILES:
+            assert f"Write `{path}`" in TEXT, f"the README never says to write {path}"
+        else:
+            assert (ROOT / path).is_file(), path
+
+
+DEMO_KEYS = ROOT / "examples" / "api-keys.yaml"
+
+
+def test_no_documented_install_uses_the_public_demo_keys() -> None:
+    """The demo keys are public (one may use every project): the local API of the
+    README's REST section may read them, no Secret, chart value or Application may."""
+    for doc in (README, ROOT / "deploy" / "argocd" / "README.md"):
+        for command in console_commands(doc):
+            for argv in simple_commands(command):
+                if program(argv) in ("kubectl", "helm"):
+                    assert not any(str(DEMO_KEYS.relative_to(ROOT)) in w for w in argv), \
+                        (doc.name, command)
+    digests = {key["sha256"] for key in yaml.safe_load(DEMO_KEYS.read_text())["keys"]}
+    assert len(digests) == 2
+    deployed = [p for folder in ("charts", "deploy") for p in (ROOT / folder).rglob("*")
+                if p.is_file()]
+    for path in deployed:
+        text = path.read_text(errors="replace")
+        assert not any(digest in text for digest in digests), path
+    assert yaml.safe_load((chart.CHART / "values.yaml").read_text())["api"]["apiKeys"] == []
 
 
 def test_docker_tags_are_the_images_the_chart_uses() -> None:
@@ -310,6 +339,19 @@ def test_docker_tags_are_the_images_the_chart_uses() -> None:
               *(p["image"] for p in values["profiles"].values())}
     tags = {argv[argv.index("-t") + 1] for argv in commands_of("docker")}
     assert tags == wanted
+
+
+def test_skopeo_pushes_the_archives_make_images_writes_to_the_charts_images() -> None:
+    values = yaml.safe_load((chart.CHART / "values.yaml").read_text())
+    wanted = {f"{values['image']['repository']}:{values['image']['tag']}",
+              *(p["image"] for p in values["profiles"].values())}
+    shown = commands_of("skopeo")
+    assert {argv[-1] for argv in shown} == {f"docker://{image}" for image in wanted}
+    archives = {str(images.archive_path(images.IMAGES[name].ref)) for name in images.RELEASED}
+    home = str(Path.home())
+    assert {argv[2].removeprefix("oci-archive:").replace("$HOME", home) for argv in shown} \
+        == archives
+    assert makefile_recipe("images") == [".venv/bin/augment-dev images"]
 
 
 # ---- the reference sections match the code ----

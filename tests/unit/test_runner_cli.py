@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from augment_runner.cli import _build_spec, add_arguments
+from augment_runner.native_threads import SINGLE_THREAD_ENV
 from augment_spec.model import AugmentMode, DatasetMode, Transform
 
 
@@ -40,3 +45,28 @@ def test_unset_flags_keep_the_model_defaults_and_bad_values_are_refused():
         parse("--mode", "sideways")
     with pytest.raises(SystemExit):
         parse("--copies", "two")
+
+
+def test_augment_run_limits_native_threads_before_numpy_loads() -> None:
+    """What the libraries read when they load, seen from an import hook on NumPy and cv2."""
+    probe = """
+import importlib.abc, json, os, sys
+seen = {}
+class Probe(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in ("numpy", "cv2") and name not in seen:
+            seen[name] = {k: os.environ.get(k) for k in json.loads(sys.argv[1])}
+sys.meta_path.insert(0, Probe())
+from augment_cli.main import main
+try:
+    main(["run", "--help"])
+except SystemExit:
+    pass
+import augment_runner.transforms  # cv2, if --help did not load it
+print(json.dumps(seen))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in SINGLE_THREAD_ENV}
+    result = subprocess.run([sys.executable, "-c", probe, json.dumps(sorted(SINGLE_THREAD_ENV))],
+                            capture_output=True, text=True, env=env, timeout=120, check=True)
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen == {"numpy": SINGLE_THREAD_ENV, "cv2": SINGLE_THREAD_ENV}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .augmenter import Augmenter
 from .base import TransformDef
-from .blur import blur_blocks, gaussian_kernel, reflect_index
+from .blur import gaussian_kernel
 from .lighting import (
     ENCODING_GAMMA,
     LUMA,
@@ -40,7 +40,6 @@ __all__ = [
     "Augmenter",
     "CopyParams",
     "TransformDef",
-    "blur_blocks",
     "color_temp_gains",
     "gaussian_kernel",
     "lighting_affine",
@@ -48,6 +47,5 @@ __all__ = [
     "noise_frame_key",
     "noise_stream_key",
     "occlusion_pixels",
-    "reflect_index",
     "sample_copy_params",
 ]

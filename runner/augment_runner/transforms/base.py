@@ -5,10 +5,12 @@ CopyParams fields it owns (also its provenance keys), the stages that draw them 
 copy's generator, and `prepare`, which turns one copy's parameters into what the
 engines run, one of three kinds:
 
-- `Pointwise`: a map of each value on its own (lighting, noise). NumPy runs its frame
-  step; CUDA runs its snippet, fused with the point snippets around it into one pass.
-- `Separable`: a symmetric 1-D filter along rows, then along columns (blur). NumPy
-  runs its frame step; CUDA runs its axis kernel once per axis.
+- `Pointwise`: a map of each value on its own (lighting, noise). Point transforms that
+  follow one another run as one pass: NumPy runs their steps band by band, CUDA fuses
+  their snippets into one kernel.
+- `Separable`: a symmetric 1-D filter along rows, then along columns, mirrored
+  borders (blur). NumPy runs OpenCV's separable filter with its taps; CUDA runs its
+  axis kernel once per axis.
 - `Fill`: pixel boxes set to one grey level (occlusion). Both engines fill the boxes
   themselves, and skip the float arithmetic when every listed transform is a fill.
 
@@ -18,7 +20,7 @@ even once, at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -32,26 +34,33 @@ if TYPE_CHECKING:
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1: pixel bounds, end exclusive
 
-FrameStep = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
-"""(frame, spare, frame_index) -> result, on float32 (H, W, 3) frames.
+BandStep = Callable[[np.ndarray, int], None]
+"""(values, start): the map applied in place to `values`, the float32 elements
+[start, start + len(values)) of one flattened (H, W, 3) frame (element e has channel
+e % 3). Bands start at multiples of BAND_ELEMENTS; the step keeps values within
+[0, 255]."""
 
-`frame_index` is the frame's index within the episode. The step may work in place and
-return `frame`, or use `spare` (a buffer of the same shape it may overwrite) and return
-that; it keeps values within [0, 255]."""
+FrameStep = Callable[[np.ndarray, int], BandStep]
+"""(frame, frame_index) -> the band step for one frame.
+
+`frame` is the whole input of the step's pass, (H, W, 3) uint8 or float32, for a step
+that needs statistics of its input (`reads_frame`: such a step always starts a pass,
+so its pass's input is its own); `frame_index` is the frame's index in the episode."""
 
 StepFactory = Callable[[int, int], FrameStep]
 """(height, width) -> a frame step with its own scratch: one per worker thread and batch."""
+
+# NumPy point passes run band by band, every step of the pass on one band before the
+# next: a band (512 KiB of float32) stays in cache instead of each step streaming the
+# whole frame through memory. A multiple of the noise block (noise.BLOCK, 2^16), so
+# noise bands start on whole blocks.
+BAND_ELEMENTS = 1 << 17
 
 Draw = Callable[[np.random.Generator, "AugmentationSpec"], dict[str, Any]]
 """One drawing stage: CopyParams field -> value, drawn from the copy's generator."""
 
 PointArgs = Callable[[ModuleType, Any], tuple[Any, ...]]
 """(xp, pass input) -> the values of a snippet's `params`, in their order."""
-
-# NumPy steps work on row bands of about this many float32 values (~256 KiB): a band's
-# scratch stays in the L2 cache.
-BAND_ELEMENTS = 1 << 16
-
 
 @dataclass(frozen=True)
 class CudaSnippet:
@@ -66,7 +75,6 @@ class CudaSnippet:
     code: str
     params: str = ""
     preamble: str = ""  # CUDA helper functions, emitted once per kernel
-    reads_frame: bool = False  # needs statistics of its whole input: starts its own pass
 
 
 def no_args(xp: ModuleType, frames: Any) -> tuple[Any, ...]:
@@ -80,6 +88,7 @@ class Pointwise:
     numpy: StepFactory
     cuda: CudaSnippet
     cuda_args: PointArgs = no_args
+    reads_frame: bool = False  # needs statistics of its whole input: starts its own pass
 
 
 CUDA_AXIS_PARAMS = "raw T x, raw float32 taps, int32 r, int64 length, int64 stride, int32 rnd"
@@ -91,10 +100,10 @@ class Separable:
 
     `cuda_axis` is an ElementwiseKernel body with inputs CUDA_AXIS_PARAMS and output
     `U y`: one value of one axis, where `stride` and `length` pick the axis (rows: W*3
-    and H, columns: 3 and W), `r` is the radius, and `rnd` asks for rounding.
+    and H, columns: 3 and W), `r` is the radius, and `rnd` asks for rounding. The NumPy
+    engine needs only the taps (numpy_engine.py).
     """
 
-    numpy: StepFactory
     taps: np.ndarray  # float32, odd length
     cuda_axis: str
     preamble: str = ""
@@ -122,9 +131,3 @@ class TransformDef:
 
 def uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(rng.uniform(low, high))
-
-
-def bands(length: int, step: int) -> Iterator[tuple[int, int]]:
-    """[start, end) pieces of `step` (the last one shorter) covering range(length)."""
-    for start in range(0, length, step):
-        yield start, min(start + step, length)

@@ -61,7 +61,7 @@ def device_plan(transforms: Sequence[tuple[str, Apply]]) -> list[DevicePass]:
             last = plan[-1] if plan else None
             if not (
                 isinstance(last, PointPass)
-                and not apply.cuda.reads_frame
+                and not apply.reads_frame
                 and name not in last.names
             ):
                 last = PointPass()

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
-from .base import CudaSnippet, FrameStep, Pointwise, TransformDef, bands, uniform
+from .base import (
+    BAND_ELEMENTS,
+    BandStep,
+    CudaSnippet,
+    FrameStep,
+    Pointwise,
+    TransformDef,
+    uniform,
+)
 
 if TYPE_CHECKING:
     from augment_spec.model import AugmentationSpec
@@ -57,32 +65,32 @@ def _noise_scale(sigma: float) -> np.float32:
     return np.float32(-2.0 * sigma * sigma)
 
 
-@dataclass
+# A NumPy band (base.BAND_ELEMENTS) is whole noise blocks, whose pairs are consecutive
+# (block b holds pairs b*HALF ...): a band's noise is one run of pairs.
+assert BAND_ELEMENTS % BLOCK == 0
+
+
 class _Scratch:
-    """One worker's buffers for one block of noise."""
+    """One worker's buffers for the noise pairs of one band."""
 
-    z: np.ndarray = field(default_factory=lambda: np.empty(_HALF, np.uint64))
-    t: np.ndarray = field(default_factory=lambda: np.empty(_HALF, np.uint64))
-    r: np.ndarray = field(default_factory=lambda: np.empty(_HALF, np.float32))
-    theta: np.ndarray = field(default_factory=lambda: np.empty(_HALF, np.float32))
-    noise: np.ndarray = field(default_factory=lambda: np.empty(BLOCK, np.float32))
-    # pair p's Weyl term p * golden, wrapping mod 2^64
-    weyl: np.ndarray = field(
-        default_factory=lambda: np.arange(_HALF, dtype=np.uint64) * np.uint64(_GOLDEN)
-    )
+    def __init__(self, pairs: int = BAND_ELEMENTS // 2) -> None:
+        self.pairs = pairs
+        self.z, self.t = np.empty(pairs, np.uint64), np.empty(pairs, np.uint64)
+        self.r, self.theta = np.empty(pairs, np.float32), np.empty(pairs, np.float32)
+        self.cos, self.sin = np.empty(pairs, np.float32), np.empty(pairs, np.float32)
+        self.weyl = np.arange(pairs, dtype=np.uint64) * np.uint64(_GOLDEN)  # p * golden
 
 
-def _gaussian_block(key: int, block: int, count: int, scale: np.float32, s: _Scratch) -> None:
-    """Noise of the first `count` elements of noise block `block`, into s.noise.
+def _gaussian_pairs(key: int, first: int, pairs: int, scale: np.float32, s: _Scratch) -> None:
+    """The normal pair (cos, sin) of pairs [first, first + pairs), into s.cos and s.sin.
 
-    Element o of a block uses pair (block * HALF + o % HALF): the cosine of the pair
-    for o < HALF, its sine above, so both halves are contiguous arrays. Pair p hashes
-    key + (p + 1) * golden with SplitMix64's finaliser; the high 23 bits give the
-    radius, the low ones the angle. Mirrors the CUDA `aug_noise` operation by operation.
+    Pair p hashes key + (p + 1) * golden with SplitMix64's finaliser; the high 23 bits
+    give the radius, the low ones the angle (Box-Muller). Mirrors the CUDA `aug_noise`
+    operation by operation; OpenCV computes the log and the sine and cosine (its float32
+    kernels are within 1-2 ulp of NumPy's and CUDA's, and 4x faster than NumPy's).
     """
-    pairs = min(count, _HALF)
     z, t = s.z[:pairs], s.t[:pairs]
-    np.add(s.weyl[:pairs], np.uint64((key + (block * _HALF + 1) * _GOLDEN) & _MASK64), out=z)
+    np.add(s.weyl[:pairs], np.uint64((key + (first + 1) * _GOLDEN) & _MASK64), out=z)
     for shift, mul in ((30, _MIX1), (27, _MIX2)):
         np.right_shift(z, shift, out=t)
         z ^= t
@@ -95,16 +103,32 @@ def _gaussian_block(key: int, block: int, count: int, scale: np.float32, s: _Scr
     floats = words.view(np.float32)
     r, theta = s.r[:pairs], s.theta[:pairs]
     np.subtract(np.float32(2), floats[:, _HI], out=r)  # (0, 1]: the log is finite
-    np.log(r, out=r)
+    cv2.log(r, dst=r)
     r *= scale
     np.sqrt(r, out=r)
     np.subtract(floats[:, _LO], np.float32(1), out=theta)
     theta *= _TWO_PI32
-    cos, sin = s.noise[:pairs], s.noise[_HALF:count]
-    np.cos(theta, out=cos)
-    cos *= r
-    np.sin(theta[: len(sin)], out=sin)
-    sin *= r[: len(sin)]
+    cv2.polarToCart(r, theta, x=s.cos[:pairs], y=s.sin[:pairs])
+
+
+def _add_noise(values: np.ndarray, start: int, key: int, scale: np.float32, s: _Scratch) -> None:
+    """values += noise, clipped to [0, 255], for the frame's elements [start, start + n),
+    start a multiple of BLOCK: element o of block b gets the cosine of pair b * HALF + o
+    for o < HALF, its sine above (the CUDA `aug_noise` splits e the same way)."""
+    full = len(values) // BLOCK * BLOCK
+    if full:
+        pairs = full // 2
+        _gaussian_pairs(key, start // 2, pairs, scale, s)
+        halves = values[:full].reshape(-1, 2, _HALF)
+        halves[:, 0] += s.cos[:pairs].reshape(-1, _HALF)
+        halves[:, 1] += s.sin[:pairs].reshape(-1, _HALF)
+    rest = len(values) - full  # a last, partial block: its cosines, then its sines
+    if rest:
+        pairs = min(rest, _HALF)
+        _gaussian_pairs(key, (start + full) // 2, pairs, scale, s)
+        values[full : full + pairs] += s.cos[:pairs]
+        values[full + pairs :] += s.sin[: rest - pairs]
+    np.clip(values, 0, 255, out=values)
 
 
 _CUDA_PREAMBLE = r"""
@@ -152,17 +176,11 @@ def _prepare(params: CopyParams) -> Pointwise:
     def numpy_step(height: int, width: int) -> FrameStep:
         scratch = _Scratch()
 
-        def step(frame: np.ndarray, spare: np.ndarray, frame_index: int) -> np.ndarray:
+        def frame_step(frame: np.ndarray, frame_index: int) -> BandStep:
             key = noise_frame_key(stream_key, frame_index)
-            flat = frame.reshape(-1)
-            for e0, e1 in bands(flat.size, BLOCK):
-                _gaussian_block(key, e0 // BLOCK, e1 - e0, scale, scratch)
-                band = flat[e0:e1]
-                band += scratch.noise[: e1 - e0]
-                np.clip(band, 0, 255, out=band)
-            return frame
+            return lambda values, start: _add_noise(values, start, key, scale, scratch)
 
-        return step
+        return frame_step
 
     def cuda_args(xp: ModuleType, frames: Any) -> tuple[Any, ...]:
         return np.uint64(stream_key), scale

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 
 from augment_spec.contract import ENV_THREADS
 
-from .base import Apply, Fill, FrameStep
+from .base import BAND_ELEMENTS, Apply, Box, Fill, FrameStep, Pointwise, Separable
 
 _MAX_THREADS = 8
+_WORKER_PREFIX = "augment-numpy"
 
 
 def _thread_count(frames: int) -> int:
@@ -28,28 +31,145 @@ def _thread_count(frames: int) -> int:
     return max(1, min(wanted, frames))
 
 
-def _fill_step(fill: Fill, height: int, width: int) -> FrameStep:
-    boxes = fill.boxes(height, width)
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
-    def step(frame: np.ndarray, spare: np.ndarray, frame_index: int) -> np.ndarray:
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per size for the whole process: the copies of a pipeline, each on its
+    own thread, share its workers, so the transforms never run more threads than
+    AUGMENT_THREADS (the pod's CPU request) however many copies there are."""
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix=_WORKER_PREFIX)
+        return pool
+
+
+FrameProgram = Callable[[np.ndarray, np.ndarray, int], None]
+"""(source, out, frame_index): one uint8 frame in, its transformed uint8 frame written."""
+
+
+class _Frame:
+    """One frame on its way through a program: the uint8 source until a step needs
+    float32 values, then one of two float32 buffers that the steps pass back and forth."""
+
+    def __init__(self, buffers: list[np.ndarray]) -> None:
+        self.buffers = buffers
+        self.source = self.out = buffers[0]  # set per frame by the program
+        self.index = 0
+        self.values: np.ndarray | None = None  # None: the values are still `source`
+
+    def floats(self) -> np.ndarray:
+        if self.values is None:
+            self.values = self.buffers[0]
+            np.copyto(self.values, self.source)
+        return self.values
+
+    def spare(self) -> np.ndarray:
+        return self.buffers[1] if self.values is self.buffers[0] else self.buffers[0]
+
+
+Op = Callable[[_Frame], None]
+
+
+def _fill_op(fill: Fill, boxes: list[Box], after_last: bool) -> Op:
+    def op(f: _Frame) -> None:
+        target = f.out if after_last else f.floats()
         for y0, y1, x0, x1 in boxes:
-            frame[y0:y1, x0:x1] = fill.value
-        return frame
+            target[y0:y1, x0:x1] = fill.value
 
-    return step
+    return op
 
 
-def _frame_step(apply: Apply, height: int, width: int) -> FrameStep:
-    if isinstance(apply, Fill):
-        return _fill_step(apply, height, width)
-    return apply.numpy(height, width)
+def _separable_op(taps: np.ndarray, last: bool) -> Op:
+    def op(f: _Frame) -> None:
+        src = f.source if f.values is None else f.values
+        dst = f.out if last else f.spare()
+        depth = cv2.CV_8U if last else cv2.CV_32F
+        cv2.sepFilter2D(src, depth, taps, taps, dst=dst, borderType=cv2.BORDER_REFLECT_101)
+        f.values = None if last else dst
+
+    return op
+
+
+def _point_pass_op(steps: list[FrameStep], last: bool) -> Op:
+    """Point steps that follow one another, band by band: each band is copied from
+    the uint8 frame (the pass's first step reads it) or mapped in place, goes through
+    every step, and, after the last computing step, is rounded into the output."""
+
+    def op(f: _Frame) -> None:
+        source = f.values is None
+        frame = f.source if f.values is None else f.values
+        band_steps = [step(frame, f.index) for step in steps]
+        values = f.buffers[0] if f.values is None else f.values
+        flat, flat_source, flat_out = values.reshape(-1), f.source.reshape(-1), f.out.reshape(-1)
+        for start in range(0, flat.size, BAND_ELEMENTS):
+            band = flat[start : start + BAND_ELEMENTS]
+            if source:
+                np.copyto(band, flat_source[start : start + BAND_ELEMENTS])
+            for band_step in band_steps:
+                band_step(band, start)
+            if last:
+                # Every step keeps values within [0, 255], so |v| is v: round half to
+                # even (as np.rint) and convert, in one pass.
+                cv2.convertScaleAbs(band, dst=flat_out[start : start + BAND_ELEMENTS])
+        f.values = None if last else values
+
+    return op
+
+
+Pass = list[Pointwise] | Separable | Fill
+
+
+def _passes(applies: Sequence[Apply]) -> list[Pass]:
+    """Point transforms that follow one another share a pass, unless one reads its input
+    frame: its statistics are those of the frame as it enters it, so it starts a pass
+    (as on CUDA: cupy_engine.device_plan)."""
+    passes: list[Pass] = []
+    for apply in applies:
+        last = passes[-1] if passes else None
+        if isinstance(apply, Pointwise) and isinstance(last, list) and not apply.reads_frame:
+            last.append(apply)
+        else:
+            passes.append([apply] if isinstance(apply, Pointwise) else apply)
+    return passes
+
+
+def _frame_program(applies: Sequence[Apply], height: int, width: int) -> FrameProgram:
+    """The transforms of one frame, with their own scratch (one program per worker).
+
+    Values are float32 between passes. The first pass reads the uint8 frame itself (a
+    separable filter: OpenCV converts as it filters; a point pass: band by band). The
+    last computing pass writes the rounded uint8 result in the same pass (OpenCV
+    rounds half to even, as np.rint does). Fills after it set whole grey levels in the
+    uint8 frame, which commutes with the rounding (as on CUDA)."""
+    passes = _passes(applies)
+    last = max(i for i, p in enumerate(passes) if not isinstance(p, Fill))
+    ops: list[Op] = []
+    for i, p in enumerate(passes):
+        if isinstance(p, list):
+            ops.append(_point_pass_op([a.numpy(height, width) for a in p], i == last))
+        elif isinstance(p, Separable):
+            ops.append(_separable_op(p.taps, i == last))
+        else:
+            ops.append(_fill_op(p, p.boxes(height, width), i > last))
+    frame = _Frame([np.empty((height, width, 3), np.float32) for _ in range(2)])
+
+    def run(source: np.ndarray, out: np.ndarray, frame_index: int) -> None:
+        frame.source, frame.out, frame.index, frame.values = source, out, frame_index, None
+        for op in ops:
+            op(frame)
+
+    return run
 
 
 class NumpyEngine:
     """Frame by frame, each worker thread on its own frames: a frame's scratch stays in
-    cache, memory stays bounded whatever the batch size, and NumPy releases the GIL
-    inside its loops, so the threads use every core. Within a frame, the steps
-    vectorise over row bands sized for the L2 cache."""
+    cache and memory stays bounded whatever the batch size. The heavy steps are
+    single calls into OpenCV or NumPy loops that release the GIL, so the workers use
+    every core, and few enough calls per frame that a worker descheduled while it
+    holds the GIL (on a busy node) seldom stalls the others."""
 
     def __init__(self, applies: Sequence[Apply]) -> None:
         self.applies = list(applies)
@@ -64,34 +184,27 @@ class NumpyEngine:
         # process on its core costs at most one frame, not a fixed share of the batch.
         # (next() on itertools.count is atomic under the GIL.)
         queue = itertools.count()
-        if workers == 1:
-            self._worker(frames, out, frame_offset, queue)
+        if workers == 1 or threading.current_thread().name.startswith(_WORKER_PREFIX):
+            self._worker(frames, out, frame_offset, queue)  # a worker never waits on its pool
             return out
-        with ThreadPoolExecutor(workers, thread_name_prefix="augment") as pool:
-            jobs = [
-                pool.submit(self._worker, frames, out, frame_offset, queue) for _ in range(workers)
-            ]
-            for job in jobs:
-                job.result()
+        pool = _pool(workers)
+        jobs = [pool.submit(self._worker, frames, out, frame_offset, queue) for _ in range(workers)]
+        for job in jobs:
+            job.result()
         return out
 
     def _worker(
         self, frames: np.ndarray, out: np.ndarray, frame_offset: int, queue: Iterator[int]
     ) -> None:
-        # Steps and buffers for the batch's geometry, made once per batch: page faults
-        # on fresh large arrays cost more than the arithmetic done in them.
-        _, height, width, _ = frames.shape
-        steps = [_frame_step(a, height, width) for a in self.applies]
-        buffers = [np.empty((height, width, 3), np.float32) for _ in range(2)]
+        # One program and its buffers per batch: page faults on fresh large arrays cost
+        # more than the arithmetic done in them.
+        program: FrameProgram | None = None
         for i in queue:
             if i >= len(frames):
                 return
-            buf = buffers[0]
-            np.copyto(buf, frames[i])
-            for step in steps:
-                buf = step(buf, buffers[1] if buf is buffers[0] else buffers[0], frame_offset + i)
-            np.rint(buf, out=buf)  # every step keeps values within [0, 255]
-            np.copyto(out[i], buf, casting="unsafe")
+            if program is None:
+                program = _frame_program(self.applies, *frames.shape[1:3])
+            program(frames[i], out[i], frame_offset + i)
 
 
 def _fills_only(frames: np.ndarray, fills: list[Fill]) -> np.ndarray:
