@@ -65,6 +65,7 @@ MODES: dict[str, dict[str, Any]] = {
     "inplace": {"augment_dataset_mode": "inplace", "augment_mode": "stacked"},
 }
 SIDE = "observation.images.side"
+GREY = "observation.images.depth"  # the grey_image shape's 1-channel image (not a depth map)
 # Columns whose values an augmented copy renumbers; every other value is the source's.
 RENUMBERED = {"episode_index", "index"}
 # Camera stats are ours from the frames we encode; LeRobot's code runs on the frames it
@@ -87,12 +88,13 @@ class Judged:
     folders: dict[str, Path] = field(default_factory=dict)  # per mode, the output
 
 
-def augment(source: Path, output: Path, mode: str) -> dict[str, Any]:
+def augment(source: Path, output: Path, mode: str, grey: bool = False) -> dict[str, Any]:
     spec = parse_spec({
         "project_id": str(uuid.uuid4()), "dataset_id": "lab/corpus",
         "augment_transforms": "lighting,noise", "augment_copies": 1,
         "augment_brightness_min": 25, "augment_brightness_max": 30,
-        "augment_noise_sigma_min": 4, "augment_noise_sigma_max": 6, **MODES[mode],
+        "augment_noise_sigma_min": 4, "augment_noise_sigma_max": 6,
+        "augment_grey_cameras": grey, **MODES[mode],
     })
     augment_dataset(spec, source, output)
     return json.loads((output / "meta" / "augmentation.json").read_text())
@@ -112,24 +114,27 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def judged(
     corpus: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[str], Judged]:
-    cache: dict[str, Judged] = {}
+) -> Callable[..., Judged]:
+    """judge(shape, grey=False): the shape augmented in every mode (with grey, its grey
+    cameras too), judged once per module."""
+    cache: dict[tuple[str, bool], Judged] = {}
 
-    def judge(shape: str) -> Judged:
-        if shape not in cache:
-            cache[shape] = _judge(corpus / shape, tmp_path_factory.mktemp(shape))
-        return cache[shape]
+    def judge(shape: str, grey: bool = False) -> Judged:
+        if (shape, grey) not in cache:
+            outputs = tmp_path_factory.mktemp(shape + ("-grey" if grey else ""))
+            cache[(shape, grey)] = _judge(corpus / shape, outputs, grey)
+        return cache[(shape, grey)]
 
     return judge
 
 
-def _judge(source: Path, outputs: Path) -> Judged:
+def _judge(source: Path, outputs: Path, grey: bool) -> Judged:
     made: dict[str, Path] = {}
     provenance: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     for mode in MODES:
         try:
-            provenance[mode] = augment(source, outputs / mode, mode)
+            provenance[mode] = augment(source, outputs / mode, mode, grey)
             made[mode] = outputs / mode
         except Exception as exc:  # each mode's failure is that mode's test's verdict
             failures[mode] = f"{type(exc).__name__}: {exc}"
@@ -181,9 +186,27 @@ def assert_same_kinds(after: dict[str, Any], before: dict[str, Any], where: str)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_lerobot_reads_the_augmented_copy_of_its_own_dataset(
-    judged: Callable[[str], Judged], shape: str, mode: str
+    judged: Callable[..., Judged], shape: str, mode: str
 ) -> None:
-    result = judged(shape)
+    assert_lerobot_agrees(judged(shape), mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", ["grey_image", "v21_grey_image"])
+def test_grey_cameras_are_augmented_when_asked(
+    judged: Callable[..., Judged], shape: str, mode: str
+) -> None:
+    """With augment_grey_cameras the 1-channel camera's copies change too, and stay one
+    channel of the source's kind, in LeRobot's eyes."""
+    result = judged(shape, grey=True)
+    assert GREY in result.provenance[mode]["augmented_cameras"]
+    assert_lerobot_agrees(result, mode)
+
+
+def assert_lerobot_agrees(result: Judged, mode: str) -> None:
+    """LeRobot loads the output: originals equal the source frame for frame, copies
+    differ exactly in the augmented cameras, every statistic keeps its kind, and the
+    copies' statistics agree with LeRobot's own code."""
     assert mode not in result.failures, result.failures[mode]
     before, after = result.source, result.outputs[mode]
     assert "error" not in after, after.get("error")
@@ -224,7 +247,7 @@ def test_lerobot_reads_the_augmented_copy_of_its_own_dataset(
 
 @pytest.mark.parametrize("shape", WRITTEN_V21)
 def test_lerobot_converts_the_v21_outputs_of_its_own_datasets(
-    judged: Callable[[str], Judged], shape: str, tmp_path: Path
+    judged: Callable[..., Judged], shape: str, tmp_path: Path
 ) -> None:
     """What LeRobot 0.3.3 read from each v2.1 output, LeRobot 0.4.4 reads from the output
     turned into v3.0 by its converter."""
@@ -242,12 +265,12 @@ def test_lerobot_converts_the_v21_outputs_of_its_own_datasets(
             assert converted["frames"] == read["frames"], (mode, read["episode_index"])
 
 
-def test_grey_cameras_are_left_as_they_are(judged: Callable[[str], Judged]) -> None:
+def test_grey_cameras_are_left_as_they_are(judged: Callable[..., Judged]) -> None:
     result = judged("grey_image")
     for mode, provenance in result.provenance.items():
         assert provenance["augmented_cameras"] == ["observation.images.top"], mode
     episode = result.source["episodes"][0]["frames"][0]
-    assert episode["cameras"]["observation.images.depth"]["shape"][0] == 1
+    assert episode["cameras"][GREY]["shape"][0] == 1
 
 
 def as_lerobot_v21_writes_stats(root: Path) -> None:

@@ -90,6 +90,8 @@ def camera_stats(pixels: dict[str, list[np.ndarray]]) -> dict[str, dict[str, lis
     out = {}
     for key, frames in pixels.items():
         samples = np.stack(frames).astype(np.float64)
+        if samples.shape[1] == 1:  # its writer loads images as RGB for their statistics
+            samples = np.repeat(samples, 3, axis=1)
         stats = get_feature_stats(samples, axis=(0, 2, 3), keepdims=True)
         out[key] = {stat: (np.squeeze(stats[stat], axis=0) / 255.0).tolist()
                     for stat in ("min", "max", "mean", "std")}
