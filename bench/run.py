@@ -320,8 +320,10 @@ def md_machine(results: dict) -> list[str]:
         f"in {results.get('seconds_total')} s.",
     ]  # fmt: skip
     for name, when in results.get("measured_later", {}).items():
-        lines += ["", f"{name}: measured later, {when['date_utc']}, commit {when['commit']} "
-                      "(`--merge`)."]  # fmt: skip
+        where = (f", {when['cpu_model']}, {when['cpus_usable']} usable cores, load average "
+                 f"{when['load_average_1_5_15']} at start" if "cpu_model" in when else "")
+        lines += ["", f"{name}: measured later, {when['date_utc']}, commit {when['commit']}"
+                      f"{where} (`--merge`)."]  # fmt: skip
     busy = sorted(set(m.get("realtime_processes", [])) | set(m.get("realtime_processes_end", [])))
     if busy:
         lines += ["", f"Other processes at real-time priority during the run (they take whole "
@@ -335,8 +337,11 @@ def merged(earlier: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
     out = {**earlier, **{name: results[name] for name in results["sections"]}}
     out["sections"] = [s for s in SECTIONS if s in {*earlier["sections"], *results["sections"]}]
     later = {**earlier.get("measured_later", {})}
+    m = results["machine"]
     for name in results["sections"]:
-        later[name] = {"date_utc": results["machine"]["date_utc"], "commit": git_commit()}
+        later[name] = {"date_utc": m["date_utc"], "commit": git_commit(),
+                       "cpu_model": m["cpu_model"], "cpus_usable": m["cpus_usable"],
+                       "load_average_1_5_15": m["load_average_1_5_15"]}  # fmt: skip
     out["measured_later"] = later
     return out
 

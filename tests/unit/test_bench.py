@@ -149,8 +149,9 @@ def test_pipeline_bench_compares_with_the_codec_floor(local_results):
     r = local_results["pipeline"]["codecs"]["libx264"]
     assert r["source_codec"] == "h264"
     s = r["seconds"]
-    assert all(positive(s[k]) for k in ("pipeline", "floor", "decode_per_copy", "transforms"))
-    assert s["decode_per_copy"] >= s["decode"]  # it decodes at least once
+    # Times only: which of two timings is larger depends on the machine's load, not the code.
+    assert all(positive(s[k])
+               for k in ("pipeline", "floor", "decode", "decode_per_copy", "transforms"))
     # the seconds are rounded to the ms, the ratio computed before rounding
     assert r["ratios"]["pipeline_vs_floor"] == pytest.approx(s["pipeline"] / s["floor"], rel=0.05)
     assert 0 < r["ratios"]["transforms_share_of_pipeline"] < 1
@@ -215,7 +216,8 @@ def test_report_has_targets_tables_and_a_plot(local_results, cluster_results, tm
 
 
 def test_merge_keeps_the_other_sections_and_dates_the_new_ones() -> None:
-    machine = {"date_utc": "2030-01-02T03:04:05Z"}
+    machine = {"date_utc": "2030-01-02T03:04:05Z", "cpu_model": "CPU", "cpus_usable": 2,
+               "load_average_1_5_15": [1.0, 2.0, 3.0]}
     earlier = {"machine": {"date_utc": "2030-01-01T00:00:00Z"}, "sections": ["api", "pipeline"],
                "api": {"a": 1}, "pipeline": {"p": 1}, "seconds_total": 9.0}
     later = {"machine": machine, "sections": ["images", "api"], "api": {"a": 2},
@@ -226,3 +228,4 @@ def test_merge_keeps_the_other_sections_and_dates_the_new_ones() -> None:
     assert out["machine"] == earlier["machine"] and out["seconds_total"] == 9.0
     assert set(out["measured_later"]) == {"images", "api"}
     assert out["measured_later"]["images"]["date_utc"] == machine["date_utc"]
+    assert out["measured_later"]["api"]["load_average_1_5_15"] == [1.0, 2.0, 3.0]  # its own

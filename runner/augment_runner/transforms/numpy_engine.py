@@ -1,4 +1,4 @@
-"""The NumPy engine: each transform's frame step, frame by frame, on worker threads."""
+"""The NumPy engine: a copy's transforms as passes over each frame, on worker threads."""
 
 from __future__ import annotations
 
@@ -166,10 +166,8 @@ def _frame_program(applies: Sequence[Apply], height: int, width: int) -> FramePr
 
 class NumpyEngine:
     """Frame by frame, each worker thread on its own frames: a frame's scratch stays in
-    cache and memory stays bounded whatever the batch size. The heavy steps are
-    single calls into OpenCV or NumPy loops that release the GIL, so the workers use
-    every core, and few enough calls per frame that a worker descheduled while it
-    holds the GIL (on a busy node) seldom stalls the others."""
+    cache and memory stays bounded whatever the batch size. The heavy work is in
+    OpenCV and NumPy kernels that release the GIL, so the workers use every core."""
 
     def __init__(self, applies: Sequence[Apply]) -> None:
         self.applies = list(applies)
