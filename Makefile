@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml dev/pyproject.toml
 binaries: $(STAMP)  ## build (once, cached) the Kubernetes control plane and helm
 	$(BIN)/python -m augment_dev.binaries
 
-judge: $(STAMP)  ## build (once, cached) LeRobot's own reader, the judge of our output
+judge: $(STAMP)  ## build (once, cached) the judges of our output: LeRobot 0.4.4 (v3.0) with lerobot-doctor, LeRobot 0.3.3 (v2.1)
 	$(BIN)/python -m augment_dev.judge
 
 # buildah and mmdebstrap, as root; installed from Debian where missing (dev/augment_dev/images.py).

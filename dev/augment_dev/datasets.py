@@ -10,6 +10,7 @@ file per camera; per-episode statistics computed with LeRobot's rules.
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -209,6 +210,19 @@ def _data_table(episodes: list[_Episode], features: dict[str, dict[str, Any]]) -
     return dataset.with_format("arrow")[:]
 
 
+def _as_datasets_3(table: pa.Table) -> pa.Table:
+    """The table with the `datasets` schema metadata v2.1 datasets carry (written by
+    `datasets` < 4, LeRobot 0.3's): a fixed-length list is a "Sequence" there, a "List"
+    since `datasets` 4, which LeRobot 0.3.3's `datasets` cannot read."""
+    metadata = dict(table.schema.metadata or {})
+    schema = json.loads(metadata[b"huggingface"])
+    for feature in schema["info"]["features"].values():
+        if feature.get("_type") == "List" and "length" in feature:
+            feature["_type"] = "Sequence"
+    metadata[b"huggingface"] = json.dumps(schema).encode()
+    return table.replace_schema_metadata(metadata)
+
+
 def _encode_videos(
     root: Path, episodes: list[_Episode], cameras: Sequence[str], fmt: VideoFormat, path_of
 ) -> dict[str, list[Any]]:
@@ -340,7 +354,7 @@ def make_lerobot_v21(
     for episode in made:
         target = root / data_template.format(episode_chunk=0, episode_index=episode.index)
         target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(_data_table([episode], features), target)
+        pq.write_table(_as_datasets_3(_data_table([episode], features)), target)
     _encode_videos(
         root,
         made,

@@ -2,8 +2,9 @@
 lerobot-doctor (independent of LeRobot's code) as a second judge beside it.
 
 LeRobot brings torch and pins an older huggingface_hub, so it cannot share the
-project's environment. The judge environment is built once, outside the repo, keyed
-by its requirements file, like the Kubernetes binaries.
+project's environment. Two judge environments are built once, outside the repo, each
+keyed by its requirements file, like the Kubernetes binaries: LeRobot 0.4.4 for v3.0
+(with lerobot-doctor) and LeRobot 0.3.3, the last release that reads v2.1, for v2.1.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from augment_dev.binaries import CACHE_ROOT, exclusive, log
 
 JUDGE_DIR = REPO_ROOT / "tests" / "judge"
 REQUIREMENTS = JUDGE_DIR / "requirements.txt"
+REQUIREMENTS_V21 = JUDGE_DIR / "requirements-v21.txt"
+V21 = "v2.1"
 
 
 def _venv_python(requirements: Path, name: str) -> Path:
@@ -36,22 +39,27 @@ def _venv_python(requirements: Path, name: str) -> Path:
         if not (venv / ".complete").exists():  # another process may have built it meanwhile
             log(f"building {requirements.name} in {venv} (cold: a few minutes, torch)")
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", "-r",
-                            str(requirements)], check=True)
+            # The pip a venv starts with (Python's bundled one) backtracks through every
+            # huggingface_hub release on LeRobot 0.3's hub requirement with extras.
+            pip = [str(python), "-m", "pip", "install", "-q"]
+            subprocess.run([*pip, "--upgrade", "pip"], check=True)
+            subprocess.run([*pip, "-r", str(requirements)], check=True)
             (venv / ".complete").touch()
     return python
 
 
-def judge_python() -> Path:
-    """LeRobot 0.4.4 (v3.0) and lerobot-doctor."""
+def judge_python(version: str = "v3.0") -> Path:
+    """LeRobot 0.4.4 and lerobot-doctor for v3.0; LeRobot 0.3.3 for v2.1."""
+    if version == V21:
+        return _venv_python(REQUIREMENTS_V21, "lerobot-judge-v21")
     return _venv_python(REQUIREMENTS, "lerobot-judge")
 
 
-def _run_judge(script: str, args: list[str], what: str) -> list[str]:
-    """Run a script of tests/judge/ in the judge environment; its stdout lines."""
+def _run_judge(script: str, args: list[str], what: str, version: str = "v3.0") -> list[str]:
+    """Run a script of tests/judge/ in the judge environment of `version`; its stdout."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
-        [str(judge_python()), str(JUDGE_DIR / script), *args],
+        [str(judge_python(version)), str(JUDGE_DIR / script), *args],
         capture_output=True, text=True, env=env, timeout=600,
     )
     if result.returncode != 0:
@@ -59,11 +67,24 @@ def _run_judge(script: str, args: list[str], what: str) -> list[str]:
     return result.stdout.strip().splitlines()
 
 
+def _version(dataset: Path) -> str:
+    info = json.loads((dataset / "meta" / "info.json").read_text())
+    return V21 if info.get("codebase_version") == V21 else "v3.0"
+
+
 def lerobot_read_many(datasets: Sequence[Path]) -> list[dict[str, Any]]:
-    """What LeRobotDataset sees in each folder (one process for all); a folder it
-    cannot load gives {"error": its traceback}."""
-    lines = _run_judge("lerobot_read.py", [str(d) for d in datasets], "run its reader")
-    return [json.loads(line) for line in lines[-len(datasets):]]
+    """What LeRobotDataset sees in each folder, in order: v2.1 folders through LeRobot
+    0.3.3, the others through 0.4.4 (one process per version); a folder it cannot load
+    gives {"error": its traceback}."""
+    by_version: dict[str, list[int]] = {}
+    for number, dataset in enumerate(datasets):
+        by_version.setdefault(_version(dataset), []).append(number)
+    summaries: dict[int, dict[str, Any]] = {}
+    for version, numbers in by_version.items():
+        args = [str(datasets[n]) for n in numbers]
+        lines = _run_judge("lerobot_read.py", args, "run its reader", version)
+        summaries.update(zip(numbers, map(json.loads, lines[-len(numbers):]), strict=True))
+    return [summaries[n] for n in range(len(datasets))]
 
 
 def lerobot_read(dataset: Path) -> dict[str, Any]:
@@ -74,11 +95,11 @@ def lerobot_read(dataset: Path) -> dict[str, Any]:
     return summary
 
 
-def lerobot_write_many(shapes: Mapping[str, Path]) -> None:
+def lerobot_write_many(shapes: Mapping[str, Path], version: str = "v3.0") -> None:
     """Write each named corpus shape (tests/judge/lerobot_write.py) with LeRobot's own
-    writer into its folder, all in one process."""
+    writer of `version` (v3.0: 0.4.4, v2.1: 0.3.3) into its folder, in one process."""
     args = [str(arg) for pair in shapes.items() for arg in pair]
-    _run_judge("lerobot_write.py", args, f"write {', '.join(shapes)}")
+    _run_judge("lerobot_write.py", args, f"write {', '.join(shapes)}", version)
 
 
 def lerobot_convert(*datasets: Path) -> None:
@@ -119,3 +140,4 @@ def lerobot_write(shape: str, path: Path) -> Path:
 
 if __name__ == "__main__":
     print(judge_python())
+    print(judge_python(V21))

@@ -160,13 +160,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames per batch: bounds memory (default: %(default)s)",
     )
     for flag, field in FLAG_FIELDS.items():
+        help_text = fields[field].description or field.replace("_", " ")
+        if fields[field].annotation is bool:  # the flag alone turns it on
+            parser.add_argument(f"--{flag}", action="store_true", default=None, help=help_text)
+            continue
         parse, choices = _flag_parsing(field)
         parser.add_argument(
-            f"--{flag}",
-            type=parse,
-            choices=choices,
-            default=None,
-            help=fields[field].description or field.replace("_", " "),
+            f"--{flag}", type=parse, choices=choices, default=None, help=help_text
         )
 
 

@@ -86,10 +86,11 @@ class EpisodeCopies:
     transforms: list[list[Transform]]
     params: list[Any]
 
-    def augmenter(self, slot: int) -> FrameAugmenter:
-        from .transforms import Augmenter
+    def augmenter(self, slot: int, grey: bool = False) -> FrameAugmenter:
+        """Copy `slot`'s transforms, for colour frames or (grey) for 1-channel ones."""
+        from .transforms import Augmenter, GreyAugmenter
 
-        return Augmenter(self.params[slot])
+        return GreyAugmenter(self.params[slot]) if grey else Augmenter(self.params[slot])
 
     def labels(self) -> list[str]:
         return [
@@ -138,7 +139,9 @@ def augment_dataset(
     source, output = Path(source).resolve(), Path(output).resolve()
     reader = open_dataset(source)
     check_output_folder(source, output)
-    cameras = select_cameras(reader.cameras, spec.augment_cameras, source)
+    cameras = select_cameras(
+        reader.cameras, spec.augment_cameras, source, grey=spec.augment_grey_cameras
+    )
     covered = _covered(reader, shard)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
@@ -206,20 +209,23 @@ def check_output_folder(source: Path, output: Path) -> None:
         )
 
 
-def select_cameras(cameras: list[Camera], wanted: list[str] | None, source: Path) -> list[Camera]:
-    """The cameras to augment: those the spec names (all colour cameras by default), in
-    dataset order. Grey and depth cameras are copied unchanged: lighting and noise are
-    meaningless on distances, and the transforms work on RGB frames."""
+def select_cameras(
+    cameras: list[Camera], wanted: list[str] | None, source: Path, grey: bool = False
+) -> list[Camera]:
+    """The cameras to augment: those the spec names (all colour cameras by default, and
+    the grey ones with `grey`), in dataset order. Depth cameras are copied unchanged
+    (lighting and noise are meaningless on distances), and so are grey ones without
+    `grey`."""
     if not cameras:
         raise DatasetError(f"{source} has no camera features (video or image); nothing to augment")
     if wanted is None:
-        colour = [c for c in cameras if c.is_rgb]
-        if not colour:
+        chosen = [c for c in cameras if c.is_rgb or (grey and c.is_grey)]
+        if not chosen:
             raise DatasetError(
                 f"{source} has only grey or depth cameras ({', '.join(c.key for c in cameras)}); "
-                f"the transforms need an RGB camera"
+                f"the transforms need an RGB camera, or a grey one with augment_grey_cameras"
             )
-        return colour
+        return chosen
     known = {c.key: c for c in cameras}
     unknown = [name for name in wanted if name not in known]
     if unknown:
@@ -227,11 +233,14 @@ def select_cameras(cameras: list[Camera], wanted: list[str] | None, source: Path
             f"camera {unknown[0]!r} is not in the dataset; its cameras are "
             f"{', '.join(sorted(known))}"
         )
-    not_rgb = [name for name in wanted if not known[name].is_rgb]
-    if not_rgb:
+    refused = [
+        name for name in wanted if not (known[name].is_rgb or (grey and known[name].is_grey))
+    ]
+    if refused:
         raise AugmentError(
-            f"camera {not_rgb[0]!r} is a grey or depth camera, which is copied unchanged; "
-            f"leave it out of augment_cameras"
+            f"camera {refused[0]!r} is a grey or depth camera, which is copied unchanged; "
+            f"leave it out of augment_cameras (a grey one may be augmented with "
+            f"augment_grey_cameras, a depth map never)"
         )
     return [c for c in cameras if c.key in set(wanted)]
 
@@ -350,7 +359,7 @@ class _EpisodeJob:
     ) -> None:
         self.preview.start_episode(episode.index, episode.length, copies.labels())
         augmenters = {
-            (slot, camera.key): copies.augmenter(slot)
+            (slot, camera.key): copies.augmenter(slot, camera.is_grey)
             for slot in range(len(sinks))
             for camera in self.reader.cameras
             if camera.key in self.augmented_cameras
@@ -382,9 +391,11 @@ class _EpisodeJob:
         augmenters: Mapping[tuple[int, str], FrameAugmenter],
         samplers: Mapping[tuple[int, str], stats_mod.FrameSampler],
     ) -> dict[str, np.ndarray]:
-        image_keys = [
-            c.key for c in self.reader.cameras if c.in_rows and c.key in self.augmented_cameras
-        ]
+        image_channels = {
+            c.key: c.channels
+            for c in self.reader.cameras
+            if c.in_rows and c.key in self.augmented_cameras
+        }
         numeric_keys = self.stats.numeric if self.stats is not None else ()
         numeric: dict[str, list[np.ndarray]] = {k: [] for k in numeric_keys}
         offset = 0
@@ -394,10 +405,10 @@ class _EpisodeJob:
             decoded = {
                 key: _readonly(
                     decode_image_cells(
-                        batch.column(key).to_pylist(), f"episode {episode.index} {key}"
+                        batch.column(key).to_pylist(), f"episode {episode.index} {key}", channels
                     )
                 )
-                for key in image_keys
+                for key, channels in image_channels.items()
             }
             for key, frames in decoded.items():
                 self.preview.add_source(episode.index, key, frames, offset)
@@ -499,7 +510,7 @@ class _EpisodeJob:
         else:
             where = f"episode {episode.index} {camera.key}"
             batches = (
-                decode_image_cells(batch.column(camera.key).to_pylist(), where)
+                decode_image_cells(batch.column(camera.key).to_pylist(), where, camera.channels)
                 for batch in self.reader.read_rows(episode, self.batch_frames)
             )
         offset = 0

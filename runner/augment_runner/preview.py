@@ -92,7 +92,10 @@ class PreviewCollector:
         for row, (label, frames) in enumerate(rows):
             for column, index in enumerate(indices):
                 if index in frames:
-                    tile = Image.fromarray(frames[index]).resize((tile_w, tile_h))
+                    pixels = frames[index]
+                    if pixels.shape[-1] == 1:  # a grey camera: paste converts it to RGB
+                        pixels = pixels[..., 0]
+                    tile = Image.fromarray(pixels).resize((tile_w, tile_h))
                     sheet.paste(tile, (column * tile_w, row * tile_h))
             _label(sheet, label, row * tile_h)
         sheet.save(path)

@@ -132,8 +132,10 @@ def decode_episode(
     num_frames: int,
     start_s: float = 0.0,
     batch_frames: int = 64,
+    grey: bool = False,
 ) -> Iterator[np.ndarray]:
-    """Yield the `num_frames` frames that start at `start_s`, in (N,H,W,3) uint8 batches.
+    """Yield the `num_frames` frames that start at `start_s`, in (N,H,W,3) uint8 RGB
+    batches, or with `grey` (a 1-channel camera) (N,H,W,1) grey levels.
 
     v3 files hold many episodes: we seek to the key frame before `start_s`, skip the
     frames of earlier episodes and stop after `num_frames`. Each frame must sit where
@@ -171,10 +173,14 @@ def decode_episode(
                     )
                 if batch is None:
                     batch = np.empty(
-                        (min(batch_frames, num_frames - produced), frame.height, frame.width, 3),
+                        (min(batch_frames, num_frames - produced), frame.height, frame.width,
+                         1 if grey else 3),
                         dtype=np.uint8,
                     )
-                batch[filled] = frame.to_ndarray(format="rgb24")
+                if grey:
+                    batch[filled, ..., 0] = frame.to_ndarray(format="gray")
+                else:
+                    batch[filled] = frame.to_ndarray(format="rgb24")
                 filled += 1
                 if filled == len(batch):
                     yield batch
@@ -247,9 +253,13 @@ class VideoEncoder:
             ) from None
 
     def write(self, frames: np.ndarray) -> None:
-        """Encode a (N,H,W,3) uint8 RGB batch after the frames already written."""
-        for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        """Encode a (N,H,W,3) uint8 RGB or (N,H,W,1) grey batch after the frames already
+        written (in the file's own pixel format either way)."""
+        for pixels in frames:
+            if pixels.shape[-1] == 1:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[..., 0]), "gray")
+            else:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
             frame.pts = self.frames
             try:
                 packets = self._stream.encode(frame)

@@ -165,7 +165,13 @@ class AugmentationSpec(BaseModel):
     augment_cameras: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
         default=None, max_length=32,
         description="Camera features to augment (for example observation.images.top); "
-        "default: every camera",
+        "default: every colour camera (and every grey one with augment_grey_cameras)",
+    )
+    augment_grey_cameras: bool = Field(
+        default=False,
+        description="Also augment grey-level (1-channel) cameras, which are otherwise copied "
+        "unchanged: noise, blur, occlusion, and lighting's brightness and contrast (not its "
+        "colour temperature); they keep their one channel. Depth maps are never transformed.",
     )
     output_dataset_id: HubRepoId | None = Field(
         default=None,

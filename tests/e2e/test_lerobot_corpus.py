@@ -2,16 +2,18 @@
 into datasets LeRobot's reader loads and agrees with (docs/design.md, Datasets).
 
 The corpus (tests/judge/lerobot_write.py) is written once per module by LeRobot 0.4.4
-in the judge environment; each shape is augmented in three modes and the source and
-the three outputs are read back by LeRobot in one judge process per shape, and checked
-by lerobot-doctor, a second judge that shares no code with LeRobot. The language shape,
-which LeRobot 0.4.4 cannot load, is judged on its files and by lerobot-doctor.
+(v3.0) and LeRobot 0.3.3 (v2.1) in their judge environments; each shape is augmented in
+three modes, and the source and the three outputs are read back by the LeRobot of their
+version in one judge process per shape and checked by lerobot-doctor, a second judge that
+shares no code with LeRobot. The language shape, which LeRobot 0.4.4 cannot load, is
+judged on its files and by lerobot-doctor.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,13 +52,20 @@ WRITTEN = (
 LANGUAGE = "language"
 # Our v2.1 generator's dataset, turned into v3.0 by LeRobot's own converter.
 CONVERTED = "converted_from_v21"
-SHAPES = (*WRITTEN, CONVERTED)
+# v2.1 datasets written by LeRobot 0.3.3 (which encodes AV1): corpus name -> shape.
+WRITTEN_V21 = {
+    "v21_mixed_extras": "mixed_extras",
+    "v21_per_frame_tasks": "per_frame_tasks",
+    "v21_grey_image": "grey_image",
+}
+SHAPES = (*WRITTEN, CONVERTED, *WRITTEN_V21)
 MODES: dict[str, dict[str, Any]] = {
     "copy-stacked": {"augment_dataset_mode": "copy", "augment_mode": "stacked"},
     "copy-independent": {"augment_dataset_mode": "copy", "augment_mode": "independent"},
     "inplace": {"augment_dataset_mode": "inplace", "augment_mode": "stacked"},
 }
 SIDE = "observation.images.side"
+GREY = "observation.images.depth"  # the grey_image shape's 1-channel image (not a depth map)
 # Columns whose values an augmented copy renumbers; every other value is the source's.
 RENUMBERED = {"episode_index", "index"}
 # Camera stats are ours from the frames we encode; LeRobot's code runs on the frames it
@@ -76,14 +85,16 @@ class Judged:
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     doctor: dict[str, list[str]] = field(default_factory=dict)  # per mode, its FAIL lines
+    folders: dict[str, Path] = field(default_factory=dict)  # per mode, the output
 
 
-def augment(source: Path, output: Path, mode: str) -> dict[str, Any]:
+def augment(source: Path, output: Path, mode: str, grey: bool = False) -> dict[str, Any]:
     spec = parse_spec({
         "project_id": str(uuid.uuid4()), "dataset_id": "lab/corpus",
         "augment_transforms": "lighting,noise", "augment_copies": 1,
         "augment_brightness_min": 25, "augment_brightness_max": 30,
-        "augment_noise_sigma_min": 4, "augment_noise_sigma_max": 6, **MODES[mode],
+        "augment_noise_sigma_min": 4, "augment_noise_sigma_max": 6,
+        "augment_grey_cameras": grey, **MODES[mode],
     })
     augment_dataset(spec, source, output)
     return json.loads((output / "meta" / "augmentation.json").read_text())
@@ -93,6 +104,7 @@ def augment(source: Path, output: Path, mode: str) -> dict[str, Any]:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     lerobot_write_many({shape: root / shape for shape in (*WRITTEN, LANGUAGE)})
+    lerobot_write_many({shape: root / name for name, shape in WRITTEN_V21.items()}, "v2.1")
     make_lerobot_v21(root / CONVERTED, episodes=3, frames=[5, 7, 6], codec="libx264",
                      cameras=("observation.images.top",), image_cameras=(SIDE,), size=(32, 48))
     lerobot_convert(root / CONVERTED)
@@ -102,24 +114,27 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def judged(
     corpus: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[str], Judged]:
-    cache: dict[str, Judged] = {}
+) -> Callable[..., Judged]:
+    """judge(shape, grey=False): the shape augmented in every mode (with grey, its grey
+    cameras too), judged once per module."""
+    cache: dict[tuple[str, bool], Judged] = {}
 
-    def judge(shape: str) -> Judged:
-        if shape not in cache:
-            cache[shape] = _judge(corpus / shape, tmp_path_factory.mktemp(shape))
-        return cache[shape]
+    def judge(shape: str, grey: bool = False) -> Judged:
+        if (shape, grey) not in cache:
+            outputs = tmp_path_factory.mktemp(shape + ("-grey" if grey else ""))
+            cache[(shape, grey)] = _judge(corpus / shape, outputs, grey)
+        return cache[(shape, grey)]
 
     return judge
 
 
-def _judge(source: Path, outputs: Path) -> Judged:
+def _judge(source: Path, outputs: Path, grey: bool) -> Judged:
     made: dict[str, Path] = {}
     provenance: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     for mode in MODES:
         try:
-            provenance[mode] = augment(source, outputs / mode, mode)
+            provenance[mode] = augment(source, outputs / mode, mode, grey)
             made[mode] = outputs / mode
         except Exception as exc:  # each mode's failure is that mode's test's verdict
             failures[mode] = f"{type(exc).__name__}: {exc}"
@@ -128,7 +143,7 @@ def _judge(source: Path, outputs: Path) -> Judged:
     doctor = [doctor_failures(report) for report in lerobot_doctor([source, *made.values()])]
     assert not doctor[0], f"lerobot-doctor fails LeRobot's own dataset: {doctor[0]}"
     return Judged(before, dict(zip(made, after, strict=True)), provenance, failures,
-                  dict(zip(made, doctor[1:], strict=True)))
+                  dict(zip(made, doctor[1:], strict=True)), made)
 
 
 def kept_values(frame: dict[str, Any]) -> dict[str, Any]:
@@ -171,9 +186,27 @@ def assert_same_kinds(after: dict[str, Any], before: dict[str, Any], where: str)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_lerobot_reads_the_augmented_copy_of_its_own_dataset(
-    judged: Callable[[str], Judged], shape: str, mode: str
+    judged: Callable[..., Judged], shape: str, mode: str
 ) -> None:
-    result = judged(shape)
+    assert_lerobot_agrees(judged(shape), mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", ["grey_image", "v21_grey_image"])
+def test_grey_cameras_are_augmented_when_asked(
+    judged: Callable[..., Judged], shape: str, mode: str
+) -> None:
+    """With augment_grey_cameras the 1-channel camera's copies change too, and stay one
+    channel of the source's kind, in LeRobot's eyes."""
+    result = judged(shape, grey=True)
+    assert GREY in result.provenance[mode]["augmented_cameras"]
+    assert_lerobot_agrees(result, mode)
+
+
+def assert_lerobot_agrees(result: Judged, mode: str) -> None:
+    """LeRobot loads the output: originals equal the source frame for frame, copies
+    differ exactly in the augmented cameras, every statistic keeps its kind, and the
+    copies' statistics agree with LeRobot's own code."""
     assert mode not in result.failures, result.failures[mode]
     before, after = result.source, result.outputs[mode]
     assert "error" not in after, after.get("error")
@@ -212,12 +245,32 @@ def test_lerobot_reads_the_augmented_copy_of_its_own_dataset(
                 assert changed == (camera in augmented), (where, camera)
 
 
-def test_grey_cameras_are_left_as_they_are(judged: Callable[[str], Judged]) -> None:
+@pytest.mark.parametrize("shape", WRITTEN_V21)
+def test_lerobot_converts_the_v21_outputs_of_its_own_datasets(
+    judged: Callable[..., Judged], shape: str, tmp_path: Path
+) -> None:
+    """What LeRobot 0.3.3 read from each v2.1 output, LeRobot 0.4.4 reads from the output
+    turned into v3.0 by its converter."""
+    result = judged(shape)
+    outputs = [tmp_path / mode for mode in result.folders]
+    for output, folder in zip(outputs, result.folders.values(), strict=True):
+        shutil.copytree(folder, output)  # the converter moves its input aside
+    lerobot_convert(*outputs)
+    for mode, summary in zip(result.folders, lerobot_read_many(outputs), strict=True):
+        assert "error" not in summary, (mode, summary.get("error"))
+        assert summary["codebase_version"] == "v3.0"
+        v21 = result.outputs[mode]
+        assert summary["num_frames"] == v21["num_frames"], mode
+        for converted, read in zip(summary["episodes"], v21["episodes"], strict=True):
+            assert converted["frames"] == read["frames"], (mode, read["episode_index"])
+
+
+def test_grey_cameras_are_left_as_they_are(judged: Callable[..., Judged]) -> None:
     result = judged("grey_image")
     for mode, provenance in result.provenance.items():
         assert provenance["augmented_cameras"] == ["observation.images.top"], mode
     episode = result.source["episodes"][0]["frames"][0]
-    assert episode["cameras"]["observation.images.depth"]["shape"][0] == 1
+    assert episode["cameras"][GREY]["shape"][0] == 1
 
 
 def as_lerobot_v21_writes_stats(root: Path) -> None:
@@ -235,15 +288,22 @@ def as_lerobot_v21_writes_stats(root: Path) -> None:
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def test_lerobot_converts_every_v21_output_to_v30(tmp_path: Path) -> None:
-    """LeRobot's v2.1 -> v3.0 converter concatenates every episode's stats: it refuses
-    ints next to floats, so this judges the v2.1 stats lines we add."""
+def test_lerobot_reads_and_converts_every_v21_output(tmp_path: Path) -> None:
+    """Our generator's v2.1 dataset: LeRobot 0.3.3 and lerobot-doctor accept every output,
+    and LeRobot's v2.1 -> v3.0 converter, which concatenates every episode's stats and
+    refuses ints next to floats, turns each into a dataset LeRobot 0.4.4 reads."""
     source = make_lerobot_v21(tmp_path / "src", episodes=2, frames=[5, 7], codec="libx264",
                               image_cameras=(SIDE,), size=(32, 48))
     as_lerobot_v21_writes_stats(source)
     outputs = [tmp_path / mode for mode in MODES]
     totals = [len(augment(source, output, mode)["episodes"])
               for mode, output in zip(MODES, outputs, strict=True)]
+    for mode, total, summary in zip(MODES, totals, lerobot_read_many(outputs), strict=True):
+        assert "error" not in summary, (mode, summary.get("error"))  # LeRobot 0.3.3's verdict
+        assert summary["codebase_version"] == "v2.1"
+        assert summary["num_episodes"] == total, mode
+    for mode, report in zip(MODES, lerobot_doctor(outputs), strict=True):
+        assert not doctor_failures(report), (mode, doctor_failures(report))
     lerobot_convert(*outputs)
     for mode, total, summary in zip(MODES, totals, lerobot_read_many(outputs), strict=True):
         assert "error" not in summary, (mode, summary.get("error"))

@@ -1,6 +1,7 @@
 """Load dataset folders with LeRobot's own reader and summarise what it sees (JSON).
 
-Runs inside the judge virtualenv (LeRobot + torch), never in the project's.
+Runs inside a judge virtualenv (LeRobot + torch), never in the project's: LeRobot 0.4.4
+for v3.0 folders, LeRobot 0.3.3 for v2.1 ones (the two APIs differ where noted).
 Usage: python lerobot_read.py DATASET_FOLDER [DATASET_FOLDER ...]; one JSON line per
 folder, in order (one process for many folders: torch takes seconds to import).
 """
@@ -17,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 from lerobot.datasets.compute_stats import get_feature_stats
-from lerobot.datasets.lerobot_dataset import LeRobotDataset
-from lerobot.datasets.utils import EPISODES_DIR, load_nested_dataset
+from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION, LeRobotDataset
+
+V21 = CODEBASE_VERSION == "v2.1"  # LeRobot 0.3: v2.1 metadata, episode_data_index
 
 
 def frame_means(dataset: LeRobotDataset, index: int) -> dict[str, float]:
@@ -32,9 +34,16 @@ def stat_kind(value: Any) -> list[Any]:
     return [array.dtype.name, list(array.shape)]
 
 
-def episode_stats(root: Path) -> list[dict[str, dict[str, Any]]]:
-    """Per-episode stats/<feature>/<stat> columns of meta/episodes, as LeRobot loads them."""
-    table = load_nested_dataset(root / EPISODES_DIR).sort("episode_index")
+def episode_stats(dataset: LeRobotDataset) -> list[dict[str, dict[str, Any]]]:
+    """Per-episode statistics as LeRobot loads them: v2.1 episodes_stats.jsonl, v3.0 the
+    stats/<feature>/<stat> columns of meta/episodes."""
+    if V21:
+        return [{feature: {stat: np.asarray(value).tolist() for stat, value in values.items()}
+                 for feature, values in dataset.meta.episodes_stats.get(ep, {}).items()}
+                for ep in range(dataset.num_episodes)]
+    from lerobot.datasets.utils import EPISODES_DIR, load_nested_dataset
+
+    table = load_nested_dataset(dataset.root / EPISODES_DIR).sort("episode_index")
     columns = [c for c in table.column_names if c.startswith("stats/")]
     out: list[dict[str, dict[str, Any]]] = []
     for row in table.select_columns(columns).to_list():
@@ -81,15 +90,24 @@ def camera_stats(pixels: dict[str, list[np.ndarray]]) -> dict[str, dict[str, lis
     out = {}
     for key, frames in pixels.items():
         samples = np.stack(frames).astype(np.float64)
+        if samples.shape[1] == 1:  # its writer loads images as RGB for their statistics
+            samples = np.repeat(samples, 3, axis=1)
         stats = get_feature_stats(samples, axis=(0, 2, 3), keepdims=True)
         out[key] = {stat: (np.squeeze(stats[stat], axis=0) / 255.0).tolist()
                     for stat in ("min", "max", "mean", "std")}
     return out
 
 
+def episode_bounds(dataset: LeRobotDataset, ep: int) -> tuple[int, int]:
+    if V21:
+        return (int(dataset.episode_data_index["from"][ep]),
+                int(dataset.episode_data_index["to"][ep]))
+    return (int(dataset.meta.episodes[ep]["dataset_from_index"]),
+            int(dataset.meta.episodes[ep]["dataset_to_index"]))
+
+
 def episode_summary(dataset: LeRobotDataset, ep: int) -> dict[str, Any]:
-    start = int(dataset.meta.episodes[ep]["dataset_from_index"])
-    stop = int(dataset.meta.episodes[ep]["dataset_to_index"])
+    start, stop = episode_bounds(dataset, ep)
     first, last = dataset[start], dataset[stop - 1]
     pixels: dict[str, list[np.ndarray]] = {}
     return {
@@ -107,7 +125,7 @@ def episode_summary(dataset: LeRobotDataset, ep: int) -> dict[str, Any]:
 def summarise(root: Path) -> dict[str, Any]:
     # PyAV backend: torchcodec would need the system's FFmpeg libraries.
     dataset = LeRobotDataset(repo_id="local/judged", root=root, video_backend="pyav")
-    per_episode = episode_stats(root)
+    per_episode = episode_stats(dataset)
     return {
         "codebase_version": dataset.meta.info["codebase_version"],
         "num_episodes": dataset.num_episodes,

@@ -1,8 +1,10 @@
 """Write a small dataset with LeRobot's own writer, in one of a few named shapes.
 
-Runs inside the judge virtualenv (LeRobot + torch), never in the project's. The shapes
-are the ones public datasets come in (docs/design.md, Testing): datasets we did not
-write ourselves, so the runner is tested against what LeRobot really produces.
+Runs inside a judge virtualenv (LeRobot + torch), never in the project's: LeRobot 0.4.4
+writes v3.0, LeRobot 0.3.3 writes v2.1 (its API differs where noted; it always encodes
+AV1, and has no file size or chunk settings). The shapes are the ones public datasets
+come in (docs/design.md, Testing): datasets we did not write ourselves, so the runner is
+tested against what LeRobot really produces.
 Usage: python lerobot_write.py SHAPE DATASET_FOLDER [SHAPE DATASET_FOLDER ...]
 """
 
@@ -17,10 +19,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION, LeRobotDataset
 from PIL import Image
 
 HEIGHT, WIDTH = 32, 48
+V21 = CODEBASE_VERSION == "v2.1"  # LeRobot 0.3
 
 
 @dataclass(frozen=True)
@@ -142,23 +145,32 @@ def record(dataset: LeRobotDataset, shape: Shape, episodes: range) -> None:
     for episode in episodes:
         length = shape.episodes[episode]
         for frame in range(length):
-            dataset.add_frame(frame_of(shape, rng, episode, frame, length))
-        dataset.save_episode(parallel_encoding=False)  # no process pool: 2 shared cores
-    dataset.finalize()
+            row = frame_of(shape, rng, episode, frame, length)
+            if V21:  # LeRobot 0.3 takes the task beside the frame
+                dataset.add_frame(row, task=row.pop("task"))
+            else:
+                dataset.add_frame(row)
+        if V21:
+            dataset.save_episode()
+        else:
+            dataset.save_episode(parallel_encoding=False)  # no process pool: 2 shared cores
+    if not V21:  # LeRobot 0.3 writes each episode's metadata as it saves it
+        dataset.finalize()
 
 
 def write(name: str, root: Path) -> None:
     shape = SHAPES[name]
+    codec = {} if V21 else {"vcodec": shape.vcodec}
     dataset = LeRobotDataset.create(
         repo_id=f"corpus/{name}", fps=shape.fps, features=features(shape), root=root,
-        robot_type="corpus", use_videos=bool(shape.videos), vcodec=shape.vcodec,
+        robot_type="corpus", use_videos=bool(shape.videos), **codec,
     )
     if shape.chunking:
         dataset.meta.update_chunk_settings(**shape.chunking)
     first = len(shape.episodes) if shape.sessions == 1 else len(shape.episodes) - 1
     record(dataset, shape, range(first))
     if shape.sessions > 1:  # a second recording session appends to the closed dataset
-        resumed = LeRobotDataset(repo_id=f"corpus/{name}", root=root, vcodec=shape.vcodec)
+        resumed = LeRobotDataset(repo_id=f"corpus/{name}", root=root, **codec)
         record(resumed, shape, range(first, len(shape.episodes)))
     if shape.language:
         annotate(root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from fractions import Fraction
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from augment_dev.datasets import (
     make_lerobot_v3,
@@ -19,6 +21,7 @@ from augment_dev.datasets import (
 )
 from augment_runner import stats as stats_mod
 from augment_runner.errors import DatasetError, VideoError
+from augment_runner.formats.base import decode_image_cells, encode_png
 from augment_runner.formats.detect import open_dataset
 from augment_runner.validate import validate_dataset
 from augment_runner.video import (
@@ -68,6 +71,30 @@ def test_concatenated_episodes_decode_back_at_their_offsets(tmp_path: Path, code
         assert np.abs(decoded.astype(int) - frames).mean() < 6
 
 
+@pytest.mark.parametrize("codec", ["av1", "h264"])
+def test_grey_frames_encode_and_decode_with_one_channel(tmp_path: Path, codec: str) -> None:
+    fmt = VideoFormat(codec, "yuv420p", Fraction(10), SIZE[1], SIZE[0])
+    frames = synthetic_frames(0, 6, SIZE)[..., :1]
+    with VideoEncoder(tmp_path / "grey.mp4", fmt) as encoder:
+        encoder.write(frames)
+    assert probe_video(tmp_path / "grey.mp4").pix_fmt == "yuv420p"  # the file's own format
+    decoded = np.concatenate(list(decode_episode(tmp_path / "grey.mp4", fps=10, num_frames=6,
+                                                 grey=True)))
+    assert decoded.shape == frames.shape
+    assert np.abs(decoded.astype(int) - frames).mean() < 6
+
+
+def test_grey_images_round_trip_as_8_bit_grey_pngs() -> None:
+    frames = synthetic_frames(0, 3, SIZE)[..., :1]
+    cells = [{"bytes": encode_png(frame), "path": None} for frame in frames]
+    assert all(Image.open(io.BytesIO(c["bytes"])).mode == "L" for c in cells)
+    assert np.array_equal(decode_image_cells(cells, "test", channels=1), frames)
+    sixteen = io.BytesIO()
+    Image.fromarray(frames[0, ..., 0].astype(np.uint16) * 256).save(sixteen, format="PNG")
+    with pytest.raises(DatasetError, match="8-bit grey"):
+        decode_image_cells([{"bytes": sixteen.getvalue(), "path": None}], "test", channels=1)
+
+
 def test_decoding_past_the_end_of_a_video_is_a_clear_error(tmp_path: Path) -> None:
     fmt = VideoFormat("av1", "yuv420p", Fraction(10), SIZE[1], SIZE[0])
     with VideoEncoder(tmp_path / "v.mp4", fmt) as encoder:
@@ -109,6 +136,16 @@ def test_image_stats_are_per_channel_in_unit_range() -> None:
     np.testing.assert_allclose(stats["mean"].ravel(), [1.0, 0.2, 0.0])
     assert stats_mod.sample_frame_indices(1000)[:3] == [0, 6, 11]  # ~177 of 1000 sampled
     assert len(stats_mod.sample_frame_indices(1000)) == 177
+
+
+def test_grey_image_stats_are_those_of_its_rgb_rendering() -> None:
+    """LeRobot loads images as RGB for statistics: a grey camera's are (3,1,1)."""
+    grey = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    ours = stats_mod.image_stats(grey, with_quantiles=True)
+    rgb = stats_mod.image_stats(np.repeat(grey, 3, axis=-1), with_quantiles=True)
+    assert ours.keys() == rgb.keys()
+    for key, value in rgb.items():
+        np.testing.assert_allclose(ours[key], value, rtol=1e-12, err_msg=key)
 
 
 def test_aggregation_matches_pooled_statistics() -> None:

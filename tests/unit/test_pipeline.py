@@ -199,8 +199,8 @@ def test_augmenters_never_see_more_than_a_batch(
     seen: list[int] = []
     real = pipeline.EpisodeCopies.augmenter
 
-    def recording(self, slot):
-        augmenter = real(self, slot)
+    def recording(self, slot, grey=False):
+        augmenter = real(self, slot, grey)
 
         def call(frames: np.ndarray, offset: int) -> np.ndarray:
             seen.append(len(frames))

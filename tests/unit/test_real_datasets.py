@@ -167,6 +167,18 @@ def test_grey_and_depth_cameras_are_not_augmented_by_default(tmp_path: Path) -> 
         pipeline.select_cameras([grey, depth], None, tmp_path)
 
 
+def test_grey_cameras_are_augmented_when_asked_and_depth_maps_never(tmp_path: Path) -> None:
+    rgb = Camera(TOP, "video", 32, 48)
+    grey = Camera("observation.images.grey", "image", 32, 48, channels=1)
+    depth = Camera("observation.images.depth", "video", 32, 48, channels=1, depth=True)
+    cameras = [rgb, grey, depth]
+    assert pipeline.select_cameras(cameras, None, tmp_path, grey=True) == [rgb, grey]
+    assert pipeline.select_cameras(cameras, [grey.key], tmp_path, grey=True) == [grey]
+    assert pipeline.select_cameras([grey, depth], None, tmp_path, grey=True) == [grey]
+    with pytest.raises(AugmentError, match="a depth map never"):
+        pipeline.select_cameras(cameras, [depth.key], tmp_path, grey=True)
+
+
 # ---------------------------------------------------------------- input problems
 
 

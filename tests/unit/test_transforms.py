@@ -22,6 +22,7 @@ from augment_runner.transforms import (
     OCCLUSION_FILL,
     Augmenter,
     CopyParams,
+    GreyAugmenter,
     color_temp_gains,
     gaussian_kernel,
     occlusion_pixels,
@@ -439,3 +440,44 @@ def test_to_device_and_to_host_round_trip(xp: ModuleType):
     on_device = backend.to_device(a, xp)
     assert isinstance(on_device, xp.ndarray)
     assert np.array_equal(backend.to_host(on_device), a)
+
+
+# ------------------------------------------------------------------------- grey frames
+
+
+def grey_ramp(n: int = 2, h: int = 24, w: int = 32) -> np.ndarray:
+    ramp = np.linspace(60, 190, w).round().astype(np.uint8)
+    return np.broadcast_to(ramp[None, None, :, None], (n, h, w, 1)).copy()
+
+
+def test_grey_frames_keep_their_one_channel_through_every_transform(xp: ModuleType):
+    p = params(*ALL, brightness=10.0, contrast=15.0, color_temp=3000, noise_sigma=3.0,
+               blur_sigma=1.5, occlusion_rects=((0.1, 0.1, 0.3, 0.3),))
+    frames = grey_ramp()
+    out = GreyAugmenter(p, xp)(frames, 0)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, frames)
+
+
+@pytest.mark.parametrize("brightness, contrast", [(20.0, 0.0), (-15.0, 30.0)])
+def test_grey_lighting_is_brightness_and_contrast_and_never_a_tint(
+    xp: ModuleType, brightness: float, contrast: float
+):
+    frames = grey_ramp().astype(np.float64)
+    outs = [GreyAugmenter(params(Transform.lighting, brightness=brightness, contrast=contrast,
+                                 color_temp=kelvin), xp)(grey_ramp(), 0) for kelvin in (2500, 9500)]
+    assert np.array_equal(outs[0], outs[1])  # the drawn colour temperature is left out
+    b, c = 1 + brightness / 100, 1 + contrast / 100
+    m = frames.mean(axis=(1, 2, 3), keepdims=True)  # grey: the luma mean is the mean
+    expected = np.clip(m * b + (frames * b - m * b) * c, 0, 255)
+    assert np.abs(outs[0] - expected).max() <= 1.0
+
+
+def test_grey_noise_has_the_drawn_sigma(xp: ModuleType):
+    out = GreyAugmenter(params(Transform.noise, noise_sigma=5.0), xp)(grey(128, w=64)[..., :1], 0)
+    assert out.astype(np.float64).std() == pytest.approx(5.0, rel=0.1)
+
+
+def test_grey_augmenter_refuses_colour_frames():
+    with pytest.raises(ValueError, match="N, H, W, 1"):
+        GreyAugmenter(params(Transform.noise))(random_frames(), 0)

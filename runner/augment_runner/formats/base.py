@@ -70,6 +70,11 @@ class Camera:
         return self.channels == 3 and not self.depth
 
     @property
+    def is_grey(self) -> bool:
+        """Grey levels, one channel: augmented only when the spec asks for grey cameras."""
+        return self.channels == 1 and not self.depth
+
+    @property
     def in_rows(self) -> bool:
         """LeRobot image cameras: the pipeline decodes and re-encodes their PNG cells as the
         data rows pass. The others stream apart from the rows, from
@@ -407,8 +412,11 @@ def hf_features(features: Mapping[str, Mapping[str, Any]]) -> datasets.Features:
     return datasets.Features(out)
 
 
-def decode_image_cells(cells: list[Mapping[str, Any] | None], where: str) -> np.ndarray:
-    """(N,H,W,3) uint8 RGB from `datasets` Image cells ({bytes, path})."""
+def decode_image_cells(
+    cells: list[Mapping[str, Any] | None], where: str, channels: int = 3
+) -> np.ndarray:
+    """(N,H,W,3) uint8 RGB from `datasets` Image cells ({bytes, path}); with channels=1,
+    (N,H,W,1) grey levels from 8-bit grey images."""
     frames = []
     for cell in cells:
         data = (cell or {}).get("bytes")
@@ -416,7 +424,7 @@ def decode_image_cells(cells: list[Mapping[str, Any] | None], where: str) -> np.
             raise DatasetError(f"{where}: an image cell has no embedded bytes; re-download it")
         try:
             with Image.open(io.BytesIO(data)) as image:
-                frames.append(np.asarray(image.convert("RGB")))
+                frames.append(_pixels(image, channels, where))
         except OSError as exc:
             raise DatasetError(
                 f"{where}: an image cannot be decoded ({exc}); re-download it"
@@ -424,10 +432,23 @@ def decode_image_cells(cells: list[Mapping[str, Any] | None], where: str) -> np.
     return np.stack(frames)
 
 
+def _pixels(image: Image.Image, channels: int, where: str) -> np.ndarray:
+    if channels != 1:
+        return np.asarray(image.convert("RGB"))
+    if image.mode != "L":  # converting 16-bit or alpha levels would change what they mean
+        raise DatasetError(
+            f"{where}: a 1-channel image is stored as {image.mode}; the runner reads 1-channel "
+            f"images as 8-bit grey (L) only"
+        )
+    return np.asarray(image)[..., np.newaxis]
+
+
 def encode_png(frame: np.ndarray) -> bytes:
+    """PNG of an (H,W,3) RGB or (H,W,1) grey frame (the grey one as an 8-bit grey PNG)."""
     buffer = io.BytesIO()
+    pixels = frame[..., 0] if frame.shape[-1] == 1 else frame
     # compress_level 1: PNG is lossless anyway; level 6 (PIL's default) is several times slower.
-    Image.fromarray(frame).save(buffer, format="PNG", compress_level=1)
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -130,6 +130,7 @@ class LeRobotV21Reader(LeRobotReader):
             fps=self.fps,
             num_frames=episode.length,
             batch_frames=batch_frames,
+            grey=camera.channels == 1,
         )
 
     def episode_stats(self, episode: SourceEpisode) -> dict[str, stats_mod.Stats]:

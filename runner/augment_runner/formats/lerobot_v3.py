@@ -186,6 +186,7 @@ class LeRobotV3Reader(LeRobotReader):
             num_frames=episode.length,
             start_s=float(row[f"videos/{camera.key}/from_timestamp"]),
             batch_frames=batch_frames,
+            grey=camera.channels == 1,
         )
 
     def episode_stats(self, episode: SourceEpisode) -> dict[str, stats_mod.Stats]:

@@ -2,7 +2,7 @@
 
 Parameters are drawn once per (episode, copy) by `sample_copy_params`; an `Augmenter`
 applies them to batches of uint8 RGB frames, on NumPy or CuPy, with identical results
-up to one grey level.
+up to one grey level (a `GreyAugmenter` to 1-channel frames).
 
 - base.py: what a transform is (`TransformDef`) and the three kinds the engines run;
 - lighting.py, noise.py, blur.py, occlusion.py: one transform each, with its
@@ -14,7 +14,7 @@ up to one grey level.
 
 from __future__ import annotations
 
-from .augmenter import Augmenter
+from .augmenter import Augmenter, GreyAugmenter
 from .base import TransformDef
 from .blur import gaussian_kernel
 from .lighting import (
@@ -39,6 +39,7 @@ __all__ = [
     "REGISTRY",
     "Augmenter",
     "CopyParams",
+    "GreyAugmenter",
     "TransformDef",
     "color_temp_gains",
     "gaussian_kernel",
