@@ -86,6 +86,8 @@ class Principal:
     def may_use(self, project_id: UUID | str | None) -> bool:
         if self.projects is None:
             return True
+        if isinstance(project_id, UUID):  # parsed already: most callers
+            return project_id in self.projects
         try:
             return UUID(str(project_id)) in self.projects
         except ValueError:

@@ -20,12 +20,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
 from augment_api.errors import ServiceError, Unavailable
-from augment_api.store import Expired, project_of
-from augment_spec.contract import TERMINAL_PHASES, phase_of
+from augment_api.store import Expired, newest_first_key, project_of
+from augment_spec.contract import TERMINAL_PHASES, Phase, phase_of
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,35 @@ def uid_of(cr: CR) -> str:
     return str(cr["metadata"]["uid"])
 
 
+@dataclass(eq=False)
+class Entry:
+    """One version of a job with what every read asks of it worked out once: its
+    project, phase and place in the newest-first order, and (`view`) its JSON answer,
+    rendered by the first read that needs it. A new version is a new Entry."""
+
+    cr: CR
+    project: UUID | None = field(init=False)
+    phase: Phase = field(init=False)
+    newest_first_key: tuple[str, str] = field(init=False)
+    view: bytes | None = None
+
+    def __post_init__(self) -> None:
+        self.project = project_of(self.cr)
+        self.phase = phase_of(self.cr)
+        self.newest_first_key = newest_first_key(self.cr)
+
+
 class JobCache:
     """AugmentationJobs by uid, plus those just created that the watch has not reported."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._jobs: dict[str, CR] = {}
-        self._created: dict[str, tuple[CR, float]] = {}  # uid -> (CR, when created)
+        self._jobs: dict[str, Entry] = {}
+        self._created: dict[str, tuple[Entry, float]] = {}  # uid -> (entry, when created)
+        self._names: dict[str, str] = {}  # name -> uid, of both
+        self._order: list[str] | None = None  # every uid, newest first; None: to sort
+        self._by_project: dict[UUID | None, list[str]] | None = None  # the same, by project
         self._synced = False
         self.problem: str | None = None  # why the informer last failed, until it succeeds
 
@@ -73,11 +95,19 @@ class JobCache:
     def replace(self, items: list[CR], listed_since: float) -> None:
         """The result of a LIST begun at `listed_since`: it holds every job created before."""
         with self._lock:
-            self._jobs = {uid_of(cr): cr for cr in items}
+            self._jobs = {uid_of(cr): Entry(cr) for cr in items}
             self._created = {uid: entry for uid, entry in self._created.items()
                              if entry[1] >= listed_since and uid not in self._jobs}
+            self._changed_members()
             self._synced = True
             self.problem = None
+
+    def _changed_members(self) -> None:
+        """Jobs came or went (the lock is held): the name index and order are redone."""
+        self._order = None
+        self._names = {entry.cr["metadata"].get("name", ""): uid
+                       for uid, entry in [*self._jobs.items(),
+                                          *((u, e) for u, (e, _) in self._created.items())]}
 
     def apply(self, event: CR) -> str | None:
         """One watch event; returns the resourceVersion it brings (None: none)."""
@@ -86,19 +116,26 @@ class JobCache:
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             uid = uid_of(obj)
             with self._lock:
-                self._created.pop(uid, None)
+                was_created = self._created.pop(uid, None) is not None
                 if kind == "DELETED":
-                    self._jobs.pop(uid, None)
+                    if self._jobs.pop(uid, None) is not None or was_created:
+                        self._changed_members()
                 else:
-                    self._jobs[uid] = obj
+                    new = uid not in self._jobs and not was_created
+                    self._jobs[uid] = Entry(obj)
+                    if new:
+                        self._changed_members()
         return str(version) if version else None
 
     # ---- written by the API ----
     def remember(self, cr: CR) -> None:
         """A job this process just created, served until the watch reports it."""
         with self._lock:
-            if uid_of(cr) not in self._jobs:
-                self._created[uid_of(cr)] = (cr, self._clock())
+            uid = uid_of(cr)
+            if uid not in self._jobs:
+                self._created[uid] = (Entry(cr), self._clock())
+                self._names[cr["metadata"].get("name", "")] = uid
+                self._order = None
 
     # ---- read by the API ----
     @property
@@ -111,32 +148,82 @@ class JobCache:
             reason = self.problem or "the API is still loading them from Kubernetes"
             raise Unavailable(f"jobs are not readable yet: {reason}")
 
-    def _fresh_created(self) -> dict[str, CR]:
-        """Remembered jobs not yet outdated (the lock is held)."""
+    def _expire_created(self) -> None:
+        """Forget remembered jobs that are outdated (the lock is held)."""
         oldest = self._clock() - REMEMBER_S
-        for uid in [u for u, (_, when) in self._created.items() if when < oldest]:
+        expired = [u for u, (_, when) in self._created.items() if when < oldest]
+        for uid in expired:
             del self._created[uid]
-        return {uid: cr for uid, (cr, _) in self._created.items()}
+        if expired:
+            self._changed_members()
 
-    def get(self, uid: UUID) -> CR | None:
+    def _entry(self, uid: str) -> Entry | None:
+        """(the lock is held, remembered jobs expired)"""
+        entry = self._jobs.get(uid)
+        if entry is None and uid in self._created:
+            entry = self._created[uid][0]
+        return entry
+
+    def entry(self, uid: UUID) -> Entry | None:
         """The job of that uid, or None; 503 (Unavailable) before the first LIST."""
         self.require_synced()
         with self._lock:
-            return self._jobs.get(str(uid)) or self._fresh_created().get(str(uid))
+            self._expire_created()
+            return self._entry(str(uid))
 
-    def jobs(self) -> list[CR]:
-        """Every job; 503 (Unavailable) before the first LIST."""
+    def get(self, uid: UUID) -> CR | None:
+        found = self.entry(uid)
+        return found.cr if found is not None else None
+
+    def entries(self, projects: frozenset[UUID] | None = None, phase: Phase | None = None,
+                page: slice = slice(None)) -> tuple[int, list[Entry]]:
+        """How many jobs of these projects (None: every job) are in this phase (None:
+        any), and the `page` of them, newest first; 503 (Unavailable) before the first
+        LIST. The order, per project, is sorted again only after jobs came or went, not
+        on each read; without a phase only the page's entries are looked at."""
         self.require_synced()
         with self._lock:
-            return [*self._jobs.values(), *self._fresh_created().values()]
+            self._expire_created()
+            if self._order is None:
+                self._sort()
+            assert self._order is not None and self._by_project is not None
+            if projects is None:
+                uids = self._order
+            elif len(projects) == 1:
+                uids = self._by_project.get(next(iter(projects)), [])
+            else:
+                keep = {u for p in projects for u in self._by_project.get(p, [])}
+                uids = [u for u in self._order if u in keep]
+            if phase is None:
+                return len(uids), [e for e in map(self._entry, uids[page]) if e is not None]
+            matching = [e for e in map(self._entry, uids) if e is not None and e.phase == phase]
+            return len(matching), matching[page]
+
+    def _sort(self) -> None:
+        """(the lock is held)"""
+        every = [*self._jobs.values(), *(e for e, _ in self._created.values())]
+        every.sort(key=lambda e: e.newest_first_key, reverse=True)
+        self._order = [uid_of(e.cr) for e in every]
+        self._by_project = {}
+        for entry in every:
+            self._by_project.setdefault(entry.project, []).append(uid_of(entry.cr))
+
+    def jobs(self) -> list[CR]:
+        """Every job, newest first; 503 (Unavailable) before the first LIST."""
+        return [entry.cr for entry in self.entries()[1]]
 
     def named(self, name: str) -> CR | None:
-        return next((cr for cr in self.jobs() if cr["metadata"].get("name") == name), None)
+        self.require_synced()
+        with self._lock:
+            self._expire_created()
+            uid = self._names.get(name)
+            found = self._entry(uid) if uid is not None else None
+            return found.cr if found is not None else None
 
     def active_jobs(self, project: UUID) -> int:
         """The project's jobs not in a final phase (what its quota counts)."""
-        return sum(1 for cr in self.jobs()
-                   if project_of(cr) == project and phase_of(cr) not in TERMINAL_PHASES)
+        return sum(1 for e in self.entries(frozenset({project}))[1]
+                   if e.phase not in TERMINAL_PHASES)
 
 
 class Informer:

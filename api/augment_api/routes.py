@@ -14,7 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from augment_api.auth import CurrentPrincipal, Principal
-from augment_api.cache import JobCache
+from augment_api.cache import Entry, JobCache
 from augment_api.errors import BadRequest, Conflict, Forbidden, NotFound, error_responses
 from augment_api.jsonbody import JsonBodyRoute
 from augment_api.limits import ProjectQuota, RateLimiter
@@ -26,7 +26,7 @@ from augment_api.models import (
     job_from_cr,
 )
 from augment_api.preview import PreviewReader
-from augment_api.store import JobStore, idempotent_name, newest_first, project_of
+from augment_api.store import JobStore, idempotent_name
 from augment_spec.contract import (
     OUTPUT_PREVIEW_MEDIA_TYPE,
     STATUS_OUTPUT_REVISION,
@@ -84,20 +84,32 @@ def require_project(principal: Principal, project_id: UUID) -> None:
         raise Forbidden(f"this API key may not use project {project_id}")
 
 
+def visible_entry(cache: JobCache, principal: Principal, job_id: UUID) -> Entry:
+    """The job's cache entry; 404 alike for missing jobs and other projects' jobs."""
+    entry = cache.entry(job_id)
+    if entry is None or not principal.may_use(entry.project):
+        raise NotFound(f"augmentation job {job_id} not found")
+    return entry
+
+
 def visible_job(cache: JobCache, principal: Principal, job_id: UUID) -> dict[str, Any]:
     """The job's CR; 404 alike for missing jobs and other projects' jobs."""
-    cr = cache.get(job_id)
-    if cr is None or not principal.may_use(project_of(cr)):
-        raise NotFound(f"augmentation job {job_id} not found")
-    return cr
+    return visible_entry(cache, principal, job_id).cr
 
 
-def selected(cr: dict[str, Any], principal: Principal, project_id: UUID | None,
-             phase: Phase | None) -> bool:
-    project = project_of(cr)
-    return (principal.may_use(project)
-            and (project_id is None or project == project_id)
-            and (phase is None or phase_of(cr) == phase))
+def view(entry: Entry) -> bytes:
+    """The job's JSON answer (AugmentationJobStatus), rendered once per version: reads
+    of a job that has not changed cost a lookup, not a parse of its spec."""
+    if entry.view is None:
+        # Two requests may render the same entry at once: both write the same bytes.
+        entry.view = job_from_cr(entry.cr).model_dump_json().encode()
+    return entry.view
+
+
+def json_response(body: bytes) -> Response:
+    """JSON already rendered from the route's response model: FastAPI sends a Response
+    as it is, without validating and serialising it again."""
+    return Response(body, media_type="application/json")
 
 
 def admission(quota: ProjectQuota, cache: JobCache, project_id: UUID,
@@ -174,21 +186,24 @@ async def list_jobs(
                                                  description="Only jobs in this phase")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> AugmentationJobList:
+) -> Response:
     """Jobs the API key may see, newest first."""
     if project_id is not None:
         require_project(caller, project_id)
-    matching = [cr for cr in cache.jobs() if selected(cr, caller, project_id, status_filter)]
-    page = newest_first(matching)[offset:offset + limit]
-    return AugmentationJobList(items=[job_from_cr(cr) for cr in page], total=len(matching),
-                               limit=limit, offset=offset)
+    projects = caller.projects if project_id is None else frozenset({project_id})
+    total, page = cache.entries(projects, status_filter, slice(offset, offset + limit))
+    items = b",".join(view(e) for e in page)
+    tail = AugmentationJobList(items=[], total=total, limit=limit, offset=offset)
+    # The page's items are spliced into the rest of the answer, rendered by the model.
+    rest = tail.model_dump_json().encode().removeprefix(b'{"items":[]')
+    return json_response(b'{"items":[' + items + b"]" + rest)
 
 
 @jobs.get("/{job_id}", response_model=AugmentationJobStatus, summary="Get Augmentation Job",
           responses=error_responses(401, 404, 422, 429, 503))
-async def get_job(job_id: UUID, caller: Caller, cache: Cache) -> AugmentationJobStatus:
+async def get_job(job_id: UUID, caller: Caller, cache: Cache) -> Response:
     """A job's spec, phase, progress and output, whether made by this API or by kubectl."""
-    return job_from_cr(visible_job(cache, caller, job_id))
+    return json_response(view(visible_entry(cache, caller, job_id)))
 
 
 def published_output(cr: dict[str, Any], job_id: UUID) -> tuple[str, str]:

@@ -77,10 +77,10 @@ def annotations_of(cr: dict[str, Any]) -> dict[str, str]:
     return cr.get("metadata", {}).get("annotations") or {}
 
 
-def newest_first(crs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # creationTimestamp has one-second resolution: the uid breaks ties stably.
-    return sorted(crs, key=lambda cr: (cr["metadata"].get("creationTimestamp", ""),
-                                       cr["metadata"]["uid"]), reverse=True)
+def newest_first_key(cr: dict[str, Any]) -> tuple[str, str]:
+    """Sorted by this in reverse, jobs come newest first. creationTimestamp has
+    one-second resolution: the uid breaks ties stably."""
+    return cr["metadata"].get("creationTimestamp", ""), str(cr["metadata"]["uid"])
 
 
 # ---- naming and idempotency ----

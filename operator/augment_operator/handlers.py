@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import kopf
@@ -45,6 +47,7 @@ from augment_spec.contract import (
     LABEL_JOB_ID,
     LABEL_PROJECT,
     PLURAL,
+    STATUS_JOB_NAME,
     STATUS_PHASE,
     TERMINAL_PHASES,
     VERSION,
@@ -57,16 +60,93 @@ from augment_spec.model import AugmentationSpec, SpecError
 log = logging.getLogger("augment.operator")
 
 
+class Echoes:
+    """The resourceVersions this operator's own writes made, per object, until their
+    watch events come back: an event that only brings what a reconcile just wrote (its
+    label and status patches on the CR, the Job it created) needs no reconcile of its
+    own, since the reconcile that wrote it acted on everything the state before implied.
+    Any other change comes with a resourceVersion of someone else's and is reconciled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[tuple[str, str, str], set[str]] = {}
+
+    def made(self, kind: str, namespace: str, name: str, version: str) -> None:
+        with self._lock:
+            self._made.setdefault((kind, namespace, name), set()).add(version)
+
+    def came_back(self, kind: str, body: Mapping[str, Any], event_type: str | None) -> bool:
+        """Whether this watch event is the echo of one of our writes. Any other event of
+        the object forgets what was still expected (kopf may merge events, so an echo
+        can be skipped over), and so does its deletion."""
+        meta = body.get("metadata") or {}
+        key = (kind, str(meta.get("namespace")), str(meta.get("name")))
+        with self._lock:
+            versions = self._made.get(key)
+            if versions is None:
+                return False
+            if event_type in ("ADDED", "MODIFIED") and \
+                    meta.get("resourceVersion") in versions:
+                versions.discard(meta["resourceVersion"])
+                if not versions:
+                    del self._made[key]
+                return True
+            del self._made[key]
+            return False
+
+
+class Bodies:
+    """The last AugmentationJob seen on the watch, per namespace and name: a Job's or
+    pod's event is reconciled from it instead of a GET of the CR (a GET when none)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._crs: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def seen(self, body: Mapping[str, Any], event_type: str | None) -> None:
+        """Keep `body` unless an older version than the one kept (an echo of our first
+        write arriving after the CR our second write returned)."""
+        cr = dict(body)
+        key = (cr["metadata"]["namespace"], cr["metadata"]["name"])
+        with self._lock:
+            if event_type == "DELETED":
+                self._crs.pop(key, None)
+            elif not _older(cr, self._crs.get(key)):
+                self._crs[key] = cr
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._crs.get((namespace, name))
+
+
+def _older(cr: dict[str, Any], than: dict[str, Any] | None) -> bool:
+    """Whether `cr` is an earlier version of `than`. resourceVersions are opaque to
+    clients, but etcd's are increasing integers; any other kind counts as newer."""
+    if than is None:
+        return False
+    ours, theirs = cr["metadata"].get("resourceVersion"), than["metadata"].get("resourceVersion")
+    if not (isinstance(ours, str) and isinstance(theirs, str)
+            and ours.isdigit() and theirs.isdigit()):
+        return False
+    return int(ours) < int(theirs)
+
+
 class Reconciler:
     def __init__(self, config: OperatorConfig, kube: Kube | None = None) -> None:
         self.config = config
         self.kube = kube or Kube()
         self.phase_book = metrics.PhaseBook()
+        self.echoes = Echoes()
+        self.bodies = Bodies()
 
-    def reconcile(self, namespace: str, name: str) -> Decision | None:
+    def reconcile(self, namespace: str, name: str, cr: dict[str, Any] | None = None,
+                  trigger: str = "cr") -> Decision | None:
+        """Reconcile one AugmentationJob from `cr`, the body its watch event delivered;
+        without one, from the last body seen, or else one read from the apiserver."""
         started = time.monotonic()
+        metrics.RECONCILES.labels(trigger=trigger).inc()
         try:
-            cr = self.kube.get_cr(namespace, name)
+            cr = cr or self.bodies.get(namespace, name) or self.kube.get_cr(namespace, name)
             if cr is None:  # deleted: the garbage collector removes its Job and pods
                 self.phase_book.record(f"{namespace}/{name}", None)
                 return None
@@ -103,9 +183,9 @@ class Reconciler:
                               runner_can_write=can_write, at=at, limits=limits)
         if decision.final:  # before the phase is written: from then on it is trusted
             self.kube.delete_access(namespace, account)
-        if spec is not None and profile is not None:
-            self._create(cr, decision, spec, profile)
-        self._label(cr, spec)
+        # Independent writes go out together; the label patch is the only one of its kind.
+        self.kube.concurrently(lambda: self._create(cr, decision, spec, profile),
+                               lambda: self._label(cr, spec))
         self._write_status(cr, decision, jname, spec)
         if sharded:
             self._announce_shard_failure(cr, decision, runner)
@@ -117,23 +197,47 @@ class Reconciler:
                 self.kube.delete_job(namespace, finalize_job_name(name))
         return decision
 
+    def _wrote(self, cr: dict[str, Any]) -> None:
+        """A CR as our write left it: its watch event will be an echo, and until then a
+        Job's or pod's event is reconciled from it."""
+        meta = cr["metadata"]
+        self.echoes.made("cr", meta["namespace"], meta["name"], meta["resourceVersion"])
+        self.bodies.seen(cr, "MODIFIED")
+
     def _child(self, cr: dict[str, Any], name: str) -> Child:
         """The CR's Job of this name and its pods; one an earlier CR of the same name left
-        behind is deleted, not adopted."""
+        behind is deleted, not adopted. A CR whose status names no Job yet has none to
+        read: its Job is created without a GET first (`_create` deals with one that a
+        stopped operator made before it could write the status)."""
         namespace = cr["metadata"]["namespace"]
+        if not (cr.get("status") or {}).get(STATUS_JOB_NAME):
+            return Child(None)
         job = self.kube.get_job(namespace, name)
         if job is not None and not self._owns(cr, job):
             self.kube.delete_job(namespace, name)
             job = None
         return Child(job, self.kube.job_pods(namespace, name) if job else [])
 
-    def _create(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec,
-                profile: GpuProfile) -> None:
+    def _create(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec | None,
+                profile: GpuProfile | None) -> None:
         builders = {Action.create_job: build_job, Action.create_finalize_job: build_finalize_job}
         build = builders.get(decision.action)
-        if build is not None:
-            self.kube.create_access(runner_access(cr))  # the pods' account must exist first
-            self.kube.create_job(build(cr, spec, profile, self.config))
+        if build is None or spec is None or profile is None:
+            return
+        # The runner's account, Role and RoleBinding at once (a binding may name a Role
+        # not made yet); all before the Job, whose pods need their account to exist.
+        self.kube.concurrently(*(partial(self.kube.create_access_object, obj)
+                                 for obj in runner_access(cr)))
+        job = self.kube.create_job(build(cr, spec, profile, self.config))
+        meta = job["metadata"]
+        if not self._owns(cr, job):
+            # An earlier CR of the same name left it (its status named no Job): its
+            # deletion's event brings this CR back, and then its own Job is made.
+            log.info("%s/%s: deleting Job %s of an earlier AugmentationJob of this name",
+                     meta["namespace"], cr["metadata"]["name"], meta["name"])
+            self.kube.delete_job(meta["namespace"], meta["name"])
+            return
+        self.echoes.made("job", meta["namespace"], meta["name"], meta["resourceVersion"])
 
     def _announce_shard_failure(self, cr: dict[str, Any], decision: Decision,
                                 runner: Child) -> None:
@@ -175,8 +279,8 @@ class Reconciler:
             wanted[LABEL_PROJECT] = str(spec.project_id)
         labels = cr["metadata"].get("labels") or {}
         if any(labels.get(k) != v for k, v in wanted.items()):
-            self.kube.patch_cr_labels(cr["metadata"]["namespace"], cr["metadata"]["name"],
-                                      wanted)
+            self._wrote(self.kube.patch_cr_labels(cr["metadata"]["namespace"],
+                                                  cr["metadata"]["name"], wanted))
 
     def _write_status(self, cr: dict[str, Any], decision: Decision, jname: str,
                       spec: AugmentationSpec | None) -> None:
@@ -186,16 +290,16 @@ class Reconciler:
         if not differs(cr, patch):
             return
         before = (cr.get("status") or {}).get(STATUS_PHASE)
-        self.kube.patch_cr_status(cr["metadata"]["namespace"], cr["metadata"]["name"], patch)
+        namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+        self._wrote(self.kube.patch_cr_status(namespace, name, patch))
         if before != decision.phase.value:
             metrics.TRANSITIONS.labels(phase=decision.phase.value).inc()
             event = kopf.warn if decision.phase is Phase.Failed else kopf.info
             # kopf's hints name its Body wrapper; it reads any mapping with metadata.
             event(cr, reason=decision.phase.value,  # type: ignore[arg-type]
                   message=decision.message[:1000])
-            log.info("%s/%s: %s -> %s (%s)", cr["metadata"]["namespace"],
-                     cr["metadata"]["name"], before or "-", decision.phase.value,
-                     decision.message)
+            log.info("%s/%s: %s -> %s (%s)", namespace, name, before or "-",
+                     decision.phase.value, decision.message)
 
 
 def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
@@ -203,28 +307,48 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
 
     # kopf passes every handler kwarg; namespace is None only for cluster-scoped
     # objects, and every object these handlers watch is namespaced.
-    def on_cr(namespace: str | None, name: str, **_: Any) -> None:
+    def on_cr(namespace: str | None, name: str, body: kopf.Body, type: str | None,
+              **_: Any) -> None:
         assert namespace is not None
-        reconciler.reconcile(namespace, name)
+        if type == "DELETED":  # the garbage collector removes its Job and pods
+            reconciler.phase_book.record(f"{namespace}/{name}", None)
+            return
+        reconciler.reconcile(namespace, name, dict(body))
+
+    def on_resync(namespace: str | None, name: str, **_: Any) -> None:
+        assert namespace is not None
+        reconciler.reconcile(namespace, name, trigger="resync")
 
     def on_child(labels: Mapping[str, str], annotations: Mapping[str, str],
                  namespace: str | None, **_: Any) -> None:
         assert namespace is not None
         # The label holds only a digest of a long name; Jobs made before the annotation
         # existed carry the full name in the label.
-        reconciler.reconcile(namespace, annotations.get(ANNOTATION_JOB) or labels[LABEL_JOB])
+        reconciler.reconcile(namespace, annotations.get(ANNOTATION_JOB) or labels[LABEL_JOB],
+                             trigger="child")
+
+    def cr_changed(body: kopf.Body, type: str | None, **_: Any) -> bool:
+        """Every CR event updates the last body seen; only those not our own echo
+        (Echoes) are reconciled."""
+        reconciler.bodies.seen(body, type)
+        return not reconciler.echoes.came_back("cr", body, type)
+
+    def job_changed(body: kopf.Body, type: str | None, **_: Any) -> bool:
+        return not reconciler.echoes.came_back("job", body, type)
 
     cr = (GROUP, VERSION, PLURAL)
     # Every change of a CR, its status included: a runner that writes the operator's
     # fields of its own status is overwritten at once, not at the next resync. The first
     # listing after a start comes as events too, so this also resumes every job.
-    kopf.on.event(*cr, registry=registry, id="reconcile")(on_cr)
-    # Missed events converge: every unfinished job is looked at again on a timer.
-    kopf.timer(*cr, interval=reconciler.config.resync_seconds,
-               registry=registry, id="resync",
+    kopf.on.event(*cr, registry=registry, id="reconcile", when=cr_changed)(on_cr)
+    # Missed events converge, and time limits expire: every unfinished job is looked at
+    # again on a timer, one interval after it was first seen (its first event has just
+    # reconciled it).
+    resync = reconciler.config.resync_seconds
+    kopf.timer(*cr, interval=resync, initial_delay=resync, registry=registry, id="resync",
                when=lambda status, **_: (status or {}).get(STATUS_PHASE) not in
-               TERMINAL_PHASES)(on_cr)
+               TERMINAL_PHASES)(on_resync)
     kopf.on.event("batch", "v1", "jobs", labels={LABEL_JOB: kopf.PRESENT},
-                  registry=registry)(on_child)
+                  registry=registry, when=job_changed)(on_child)
     kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT},
                   registry=registry)(on_child)

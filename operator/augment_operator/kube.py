@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -19,10 +21,42 @@ def load_kube_config() -> None:
         config.load_kube_config()
 
 
+# Independent writes of one reconcile go out together (augment_operator.handlers): at most
+# this many at once per process, and as many pooled apiserver connections, so that no
+# call waits for a connection or opens a new one (a new TLS handshake each time).
+CONCURRENT_CALLS = 32
+
+
 class Kube:
     @cached_property
     def api(self) -> client.ApiClient:
-        return client.ApiClient()
+        configuration = client.Configuration.get_default_copy()
+        configuration.connection_pool_maxsize = CONCURRENT_CALLS
+        return client.ApiClient(configuration)
+
+    @cached_property
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="kube-call")
+
+    def concurrently(self, *calls: Callable[[], Any]) -> list[Any]:
+        """Run independent calls at once (the first on this thread); their results in
+        order, or the first call's error once every call has ended. The calls must not
+        themselves wait for calls of the pool."""
+        others = [self._pool.submit(call) for call in calls[1:]]
+        results: list[Any] = []
+        error: BaseException | None = None
+        try:
+            results.append(calls[0]())
+        except Exception as exc:
+            error = exc
+        for future in others:
+            try:
+                results.append(future.result())
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return results
 
     @cached_property
     def custom(self) -> client.CustomObjectsApi:
@@ -54,13 +88,19 @@ class Kube:
                 return None
             raise
 
-    def patch_cr_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
+    def patch_cr_status(self, namespace: str, name: str,
+                        status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status; the CR as it now is."""
+        cr: Any = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+        return dict(cr)
 
-    def patch_cr_labels(self, namespace: str, name: str, labels: dict[str, str]) -> None:
-        self.custom.patch_namespaced_custom_object(
+    def patch_cr_labels(self, namespace: str, name: str,
+                        labels: dict[str, str]) -> dict[str, Any]:
+        """Merge-patch the labels; the CR as it now is."""
+        cr: Any = self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"labels": labels}})
+        return dict(cr)
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -108,16 +148,15 @@ class Kube:
         }
         return calls[kind]
 
-    def create_access(self, objects: list[dict[str, Any]]) -> None:
-        """Create each object, in order; one already there is ours (named after the CR's
-        uid, its content fixed), left by an earlier attempt."""
-        for obj in objects:
-            create, _ = self._access_calls(obj["kind"])
-            try:
-                create(obj["metadata"]["namespace"], obj)
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+    def create_access_object(self, obj: dict[str, Any]) -> None:
+        """Create one of them; one already there is ours (named after the CR's uid, its
+        content fixed), left by an earlier attempt."""
+        create, _ = self._access_calls(obj["kind"])
+        try:
+            create(obj["metadata"]["namespace"], obj)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
 
     def delete_access(self, namespace: str, name: str) -> None:
         """Revoke first (the binding), then remove the Role and the account; gone is fine."""

@@ -48,8 +48,9 @@ def cr_spec_from_spec(spec: AugmentationSpec) -> dict[str, Any]:
 
 def spec_from_cr(cr_spec: dict[str, Any]) -> AugmentationSpec:
     """Parse a CR's camelCase spec through the same model as the API (raises SpecError)."""
-    # Unknown keys keep a snake_case name so the model reports them as extra fields.
-    return parse_spec({SNAKE.get(k, to_snake(k)): v for k, v in cr_spec.items()})
+    # Unknown keys keep a snake_case name so the model reports them as extra fields (only
+    # those: to_snake runs several regular expressions, the table lookup none).
+    return parse_spec({SNAKE[k] if k in SNAKE else to_snake(k): v for k, v in cr_spec.items()})
 
 
 def _structural(node: Any, defs: dict[str, Any]) -> Any:
