@@ -30,7 +30,9 @@ TINY_PIPELINE = bench_pipeline.PipelineConfig(
     frames=6, height=48, width=64, copies=2, codecs=("libx264",)
 )
 TINY_OPERATOR = bench_operator.OperatorBenchConfig(jobs=3, target_seconds=60, creators=3)
-TINY_API = bench_api.ApiBenchConfig(concurrency=4, posts=8, gets=4, healthz=8, apiserver_creates=8)
+TINY_API = bench_api.ApiBenchConfig(
+    concurrency=4, posts=8, gets=4, lists=4, healthz=8, apiserver_creates=8
+)
 
 
 @pytest.fixture(scope="module")
@@ -172,18 +174,27 @@ def test_operator_bench_sees_a_job_for_every_augmentation_job(cluster_results):
     assert r["analysis"]["kopf_max_workers"] >= 1
     assert "operator" in r["cpu_cores"] and "kube-apiserver" in r["cpu_cores"]
     assert r["target"]["value"] == r["all_jobs_s"]
+    assert r["target_reconciles_per_job"]["value"] == r["reconcile"]["per_job"]
+    by_trigger = r["reconcile"]["per_job_by_trigger"]
+    assert by_trigger["cr"] > 0 and set(by_trigger) <= {"cr", "child", "resync"}
 
 
 @pytest.mark.e2e
 def test_api_bench_answers_every_request(cluster_results):
     r = cluster_results["api"]
     for key, count in [("post", TINY_API.posts), ("post_httpx_client", TINY_API.posts),
-                       ("get_by_id", TINY_API.gets), ("healthz", TINY_API.healthz),
+                       ("get_by_id", TINY_API.gets), ("list", TINY_API.lists),
+                       ("healthz", TINY_API.healthz),
                        ("apiserver_create", TINY_API.apiserver_creates)]:  # fmt: skip
         assert r[key]["ok"] == count and not r[key]["errors"], (key, r[key])
         assert_latencies(r[key], count)
         assert positive(r[key]["requests_per_second"])
-    assert r["target"]["value"] == r["post"]["p99_ms"]
+    targets = r["targets"]
+    assert targets["get_by_id_p99_ms"]["value"] == r["get_by_id"]["p99_ms"]
+    assert targets["list_p99_ms"]["value"] == r["list"]["p99_ms"]
+    assert targets["post_rps_vs_apiserver_create_rps"]["value"] == \
+        r["ratios"]["post_rps_vs_apiserver_create_rps"]
+    assert targets["post_rps_vs_apiserver_create_rps"]["op"] == ">="
     assert positive(r["ratios"]["post_p50_vs_apiserver_create_p50"])
     assert positive(r["analysis"]["mean_ms_floor_at_apiserver_create_rps"])
     assert r["server_log"]["apiserver_connections_discarded"] >= 0
@@ -210,7 +221,7 @@ def test_report_has_targets_tables_and_a_plot(local_results, cluster_results, tm
     assert text.index("## Targets") < text.index("## Transforms") < text.index("## Machine")
     assert [t["name"].split(":")[0] for t in run.targets(results)] == [
         "Transforms", "Transforms", "Pipeline / codec floor (h264 source, libx264)", "Operator",
-        "API",
+        "Operator", "API", "API", "API",
     ]  # fmt: skip
     assert text.count("PASS") + text.count("MISS") >= 4
 
