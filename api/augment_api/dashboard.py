@@ -19,7 +19,7 @@ from starlette.types import Scope
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
 UI_PATH = "/ui"
-UI_FILES = ("index.html", "app.js", "style.css")
+UI_FILES = ("index.html", "app.js", "style.css", "favicon.svg")
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'none'",

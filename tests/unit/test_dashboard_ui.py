@@ -59,6 +59,7 @@ def test_ui_redirects_to_the_folder_whose_relative_urls_the_page_uses(client: An
 @pytest.mark.parametrize("path, media_type", [
     ("/ui/", "text/html"), ("/ui/index.html", "text/html"),
     ("/ui/app.js", "text/javascript"), ("/ui/style.css", "text/css"),
+    ("/ui/favicon.svg", "image/svg+xml"),
 ])
 def test_ui_files_are_served_without_a_key_under_the_security_policy(
         client: Any, path: str, media_type: str) -> None:
@@ -92,7 +93,7 @@ def test_the_page_has_no_inline_script_style_or_handler() -> None:
 def test_the_page_loads_only_files_of_the_dashboard() -> None:
     linked = {attrs.get("src") or attrs.get("href") for tag, attrs in page_tags().tags
               if tag in ("script", "link")}
-    assert linked == {"app.js", "style.css"} and linked <= set(UI_FILES)
+    assert linked == {"app.js", "style.css", "favicon.svg"} and linked <= set(UI_FILES)
 
 
 def test_the_script_writes_no_server_data_as_html() -> None:

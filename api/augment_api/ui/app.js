@@ -8,6 +8,9 @@
   // Relative to /ui/, so the dashboard works behind a path prefix too.
   const API = "../v1/augmentation";
   const POLL_MS = 2000;
+  // A job's Events are read from Kubernetes, not from the API's cache: ask when its status
+  // changes (Events come with phase changes), else at most this often.
+  const EVENTS_MS = 10000;
   const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled"]);
   const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -141,14 +144,13 @@
     const mine = generation;
     const tick = async () => {
       if (mine !== generation) return;
-      let again = true;
       try {
-        if (!document.hidden) again = await refresh(mine);
+        if (!document.hidden) await refresh(mine);
         if (mine === generation) showError("");
       } catch (error) {
         if (!handle(error)) return;
       }
-      if (again && mine === generation) timer = setTimeout(tick, POLL_MS);
+      if (mine === generation) timer = setTimeout(tick, POLL_MS);
     };
     tick();
   }
@@ -218,7 +220,7 @@
 
   async function refreshJobs(mine) {
     const list = await getJson("?limit=100");
-    if (mine !== generation) return false;
+    if (mine !== generation) return;
     replaceRows(document.querySelector("#jobs-table tbody"), list.items.map(jobRow));
     const running = list.items.filter((j) => !TERMINAL.has(j.status)).length;
     $("jobs-summary").textContent = list.total > list.items.length
@@ -226,13 +228,12 @@
       : `${list.total} jobs, ${running} unfinished.`;
     $("jobs-empty").hidden = list.items.length > 0;
     $("jobs-table").hidden = list.items.length === 0;
-    return true;
   }
 
   // ---- one job ----
   let current = null; // the job on view, as last read
   let previewState = { jobId: null, phase: null, url: null };
-  let eventsKey = null;
+  let events = { key: null, at: 0 };
 
   function detail(list, term, value) {
     if (value === null || value === undefined || value === "") return;
@@ -293,12 +294,28 @@
     renderParams(job);
   }
 
+  // Repeats of one event in a row (the same type, reason and message) as one row with
+  // their count, as kubectl aggregates them.
+  function collapse(items) {
+    const rows = [];
+    for (const e of items) {
+      const last = rows[rows.length - 1];
+      if (last && last.type === e.type && last.reason === e.reason && last.message === e.message) {
+        last.count += e.count;
+        last.last_seen = e.last_seen || last.last_seen;
+      } else {
+        rows.push({ ...e });
+      }
+    }
+    return rows;
+  }
+
   async function refreshEvents(job) {
     const key = `${job.job_id} ${job.status} ${job.message} ${job.cancel_requested}`;
-    if (key === eventsKey) return; // Events come with phase changes: ask again only then
-    const events = await getJson(`/${job.job_id}/events`);
-    eventsKey = key;
-    const rows = events.items.map((e) => {
+    if (key === events.key && Date.now() - events.at < EVENTS_MS) return;
+    const list = await getJson(`/${job.job_id}/events`);
+    events = { key, at: Date.now() };
+    const rows = collapse(list.items).map((e) => {
       const row = el("tr", null, e.type === "Warning" ? "warning" : "");
       const when = timeCell(e.last_seen);
       const count = e.count > 1 ? ` (×${e.count})` : "";
@@ -329,9 +346,10 @@
     try {
       response = await call(`/${job.job_id}/preview`);
     } catch (error) {
-      if (!(error instanceof ApiError) || error.status !== 404) throw error;
+      // 409: the output is not published yet; 404: it has no sheet (or the API serves none).
+      if (!(error instanceof ApiError) || ![404, 409].includes(error.status)) throw error;
       caption.textContent = TERMINAL.has(job.status)
-        ? "No preview yet: this job's output has no contact sheet."
+        ? `No preview yet (${error.message.replace(/\.$/, "")}).`
         : "No preview yet: the contact sheet comes with the job's output.";
       return;
     }
@@ -347,14 +365,12 @@
 
   async function refreshJob(mine, jobId) {
     const job = await getJson(`/${jobId}`);
-    if (mine !== generation) return false;
+    if (mine !== generation) return;
     const before = current;
     current = job;
     renderJob(job);
     if (before && before.status !== job.status) announce(`Job is now ${job.status}.`);
     await Promise.all([refreshEvents(job), refreshPreview(job)]);
-    // A finished job changes no more: one last read, then stop polling.
-    return !TERMINAL.has(job.status);
   }
 
   // ---- cancel ----
@@ -403,7 +419,7 @@
       const jobId = match[1].toLowerCase();
       if (!current || current.job_id !== jobId) {
         current = null;
-        eventsKey = null;
+        events = { key: null, at: 0 };
         clearPreview();
         $("job-title").textContent = "Loading…";
       }
