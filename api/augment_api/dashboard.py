@@ -13,13 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
 UI_PATH = "/ui"
 UI_FILES = ("index.html", "app.js", "style.css", "favicon.svg")
+READ_METHODS = ("GET", "HEAD")
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'none'",
@@ -46,7 +47,13 @@ class DashboardFiles(StaticFiles):
     """The UI's files, each answer with the security headers."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
-        response = await super().get_response(path, scope)
+        if scope["method"] not in READ_METHODS:
+            # Answered here: the app's 405 handler cannot tell which methods a mount serves.
+            response: Response = JSONResponse(
+                {"detail": "Method Not Allowed"}, status_code=405,
+                headers={"Allow": ", ".join(READ_METHODS)})
+        else:
+            response = await super().get_response(path, scope)
         response.headers.update(SECURITY_HEADERS)
         return response
 

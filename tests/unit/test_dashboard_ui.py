@@ -71,6 +71,19 @@ def test_ui_files_are_served_without_a_key_under_the_security_policy(
     assert r.headers["x-frame-options"] == "DENY"
 
 
+def test_ui_files_are_read_only(client: Any) -> None:
+    r = client.post("/ui/app.js")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert r.json() == {"detail": "Method Not Allowed"}
+    assert r.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+
+
+def test_a_missing_ui_file_is_a_404_and_nothing_outside_the_folder_is_served(
+        client: Any) -> None:
+    assert client.get("/ui/nope.js").status_code == 404
+    assert client.get("/ui/%2e%2e/dashboard.py").status_code == 404
+
+
 def test_the_policy_allows_only_this_origin_and_no_inline_code() -> None:
     directives = dict(d.split(" ", 1) for d in CONTENT_SECURITY_POLICY.split("; "))
     assert directives["default-src"] == "'none'"
