@@ -65,6 +65,8 @@ COVERED: list[tuple[str, str]] = [
      "test_a_job_submitted_through_the_api_succeeds; tests/e2e/test_demo.py"),
     (r'^curl -sS "\$API/v1/augmentation\?', "tests/e2e/test_api.py::"
      "test_list_paginates_newest_first_and_filters"),
+    (r'^curl -sS -o preview.png "\$API/v1/augmentation/\$JOB/preview"', "tests/unit/"
+     "test_api_preview.py::test_serves_the_sheet_of_the_published_commit, from the local Hub"),
     (r"^curl -sS -X DELETE ", "tests/e2e/test_api.py::"
      "test_delete_requests_cancel_and_refuses_finished_jobs"),
     (r"^kubectl (-n argocd patch|apply -n argocd) ", "tests/unit/test_argocd_health.py: the "
@@ -243,6 +245,8 @@ def curl_request(argv: list[str]) -> tuple[str, str, dict[str, str], str | None]
             headers[name.strip()] = value.strip()
         elif word in ("-d", "--data"):
             body = next(words)
+        elif word in ("-o", "--output"):
+            next(words)  # the file the answer is saved to
         elif not word.startswith("-"):
             url = word
     return method or ("POST" if body else "GET"), url, headers, body
