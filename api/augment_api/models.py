@@ -166,8 +166,18 @@ def _event(event: dict[str, Any]) -> JobEvent:
                     first_seen=first, last_seen=event.get("lastTimestamp") or first)
 
 
+def _instant(value: Any) -> float:
+    """Seconds since the epoch of an apiserver timestamp (RFC 3339); 0 when absent."""
+    return datetime.fromisoformat(str(value)).timestamp() if value else 0.0
+
+
+def _order(event: dict[str, Any]) -> tuple[float, float]:
+    # lastTimestamp has a resolution of one second: eventTime (microseconds), which the
+    # operator sets too, orders the events of the same second.
+    last = event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp")
+    return _instant(last), _instant(event.get("eventTime"))
+
+
 def events_from_k8s(events: list[dict[str, Any]]) -> JobEventList:
     """The job's Events, oldest first (the apiserver returns them in no useful order)."""
-    items = sorted((_event(e) for e in events),
-                   key=lambda e: e.last_seen.timestamp() if e.last_seen else 0.0)
-    return JobEventList(items=items)
+    return JobEventList(items=[_event(e) for e in sorted(events, key=_order)])

@@ -154,6 +154,18 @@ def test_events_of_a_job_come_oldest_first() -> None:
     assert store.asked == [cr["metadata"]["uid"]]
 
 
+def test_events_of_one_second_are_ordered_by_their_event_time() -> None:
+    cr = job_cr(PROJECT, phase="Running")
+    second = "2025-01-02T03:05:00Z"
+    store = EventStore([
+        k8s_event("Running", second, eventTime="2025-01-02T03:05:00.900000Z"),
+        k8s_event("Pending", second, eventTime="2025-01-02T03:05:00.100000Z"),
+    ])
+    client = make_client(store, cache=synced_cache(cr))
+    r = client.get(f"/v1/augmentation/{cr['metadata']['uid']}/events", headers=HEADERS)
+    assert [e["reason"] for e in r.json()["items"]] == ["Pending", "Running"]
+
+
 def test_events_of_another_projects_job_are_a_404_that_asks_kubernetes_nothing() -> None:
     cr = job_cr(OTHER_PROJECT)
     client = make_client(ExplodingStore(), cache=synced_cache(cr))
