@@ -118,7 +118,7 @@
     bar.max = 100;
     bar.value = job.progress.percent;
     const text = el("span", progressText(job), "progress-text");
-    bar.setAttribute("aria-label", `Progress of ${job.name}`);
+    bar.setAttribute("aria-label", `Progress of ${jobTitle(job)}`);
     cell.append(bar, text);
     return cell;
   }
@@ -223,9 +223,10 @@
     if (mine !== generation) return;
     replaceRows(document.querySelector("#jobs-table tbody"), list.items.map(jobRow));
     const running = list.items.filter((j) => !TERMINAL.has(j.status)).length;
+    const jobs = (n) => `${n} job${n === 1 ? "" : "s"}`;
     $("jobs-summary").textContent = list.total > list.items.length
-      ? `Newest ${list.items.length} of ${list.total} jobs, ${running} of them unfinished.`
-      : `${list.total} jobs, ${running} unfinished.`;
+      ? `The newest ${list.items.length} of ${jobs(list.total)}, ${running} of them unfinished.`
+      : `${jobs(list.total)}, ${running} unfinished.`;
     $("jobs-empty").hidden = list.items.length > 0;
     $("jobs-table").hidden = list.items.length === 0;
   }
