@@ -308,6 +308,9 @@ class NvdecReader:
             self._decoder = nvc.SimpleDecoder(
                 str(path), use_device_memory=True, output_color_type=nvc.OutputColorType.RGB
             )
+            # NVDEC checks the codec against the GPU on the first frame: do it here, so a
+            # missing engine is a fallback, not a failure halfway through an episode.
+            self._decoder[0]
         except Exception as exc:  # the library's errors: no NVDEC for this codec, ...
             raise GpuCodecUnavailable(f"NVDEC cannot decode {path.name} here: {exc}") from None
 
