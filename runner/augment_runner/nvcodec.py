@@ -249,6 +249,14 @@ class _Nv12Surface:
         return self.planes
 
 
+def encoded_bytes(output: Any) -> bytes:
+    """Encode's or EndEncode's output as bytes: PyNvVideoCodec 2.2 returns a list of
+    packets (dicts holding `data`), earlier versions one array of bytes."""
+    if isinstance(output, list) and output and isinstance(output[0], dict):
+        return b"".join(bytes(packet["data"]) for packet in output)
+    return bytes(output)
+
+
 class NvencEncoder:
     """video.VideoEncoder's interface on NVENC: (N, H, W, 3) RGB batches in, one MP4 out."""
 
@@ -270,14 +278,16 @@ class NvencEncoder:
     def write(self, frames: np.ndarray) -> None:
         height, width = self.format.height, self.format.width
         nv12 = rgb_to_nv12(self._xp, self._xp.asarray(frames))
+        # NVENC reads on its own stream: the conversion must have finished.
+        self._xp.cuda.get_current_stream().synchronize()
         for frame in nv12:
             surface = _Nv12Surface(self._xp.ascontiguousarray(frame), height, width)
-            self._muxer.add(bytes(self._encoder.Encode(surface)))
+            self._muxer.add(encoded_bytes(self._encoder.Encode(surface)))
         self.frames += len(frames)
 
     def close(self) -> None:
         if self._encoder is not None:
-            self._muxer.add(bytes(self._encoder.EndEncode()))
+            self._muxer.add(encoded_bytes(self._encoder.EndEncode()))
             self._encoder = None
         written = self._muxer.close()
         if written != self.frames:

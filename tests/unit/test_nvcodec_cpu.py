@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from augment_runner.errors import VideoError
-from augment_runner.nvcodec import ElementaryStreamMuxer, rgb_to_nv12
+from augment_runner.nvcodec import ElementaryStreamMuxer, encoded_bytes, rgb_to_nv12
 from augment_runner.video import (
     ENCODER_OPTIONS,
     VideoConcatenator,
@@ -103,3 +103,11 @@ def test_the_muxed_stream_reads_like_the_cpu_encoders(
     again = np.concatenate(list(decode_episode(tmp_path / "file.mp4", fps=float(FPS),
                                                num_frames=6, start_s=segment.from_timestamp)))
     assert np.array_equal(again[2:], decoded)
+
+
+def test_both_forms_of_nvencs_output_become_bytes() -> None:
+    packets = [{"data": b"\x00\x00\x01a", "timestamp": 0, "picture_type": 3},
+               {"data": b"\x00\x00\x01b", "timestamp": 1, "picture_type": 0}]
+    assert encoded_bytes(packets) == b"\x00\x00\x01a\x00\x00\x01b"  # 2.2: packets
+    assert encoded_bytes(np.frombuffer(b"\x00\x01", np.uint8)) == b"\x00\x01"  # earlier
+    assert encoded_bytes([]) == b""
