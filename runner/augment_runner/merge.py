@@ -98,7 +98,8 @@ PER_SHARD = ("episodes", "video")
 
 def merged_provenance(shards: Sequence[ShardFolder]) -> dict[str, Any]:
     """The unsplit job's provenance: the shards' must agree on everything (spec, seed,
-    source revision, tool version) but their episodes, which are put in output order."""
+    source revision, tool version) but their episodes, which are put in output order,
+    and their video plans, each kept once."""
     first = _provenance(shards[0])
     common = {key: value for key, value in first.items() if key not in PER_SHARD}
     episodes: list[dict[str, Any]] = []
