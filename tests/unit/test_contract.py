@@ -62,6 +62,7 @@ WIRE = {
     "SHARDS_FAILED": "failed", "SHARDS_FAILED_PODS": "failedPods", "SHARDS_TEXT": "text",
     "ENV_CPU_LIMIT": "AUGMENT_CPU_LIMIT", "ENV_VIDEO_DECODE": "AUGMENT_VIDEO_DECODE",
     "ENV_VIDEO_ENCODE": "AUGMENT_VIDEO_ENCODE", "STATUS_VIDEO_PLAN": "videoPlan",
+    "OUTPUT_PREVIEW_PATH": "preview.png", "OUTPUT_PREVIEW_MEDIA_TYPE": "image/png",
 }
 # What the kubelet gives a resourceFieldRef to a limit the container does not set.
 NODE_ALLOCATABLE_CPU = "16"
