@@ -14,8 +14,9 @@ decoder and the copies' encoders of one camera run at once, so each codec gets a
 equal share of them, at least one thread: their pools together never exceed the pod's
 CPUs unless there are more codecs than CPUs (one thread each then).
 
-The transforms size their own pool from AUGMENT_THREADS (transforms/numpy_engine.py),
-and BLAS, OpenMP and OpenCV run one thread per call (native_threads.py).
+The transforms size their own pool from AUGMENT_THREADS, or where it is unset from
+this_pod_cpus (transforms/numpy_engine.py), and BLAS, OpenMP and OpenCV run one thread
+per call (native_threads.py).
 """
 
 from __future__ import annotations

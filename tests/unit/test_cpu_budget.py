@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from augment_runner import cpu_budget
 from augment_runner.cpu_budget import cgroup_cpus, codec_threads, pod_cpus
+from augment_runner.transforms.numpy_engine import _thread_count
 from augment_runner.video import VideoEncoder, VideoFormat, threaded_options
 from augment_spec.contract import ENV_CPU_LIMIT, ENV_THREADS
 
@@ -77,3 +79,17 @@ def test_a_one_thread_encoder_starts_no_thread_pool(tmp_path: Path) -> None:
         encoder.write(frames)
         two = _threads() - before
     assert one == 0 and two > 0, (one, two)
+
+
+def test_transform_workers_outside_a_pod_follow_the_cgroup_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # e.g. `docker run --cpus 1` on a many-core machine: one worker, not one per core.
+    monkeypatch.delenv(ENV_THREADS, raising=False)
+    monkeypatch.delenv(ENV_CPU_LIMIT, raising=False)
+    quota = tmp_path / "cpu.max"
+    quota.write_text("100000 100000\n")
+    monkeypatch.setattr(cpu_budget, "CGROUP_CPU_MAX", quota)
+    assert _thread_count(frames=100) == 1
+    monkeypatch.setenv(ENV_THREADS, "3")  # set by the operator (or a user): taken as is
+    assert _thread_count(frames=100) == 3
