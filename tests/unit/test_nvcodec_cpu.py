@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
 
 from augment_runner.errors import VideoError
-from augment_runner.nvcodec import ElementaryStreamMuxer, encoded_bytes, rgb_to_nv12
+from augment_runner.nvcodec import (
+    ElementaryStreamMuxer,
+    _Nv12Surface,
+    encoded_bytes,
+    rgb_to_nv12,
+)
 from augment_runner.video import (
     ENCODER_OPTIONS,
     VideoConcatenator,
@@ -111,3 +117,15 @@ def test_both_forms_of_nvencs_output_become_bytes() -> None:
     assert encoded_bytes(packets) == b"\x00\x00\x01a\x00\x00\x01b"  # 2.2: packets
     assert encoded_bytes(np.frombuffer(b"\x00\x01", np.uint8)) == b"\x00\x01"  # earlier
     assert encoded_bytes([]) == b""
+
+
+def test_an_nv12_surface_describes_its_two_planes_as_nvenc_reads_them() -> None:
+    # The layout PyNvVideoCodec documents for a device NV12 frame: luma (H, W, 1), then
+    # interleaved chroma (H/2, W/2, 2) right after it, both rows W bytes apart.
+    frame = SimpleNamespace(data=SimpleNamespace(ptr=1 << 20))
+    luma, chroma = (p.__cuda_array_interface__ for p in _Nv12Surface(frame, H, W).cuda())
+    assert (luma["data"], luma["shape"], luma["strides"]) == ((1 << 20, False), (H, W, 1),
+                                                              (W, 1, 1))
+    assert (chroma["data"], chroma["shape"], chroma["strides"]) == (
+        ((1 << 20) + H * W, False), (H // 2, W // 2, 2), (W, 2, 1))
+    assert luma["typestr"] == chroma["typestr"] == "|u1"
