@@ -65,7 +65,7 @@ class OperatorBenchConfig:
     timeout_s: float = 180
 
 
-FULL = OperatorBenchConfig(jobs=1000, target_seconds=60, timeout_s=300)
+FULL = OperatorBenchConfig(jobs=1000, target_seconds=60, timeout_s=600)
 QUICK = OperatorBenchConfig(jobs=200, target_seconds=12, timeout_s=120)  # same rate as FULL
 
 

@@ -11,7 +11,8 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -27,7 +28,7 @@ from augment_operator.jobs import (
     runner_access,
     runner_account_name,
 )
-from augment_operator.kube import Kube
+from augment_operator.kube import CONCURRENT_CALLS, Kube
 from augment_operator.status import (
     Action,
     Child,
@@ -138,26 +139,79 @@ class Reconciler:
         self.phase_book = metrics.PhaseBook()
         self.echoes = Echoes()
         self.bodies = Bodies()
+        self._reconciled: dict[str, float] = {}  # when each CR was last reconciled
+        self._pool = ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="kube-call")
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
-    def reconcile(self, namespace: str, name: str, cr: dict[str, Any] | None = None,
-                  trigger: str = "cr") -> Decision | None:
-        """Reconcile one AugmentationJob from `cr`, the body its watch event delivered;
-        without one, from the last body seen, or else one read from the apiserver."""
+    def _lock_of(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def reconcile(self, namespace: str, name: str, trigger: str = "cr") -> Decision | None:
+        """Reconcile one CR. kopf runs handlers in a thread pool and a CR's own event,
+        its Job's and its pods' can arrive together: one at a time per CR, so that each
+        reads the status the one before wrote (and a phase change is announced once).
+        It reads the newest body seen, on the watch or returned by our own writes (one
+        from the apiserver when there is none)."""
+        key = f"{namespace}/{name}"
+        with self._lock_of(key):
+            return self._reconcile_now(namespace, name, key, trigger)
+
+    def resync(self, namespace: str, name: str, interval: float) -> Decision | None:
+        """The periodic look at an unfinished CR, unless something reconciled it less
+        than an interval ago (not counted as a reconcile then)."""
+        last = self._reconciled.get(f"{namespace}/{name}")
+        if last is not None and time.monotonic() - last < interval:
+            metrics.RECONCILES.labels(trigger="resync_skipped").inc()
+            return None
+        return self.reconcile(namespace, name, trigger="resync")
+
+    def concurrently(self, *calls: Callable[[], Any]) -> list[Any]:
+        """Run independent calls at once (the first on this thread); their results in
+        order, or the first call's error once every call has ended. The calls must not
+        themselves wait for calls of the pool."""
+        others = [self._pool.submit(call) for call in calls[1:]]
+        results: list[Any] = []
+        error: BaseException | None = None
+        try:
+            results.append(calls[0]())
+        except Exception as exc:
+            error = exc
+        for future in others:
+            try:
+                results.append(future.result())
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return results
+
+    def _reconcile_now(self, namespace: str, name: str, key: str,
+                       trigger: str) -> Decision | None:
         started = time.monotonic()
         metrics.RECONCILES.labels(trigger=trigger).inc()
         try:
-            cr = cr or self.bodies.get(namespace, name) or self.kube.get_cr(namespace, name)
+            cr = self.bodies.get(namespace, name) or self.kube.get_cr(namespace, name)
             if cr is None:  # deleted: the garbage collector removes its Job and pods
-                self.phase_book.record(f"{namespace}/{name}", None)
+                self.forget(key)
                 return None
+            self._reconciled[key] = time.monotonic()
             decision = self._reconcile(cr)
-            self.phase_book.record(f"{namespace}/{name}", decision.phase.value)
+            self.phase_book.record(key, decision.phase.value)
             return decision
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+    def forget(self, key: str) -> None:
+        """A deleted CR: nothing of it is kept."""
+        self.phase_book.record(key, None)
+        self._reconciled.pop(key, None)
+        with self._locks_guard:
+            self._locks.pop(key, None)
 
     def _reconcile(self, cr: dict[str, Any]) -> Decision:
         namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
@@ -184,7 +238,7 @@ class Reconciler:
         if decision.final:  # before the phase is written: from then on it is trusted
             self.kube.delete_access(namespace, account)
         # Independent writes go out together; the label patch is the only one of its kind.
-        self.kube.concurrently(lambda: self._create(cr, decision, spec, profile),
+        self.concurrently(lambda: self._create(cr, decision, spec, profile),
                                lambda: self._label(cr, spec))
         self._write_status(cr, decision, jname, spec)
         if sharded:
@@ -206,11 +260,12 @@ class Reconciler:
 
     def _child(self, cr: dict[str, Any], name: str) -> Child:
         """The CR's Job of this name and its pods; one an earlier CR of the same name left
-        behind is deleted, not adopted. A CR whose status names no Job yet has none to
-        read: its Job is created without a GET first (`_create` deals with one that a
-        stopped operator made before it could write the status)."""
+        behind is deleted, not adopted. A CR the operator never wrote a status to has
+        none to read: its Job is created without a GET first (`_create` deals with one
+        that a stopped operator made before it could write the status)."""
         namespace = cr["metadata"]["namespace"]
-        if not (cr.get("status") or {}).get(STATUS_JOB_NAME):
+        status = cr.get("status") or {}
+        if not status.get(STATUS_PHASE) and not status.get(STATUS_JOB_NAME):
             return Child(None)
         job = self.kube.get_job(namespace, name)
         if job is not None and not self._owns(cr, job):
@@ -226,7 +281,7 @@ class Reconciler:
             return
         # The runner's account, Role and RoleBinding at once (a binding may name a Role
         # not made yet); all before the Job, whose pods need their account to exist.
-        self.kube.concurrently(*(partial(self.kube.create_access_object, obj)
+        self.concurrently(*(partial(self.kube.create_access_object, obj)
                                  for obj in runner_access(cr)))
         job = self.kube.create_job(build(cr, spec, profile, self.config))
         meta = job["metadata"]
@@ -244,7 +299,13 @@ class Reconciler:
         message = shard_failure(cr, decision, runner)
         if message is not None:
             # kopf's hints name its Body wrapper; it reads any mapping with metadata.
-            kopf.warn(cr, reason="ShardFailed", message=message[:1000])  # type: ignore[arg-type]
+            self.announce(cr, "ShardFailed", message, warning=True)
+
+    def announce(self, cr: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+        """A Kubernetes Event on the CR (what `kubectl describe` and the API show)."""
+        event = kopf.warn if warning else kopf.info
+        # kopf's hints name its Body wrapper; it reads any mapping with metadata.
+        event(cr, reason=reason, message=message[:1000])  # type: ignore[arg-type]
 
     def _parse(self, cr: dict[str, Any]) -> tuple[AugmentationSpec | None, str | None]:
         try:
@@ -294,10 +355,8 @@ class Reconciler:
         self._wrote(self.kube.patch_cr_status(namespace, name, patch))
         if before != decision.phase.value:
             metrics.TRANSITIONS.labels(phase=decision.phase.value).inc()
-            event = kopf.warn if decision.phase is Phase.Failed else kopf.info
-            # kopf's hints name its Body wrapper; it reads any mapping with metadata.
-            event(cr, reason=decision.phase.value,  # type: ignore[arg-type]
-                  message=decision.message[:1000])
+            self.announce(cr, decision.phase.value, decision.message,
+                          warning=decision.phase is Phase.Failed)
             log.info("%s/%s: %s -> %s (%s)", namespace, name, before or "-",
                      decision.phase.value, decision.message)
 
@@ -307,17 +366,18 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
 
     # kopf passes every handler kwarg; namespace is None only for cluster-scoped
     # objects, and every object these handlers watch is namespaced.
-    def on_cr(namespace: str | None, name: str, body: kopf.Body, type: str | None,
-              **_: Any) -> None:
+    def on_cr(namespace: str | None, name: str, type: str | None, **_: Any) -> None:
         assert namespace is not None
         if type == "DELETED":  # the garbage collector removes its Job and pods
-            reconciler.phase_book.record(f"{namespace}/{name}", None)
+            reconciler.forget(f"{namespace}/{name}")
             return
-        reconciler.reconcile(namespace, name, dict(body))
+        reconciler.reconcile(namespace, name)  # from the body cr_changed kept
+
+    resync = reconciler.config.resync_seconds
 
     def on_resync(namespace: str | None, name: str, **_: Any) -> None:
         assert namespace is not None
-        reconciler.reconcile(namespace, name, trigger="resync")
+        reconciler.resync(namespace, name, resync)
 
     def on_child(labels: Mapping[str, str], annotations: Mapping[str, str],
                  namespace: str | None, **_: Any) -> None:
@@ -342,9 +402,8 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
     # listing after a start comes as events too, so this also resumes every job.
     kopf.on.event(*cr, registry=registry, id="reconcile", when=cr_changed)(on_cr)
     # Missed events converge, and time limits expire: every unfinished job is looked at
-    # again on a timer, one interval after it was first seen (its first event has just
-    # reconciled it).
-    resync = reconciler.config.resync_seconds
+    # again on a timer, one interval after it was last reconciled (its first event has
+    # just reconciled it).
     kopf.timer(*cr, interval=resync, initial_delay=resync, registry=registry, id="resync",
                when=lambda status, **_: (status or {}).get(STATUS_PHASE) not in
                TERMINAL_PHASES)(on_resync)

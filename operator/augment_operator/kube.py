@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -21,7 +19,7 @@ def load_kube_config() -> None:
         config.load_kube_config()
 
 
-# Independent writes of one reconcile go out together (augment_operator.handlers): at most
+# Independent writes of one reconcile go out together (Reconciler.concurrently): at most
 # this many at once per process, and as many pooled apiserver connections, so that no
 # call waits for a connection or opens a new one (a new TLS handshake each time).
 CONCURRENT_CALLS = 32
@@ -33,30 +31,6 @@ class Kube:
         configuration = client.Configuration.get_default_copy()
         configuration.connection_pool_maxsize = CONCURRENT_CALLS
         return client.ApiClient(configuration)
-
-    @cached_property
-    def _pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="kube-call")
-
-    def concurrently(self, *calls: Callable[[], Any]) -> list[Any]:
-        """Run independent calls at once (the first on this thread); their results in
-        order, or the first call's error once every call has ended. The calls must not
-        themselves wait for calls of the pool."""
-        others = [self._pool.submit(call) for call in calls[1:]]
-        results: list[Any] = []
-        error: BaseException | None = None
-        try:
-            results.append(calls[0]())
-        except Exception as exc:
-            error = exc
-        for future in others:
-            try:
-                results.append(future.result())
-            except Exception as exc:
-                error = error or exc
-        if error is not None:
-            raise error
-        return results
 
     @cached_property
     def custom(self) -> client.CustomObjectsApi:
