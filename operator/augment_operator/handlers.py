@@ -18,8 +18,10 @@ import kopf
 from augment_operator import metrics
 from augment_operator.config import GpuProfile, OperatorConfig
 from augment_operator.jobs import (
+    build_cleanup_job,
     build_finalize_job,
     build_job,
+    cleanup_job_name,
     finalize_job_name,
     job_name,
     runner_access,
@@ -34,6 +36,7 @@ from augment_operator.status import (
     decide,
     decide_sharded,
     differs,
+    needs_cleanup,
     shard_failure,
     shard_status,
     status_patch,
@@ -109,6 +112,8 @@ class Reconciler:
         self._write_status(cr, decision, jname, spec)
         if sharded:
             self._announce_shard_failure(cr, decision, runner)
+            if spec is not None and profile is not None:
+                self._clean_up(cr, decision, spec, profile, runner, finalize)
         # After the phase: were the operator stopped in between, the Jobs still there are
         # what makes the next reconcile decide (and write) the same thing again.
         if decision.action is Action.delete_job:
@@ -134,6 +139,13 @@ class Reconciler:
         if build is not None:
             self.kube.create_access(runner_access(cr))  # the pods' account must exist first
             self.kube.create_job(build(cr, spec, profile, self.config))
+
+    def _clean_up(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec,
+                  profile: GpuProfile, runner: Child, finalize: Child) -> None:
+        """A sharded job that failed or was cancelled leaves no staging branch behind."""
+        cleanup = self._child(cr, cleanup_job_name(cr["metadata"]["name"]))
+        if needs_cleanup(cr, decision, runner, finalize, cleanup):
+            self.kube.create_job(build_cleanup_job(cr, spec, profile, self.config))
 
     def _announce_shard_failure(self, cr: dict[str, Any], decision: Decision,
                                 runner: Child) -> None:

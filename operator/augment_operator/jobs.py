@@ -1,6 +1,7 @@
 """What an AugmentationJob becomes: batch/v1 Jobs (one runner pod on the profile's GPU
 nodes, or for a sharded spec an Indexed Job of one runner pod per shard, then a finalize
-Job that merges and publishes them: docs/design.md, Scale out) and the runners' own
+Job that merges and publishes them, or a cleanup Job that deletes their staging branches
+when the job failed or was cancelled: docs/design.md, Scale out) and the runners' own
 credentials, a ServiceAccount bound to a Role that may read and patch this CR's status
 and nothing else. All of it is owned by the CR, so deleting the CR removes it."""
 
@@ -49,6 +50,11 @@ def job_name(cr_name: str) -> str:
 def finalize_job_name(cr_name: str) -> str:
     """The finalize Job of a sharded job (same rules as job_name)."""
     return _child_name(cr_name, "merge")
+
+
+def cleanup_job_name(cr_name: str) -> str:
+    """The cleanup Job of a sharded job that failed or was cancelled (same rules)."""
+    return _child_name(cr_name, "clean")
 
 
 def _child_name(cr_name: str, suffix: str) -> str:
@@ -186,6 +192,22 @@ def build_finalize_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuP
     shard is done. It merges files and needs no GPU, so it asks for none."""
     return _job(cr, spec, profile, config, finalize_job_name(cr["metadata"]["name"]),
                 ["augment", "merge"], _without_gpus(profile.resources))
+
+
+def build_cleanup_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
+                      config: OperatorConfig) -> dict[str, Any]:
+    """The cleanup Job of a sharded job that failed or was cancelled: `augment merge
+    --discard` deletes its staging branches on the Hub. It runs after the job's phase is
+    written, when the runners' credentials are gone, and needs none: it runs as the
+    namespace's default account without a token. It is kept until the CR is deleted (no
+    TTL), so that a finished cleanup is never started again."""
+    job = _job(cr, spec, profile, config, cleanup_job_name(cr["metadata"]["name"]),
+               ["augment", "merge", "--discard"], _without_gpus(profile.resources))
+    job["spec"].pop("ttlSecondsAfterFinished", None)
+    pod_spec = job["spec"]["template"]["spec"]
+    del pod_spec["serviceAccountName"]
+    pod_spec["automountServiceAccountToken"] = False
+    return job
 
 
 def _without_gpus(resources: dict[str, Any]) -> dict[str, Any]:

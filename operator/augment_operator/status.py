@@ -324,6 +324,21 @@ def _decide_finalize(cr: dict[str, Any], finalize: Child) -> Decision:
     return Decision(Phase.Running, "Merging", "merging the shards and publishing the dataset")
 
 
+def needs_cleanup(cr: dict[str, Any], decision: Decision, shards: Child, finalize: Child,
+                  cleanup: Child) -> bool:
+    """Whether to start the cleanup Job of a sharded job (docs/design.md, Scale out): it
+    failed or was cancelled after its runner Job was made (so shards may have staged
+    output), no cleanup Job exists yet, and no shard or finalize pod is still alive (one
+    terminating could still push to its branch after the cleanup)."""
+    if decision.phase not in (Phase.Failed, Phase.Cancelled) or cleanup.job is not None:
+        return False
+    if not (cr.get("status") or {}).get(STATUS_JOB_NAME) and shards.job is None:
+        return False  # refused before any Job (invalid spec, disabled profile)
+    alive = [p for p in shards.pods + finalize.pods
+             if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    return not alive
+
+
 def shard_status(cr: dict[str, Any], shards: Child, total: int) -> dict[str, Any]:
     """Status fields of a sharded job: its shards counted from the Indexed Job, and the
     progress its runners reported per shard, summed."""

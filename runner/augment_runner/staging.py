@@ -1,6 +1,7 @@
 """A sharded job on the Hub (docs/design.md, Scale out): each shard's pod commits its
 shard folder to a staging branch of the output dataset, and the finalize pod merges them
-into one commit on main, then deletes the staging branches.
+into one commit on main, then deletes the staging branches. A job that fails or is
+cancelled leaves no branch either: its cleanup pod deletes them (`discard`).
 
 Readers of main never see a partial dataset: until the finalize commit, the shards live
 on branches only. A shard's branch is its checkpoint: a retried pod (or the shard's
@@ -101,6 +102,18 @@ def finalize(
     report_output(commit)
     _delete(repo_id, branches, token)
     return commit
+
+
+def discard(spec: AugmentationSpec, job_uid: str, token: str | None) -> int:
+    """Delete every staging branch of a job that failed or was cancelled; how many were
+    there. Idempotent: a branch already gone (or a missing output repo) is fine."""
+    repo_id = spec.target_dataset_id
+    present = [
+        branch for branch in (staging_branch(job_uid, k) for k in range(spec.shards))
+        if branch_files(repo_id, branch, token) is not None
+    ]
+    _delete(repo_id, present, token)
+    return len(present)
 
 
 def _published(repo_id: str, spec: AugmentationSpec, token: str | None) -> bool:

@@ -16,7 +16,7 @@ from same_dataset import assert_same_dataset
 from augment_cli.main import main as augment_main
 from augment_dev.datasets import make_lerobot_v3
 from augment_dev.hub import LocalHub
-from augment_runner.hub import download_dataset
+from augment_runner.hub import branch_files, download_dataset
 from augment_runner.staging import staging_branch
 from augment_spec.contract import (
     ENV_HF_TOKEN,
@@ -152,3 +152,25 @@ def test_a_sharded_pod_without_its_index_exits_2(
     assert hub.head(OUTPUT) is None
     assert augment_main(["merge"]) == 2
     assert "never pushed" in capsys.readouterr().err
+
+
+def test_a_failed_jobs_cleanup_deletes_its_staging_branches_and_can_run_again(
+    hub: LocalHub, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Shard 1 of 3 never ran (its pod failed): the other two are staged.
+    for index in (0, 2):
+        run_shard(monkeypatch, tmp_path, 3, index, capsys)
+    branches = [staging_branch(UID, k) for k in range(3)]
+    assert [hub.head(OUTPUT, branch=b) is not None for b in branches] == [True, False, True]
+
+    pod(monkeypatch, tmp_path / "cleanup", 3)
+    assert augment_main(["merge", "--discard"]) == EXIT_OK
+    assert "2 staging branch(es)" in capsys.readouterr().out
+    assert all(hub.head(OUTPUT, branch=b) is None for b in branches)
+    on_main = branch_files(OUTPUT, "main", None)
+    assert on_main is not None and on_main <= {".gitattributes"}  # main saw nothing
+
+    # Idempotent: a cleanup pod tried again (or one for a job that staged nothing) is fine.
+    assert augment_main(["merge", "--discard"]) == EXIT_OK
+    assert "0 staging branch(es)" in capsys.readouterr().out
