@@ -64,7 +64,7 @@ from .hub import (
 )
 from .pod import PodEnv
 from .shards import Shard
-from .staging import push_shard, shard_on_branch, staging_branch
+from .staging import download_shard_source, push_shard, shard_on_branch, staging_branch
 
 # A local run belongs to no project; the spec still needs a project id.
 LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
@@ -250,7 +250,10 @@ def _run(args: argparse.Namespace) -> int:
             source, revision = local_source, spec.source_revision
         else:
             source = workdir / "source"
-            revision = download_dataset(src, source, spec.source_revision, token)
+            if shard is None:
+                revision = download_dataset(src, source, spec.source_revision, token)
+            else:  # only the shard's episodes' files
+                revision = download_shard_source(src, source, spec.source_revision, token, shard)
         if push_to:
             status.report_started(revision or "local", push_to)
         result = augment_dataset(

@@ -12,6 +12,7 @@ they keep failing, the error is a ``HubUnavailable``, which a later try of the J
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -110,8 +111,10 @@ def download_dataset(
     token: str | None = None,
     *,
     retry: Retry = RETRY,
+    select: Callable[[set[str]], set[str]] | None = None,
 ) -> str:
-    """Download dataset ``repo_id`` at ``revision`` (default: main) into ``dest``.
+    """Download dataset ``repo_id`` at ``revision`` (default: main) into ``dest``; with
+    ``select``, only the files it picks from the commit's file list (a shard's, say).
 
     The revision is resolved to a commit sha first and that sha is downloaded, so the files
     all come from one commit even if the branch moves meanwhile. Afterwards ``dest`` holds
@@ -127,6 +130,9 @@ def download_dataset(
         if sha is None:
             raise HubError(f"dataset '{repo_id}' has no commit to download")
         expected = {path: f.size for path, f in hub.files(repo_id, sha).items()}
+        if select is not None:
+            picked = select(set(expected))
+            expected = {path: size for path, size in expected.items() if path in picked}
         hub(
             snapshot_download,
             repo_id,
@@ -135,6 +141,8 @@ def download_dataset(
             local_dir=dest,
             endpoint=hub.api.endpoint,
             token=hub.token or False,
+            # Exact paths, their glob characters escaped: the client matches with fnmatch.
+            allow_patterns=None if select is None else [glob.escape(p) for p in expected],
         )
     local = _local_files(dest)
     for rel in sorted(set(local) - set(expected)):

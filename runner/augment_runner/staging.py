@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from augment_spec.model import AugmentationSpec, OutputVisibility
 
@@ -26,10 +26,56 @@ from .hub import branch_files, delete_branch, download_dataset, download_file, u
 from .provenance import PROVENANCE_PATH, recorded_spec
 from .shards import SHARD_MANIFEST, Shard, ShardManifest
 
+if TYPE_CHECKING:  # the dataset libraries load only where a shard is read
+    from .formats.lerobot_v3 import LeRobotV3Reader
+
 
 def staging_branch(job_uid: str, index: int) -> str:
     """The branch of the output dataset holding shard `index` of job `job_uid`."""
     return f"augment-staging-{job_uid}-{index}"
+
+
+def download_shard_source(
+    repo_id: str, dest: Path, revision: str | None, token: str | None, shard: Shard
+) -> str:
+    """Download only what shard `shard` of a Hub dataset needs into `dest`: the metadata
+    first (everything outside data/ and videos/), then, from the same commit, the data
+    and video files the shard's episodes live in (the format's shard_file_filter), not
+    the other shards'. A dataset that cannot be split is refused after the metadata, so
+    that costs no data download. Returns the commit sha."""
+    sha = download_dataset(repo_id, dest, revision, token, select=_metadata)
+    reader = _splittable(dest)
+    wanted = reader.shard_file_filter(shard)
+    schema = None if shard.episodes(len(reader.episodes)) else _schema_file(reader, dest)
+
+    def select(remote: set[str]) -> set[str]:
+        # A shard without episodes (more shards than episodes) writes no row but still
+        # reads the rows' schema from one data file.
+        return {p for p in remote if wanted(dest / p) or p == schema}
+
+    download_dataset(repo_id, dest, sha, token, select=select)
+    return sha
+
+
+def _metadata(remote: set[str]) -> set[str]:
+    return {p for p in remote if p.split("/", 1)[0] not in ("data", "videos")}
+
+
+def _splittable(root: Path) -> LeRobotV3Reader:
+    """The reader of a downloaded dataset's metadata, when the dataset can be split."""
+    from .formats.lerobot_v3 import VERSION, LeRobotV3Reader
+
+    info = _json(root / "meta/info.json")
+    if info.get("codebase_version") != VERSION:
+        kind = f"LeRobot {info['codebase_version']}" if info.get("codebase_version") else "plain"
+        raise AugmentError(
+            f"{kind} datasets cannot be split into shards (LeRobot v3.0 can): set shards to 1"
+        )
+    return LeRobotV3Reader(root)
+
+
+def _schema_file(reader: LeRobotV3Reader, root: Path) -> str:
+    return reader.data_file(reader.episodes[0]).relative_to(root).as_posix()
 
 
 def shard_on_branch(

@@ -6,6 +6,7 @@ main (docs/design.md, Scale out). The pods' environment is what the operator's J
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,14 @@ import pytest
 from same_dataset import assert_same_dataset
 
 from augment_cli.main import main as augment_main
-from augment_dev.datasets import make_lerobot_v3
+from augment_dev.datasets import make_lerobot_v3, make_lerobot_v21
 from augment_dev.hub import LocalHub
+from augment_runner.errors import AugmentError
+from augment_runner.formats.detect import open_dataset
 from augment_runner.hub import branch_files, download_dataset
-from augment_runner.staging import staging_branch
+from augment_runner.pipeline import augment_dataset
+from augment_runner.shards import Shard
+from augment_runner.staging import download_shard_source, staging_branch
 from augment_spec.contract import (
     ENV_HF_TOKEN,
     ENV_JOB_UID,
@@ -26,6 +31,7 @@ from augment_spec.contract import (
     ENV_WORKDIR,
     EXIT_OK,
 )
+from augment_spec.model import parse_spec
 
 PROJECT = "00000000-0000-0000-0000-00000000abcd"
 TOP, SIDE = "observation.images.top", "observation.images.side"
@@ -174,3 +180,52 @@ def test_a_failed_jobs_cleanup_deletes_its_staging_branches_and_can_run_again(
     # Idempotent: a cleanup pod tried again (or one for a job that staged nothing) is fine.
     assert augment_main(["merge", "--discard"]) == EXIT_OK
     assert "0 staging branch(es)" in capsys.readouterr().out
+
+
+def test_a_shard_downloads_the_metadata_and_its_own_episodes_files_only(
+    hub: LocalHub, source: Path, tmp_path: Path
+) -> None:
+    # A source whose episodes live in files of their own (tiny file size limits), and a
+    # data file no episode uses.
+    spread = tmp_path / "spread"
+    shutil.copytree(source, spread)
+    info = json.loads((spread / "meta/info.json").read_text())
+    info.update(chunks_size=2, data_files_size_in_mb=1e-6, video_files_size_in_mb=1e-6)
+    (spread / "meta/info.json").write_text(json.dumps(info))
+    rolled = tmp_path / "rolled"
+    augment_dataset(parse_spec({"project_id": PROJECT, "dataset_id": "lab/spread",
+                                "augment_copies": 1, "augment_transforms": "noise"}),
+                    spread, rolled)
+    (rolled / "data/chunk-009").mkdir()
+    (rolled / "data/chunk-009/notes.txt").write_text("no episode lives here\n")
+    hub.seed("lab/rolled", rolled)
+    reader = open_dataset(rolled)
+    every = {p.relative_to(rolled).as_posix() for p in rolled.rglob("*") if p.is_file()}
+    metadata = {p for p in every if not p.startswith(("data/", "videos/"))}
+    for index in range(3):
+        dest = tmp_path / f"shard-{index}"
+        download_shard_source("lab/rolled", dest, None, None, Shard(index, 3))
+        got = {p.relative_to(dest).as_posix() for p in dest.rglob("*")
+               if p.is_file() and ".cache" not in p.parts}
+        mine = {path.relative_to(rolled).as_posix()
+                for i in Shard(index, 3).episodes(len(reader.episodes))
+                for path in reader.episode_files(reader.episodes[i])}
+        unused = {"data/chunk-009/notes.txt"} if index == 0 else set()
+        assert got - {".gitattributes"} == metadata | mine | unused, index
+        others = {path.relative_to(rolled).as_posix() for e in reader.episodes
+                  for path in reader.episode_files(e)} - mine
+        assert others and not got & others  # no other shard's data or video file
+
+
+def test_a_v21_dataset_is_refused_for_shards_before_its_data_is_downloaded(
+    hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hub.seed("lab/robot", make_lerobot_v21(tmp_path / "v21", episodes=2, frames=4))
+    with pytest.raises(AugmentError, match=r"LeRobot v2\.1 datasets cannot be split"):
+        download_shard_source("lab/robot", tmp_path / "dl", None, None, Shard(0, 2))
+    assert (tmp_path / "dl/meta/info.json").exists() and not (tmp_path / "dl/data").exists()
+    pod(monkeypatch, tmp_path / "pod", 2, 1)
+    assert augment_main(["run"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("augment run")]
+    assert line.endswith("cannot be split into shards (LeRobot v3.0 can): set shards to 1")

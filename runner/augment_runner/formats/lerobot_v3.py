@@ -150,7 +150,10 @@ class LeRobotV3Reader(LeRobotReader):
         )
 
     def data_schema(self) -> pa.Schema:
-        first = self.data_file(self.episodes[0])
+        # Every data file has the rows' schema; a shard's download holds only its own
+        # episodes' files (shard_file_filter), so the first one on disk is read.
+        files = (self.data_file(e) for e in self.episodes)
+        first = next((f for f in files if f.exists()), self.data_file(self.episodes[0]))
         try:
             return pq.read_schema(first)
         except (OSError, pa.ArrowException) as exc:
@@ -213,6 +216,27 @@ class LeRobotV3Reader(LeRobotReader):
         """The source files holding the episode's frames: its data file and videos."""
         videos = (self.video_file(episode, c) for c in self.cameras if c.storage == "video")
         return {self.data_file(episode), *videos}
+
+    def shard_file_filter(self, shard: Shard) -> Callable[[Path], bool]:
+        """Which of the dataset's files (paths under its root) shard `shard` reads or
+        copies: those outside data/ and videos/ (metadata: small, the same in every
+        shard), those holding the shard's episodes, and in shard 0 those holding no
+        episode: every file the unsplit output copies then comes from at least one
+        shard, and the merge unites them."""
+        episodes = self.episodes
+        covered = shard.episodes(len(episodes))
+        mine = set().union(*(self.episode_files(episodes[i]) for i in covered))
+        anyones = (
+            set().union(*(self.episode_files(e) for e in episodes)) if shard.index == 0 else None
+        )
+        bulky = (self.root / "data", self.root / "videos")
+
+        def wanted(path: Path) -> bool:
+            if not any(path.is_relative_to(folder) for folder in bulky):
+                return True
+            return path in mine or (anyones is not None and path not in anyones)
+
+        return wanted
 
     def create_writer(self, output: Path, keep_originals: bool, slots: int) -> LeRobotV3Writer:
         return LeRobotV3Writer(self, output, self.output_plan(keep_originals, slots))
@@ -298,27 +322,8 @@ class LeRobotV3Writer(DatasetWriter):
 
     @cached_property
     def _wanted(self) -> Callable[[Path], bool] | None:
-        """Which source files a shard copies (None: all). Those outside data/ and videos/
-        (metadata: small, the same in every shard), those holding the shard's episodes,
-        and in shard 0 those holding no episode: every file the unsplit output copies
-        then comes from at least one shard, and the merge unites them."""
-        if self.shard is None:
-            return None
-        episodes = self.reader.episodes
-        mine = set().union(*(self.reader.episode_files(episodes[i]) for i in self.covered))
-        anyones = (
-            set().union(*(self.reader.episode_files(e) for e in episodes))
-            if self.shard.index == 0
-            else None
-        )
-        bulky = (self.reader.root / "data", self.reader.root / "videos")
-
-        def wanted(path: Path) -> bool:
-            if not any(path.is_relative_to(folder) for folder in bulky):
-                return True
-            return path in mine or (anyones is not None and path not in anyones)
-
-        return wanted
+        """Which source files a shard copies (None: all): see shard_file_filter."""
+        return None if self.shard is None else self.reader.shard_file_filter(self.shard)
 
     def open_episode(self, slot: int, source: SourceEpisode) -> V3EpisodeWriter:
         return V3EpisodeWriter(self, slot, source)
