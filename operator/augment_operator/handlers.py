@@ -28,6 +28,7 @@ from augment_operator.jobs import (
     runner_account_name,
 )
 from augment_operator.kube import Kube
+from augment_operator.sizing import auto_shards, hub_endpoint, planned_shards, read_size
 from augment_operator.status import (
     Action,
     Child,
@@ -89,18 +90,20 @@ class Reconciler:
         profile_error = self._profile_error(spec, profile)
         jname = job_name(name)
         runner = self._child(cr, jname)
+        if spec is not None and profile is not None:
+            spec = self._sized(cr, spec, profile, runner.job)
         account = runner_account_name(cr)
         # Only a terminal phase needs the check: any other is rewritten from the Jobs anyway.
         can_write = phase_of(cr) in TERMINAL_PHASES and self.kube.access_granted(namespace,
                                                                                  account)
         at, limits = dt.datetime.now(dt.UTC), self._limits(profile)
-        sharded = spec is not None and spec.shards > 1
+        sharded = spec is not None and spec.shard_count > 1
         if sharded:
             finalize = self._child(cr, finalize_job_name(name))
             decision = decide_sharded(cr, runner, finalize, spec_error, profile_error,
                                       runner_can_write=can_write, at=at, limits=limits)
             if not decision.recorded and spec is not None:
-                decision.extra.update(shard_status(cr, runner, spec.shards))
+                decision.extra.update(shard_status(cr, runner, spec.shard_count))
         else:
             decision = decide(cr, runner.job, runner.pods, spec_error, profile_error,
                               runner_can_write=can_write, at=at, limits=limits)
@@ -121,6 +124,26 @@ class Reconciler:
             if sharded:
                 self.kube.delete_job(namespace, finalize_job_name(name))
         return decision
+
+    def _sized(self, cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
+               runner_job: dict[str, Any] | None) -> AugmentationSpec:
+        """The spec with its number of shards: the spec's own, the one chosen before, or
+        for a job still to start one chosen now from the dataset's size (sizing.py). The
+        Jobs get this spec, so their pods never see `shards` unset."""
+        if spec.shards is not None:
+            return spec
+        shards = planned_shards(cr.get("status") or {}, runner_job)
+        if shards is None and phase_of(cr) in TERMINAL_PHASES:
+            shards = 1  # ended before any Job: nothing will run
+        if shards is None:
+            endpoint = hub_endpoint(self.config.runner.env, profile)
+            size = read_size(spec.dataset_id, spec.source_revision, endpoint)
+            shards = auto_shards(size, spec, profile)
+            log.info("%s/%s: %d shard(s) for %s (%s)", cr["metadata"]["namespace"],
+                     cr["metadata"]["name"], shards, spec.dataset_id,
+                     "size unknown" if size is None else
+                     f"{size.episodes} episodes, {size.frames} frames, {size.cameras} cameras")
+        return spec.model_copy(update={"shards": shards})
 
     def _child(self, cr: dict[str, Any], name: str) -> Child:
         """The CR's Job of this name and its pods; one an earlier CR of the same name left

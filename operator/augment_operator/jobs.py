@@ -168,18 +168,18 @@ def pod_security(config: OperatorConfig) -> tuple[dict[str, Any], dict[str, Any]
 
 def build_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
               config: OperatorConfig) -> dict[str, Any]:
-    """The runner Job: one pod, or with spec.shards > 1 an Indexed Job of one pod per
+    """The runner Job: one pod, or with more than one shard an Indexed Job of one pod per
     shard (Kubernetes gives each pod its index, JOB_COMPLETION_INDEX), each shard retried
     on its own (backoffLimitPerIndex); a shard that keeps failing fails the Job at once."""
     job = _job(cr, spec, profile, config, job_name(cr["metadata"]["name"]),
                ["augment", "run"], profile.resources)
-    if spec.shards > 1:
+    if spec.shard_count > 1:
         job_spec = job["spec"]
         del job_spec["backoffLimit"]  # counted per index instead
         job_spec.update({
             "completionMode": "Indexed",
-            "completions": spec.shards,
-            "parallelism": min(spec.shards, profile.max_parallel_shards),
+            "completions": spec.shard_count,
+            "parallelism": min(spec.shard_count, profile.max_parallel_shards),
             "backoffLimitPerIndex": profile.backoff_limit,
             "maxFailedIndexes": 0,
         })

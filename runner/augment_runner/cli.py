@@ -303,14 +303,14 @@ def _shard(
     index Kubernetes gave the pod (docs/design.md, Scale out); None: the whole job."""
     if flag:
         return Shard.parse(flag)
-    if not in_pod or spec.shards == 1:
+    if not in_pod or spec.shard_count == 1:
         return None
     if pod.shard_index is None or not pod.shard_index.isdigit():
         raise AugmentError(
             f"the spec asks for {spec.shards} shards but {ENV_SHARD_INDEX} does not say which "
             f"this pod runs: run them as an Indexed Job, or pass --shard K/N"
         )
-    return Shard(int(pod.shard_index), spec.shards)
+    return Shard(int(pod.shard_index), spec.shard_count)
 
 
 def _staging_branch(shard: Shard | None, pod: PodEnv) -> str | None:

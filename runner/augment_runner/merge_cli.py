@@ -87,5 +87,5 @@ def _finalize(*, discard: bool = False) -> int:
     if commit is None:
         print(f"{spec.target_dataset_id}: an earlier try published this job; staging removed")
     else:
-        print(f"pushed: {spec.target_dataset_id}@{commit} ({spec.shards} shards merged)")
+        print(f"pushed: {spec.target_dataset_id}@{commit} ({spec.shard_count} shards merged)")
     return EXIT_OK

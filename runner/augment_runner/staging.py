@@ -117,7 +117,7 @@ def finalize(
     one commit and delete the branches. Returns the commit, or None when an earlier try
     already published (some branches are gone)."""
     repo_id = spec.target_dataset_id
-    branches = [staging_branch(job_uid, k) for k in range(spec.shards)]
+    branches = [staging_branch(job_uid, k) for k in range(spec.shard_count)]
     present = [b for b in branches if branch_files(repo_id, b, token) is not None]
     if len(present) < len(branches):
         if not present and not _published(repo_id, spec, token):
@@ -139,7 +139,7 @@ def finalize(
     commit = upload_dataset(
         result.output, repo_id, token,
         f"Augment {spec.dataset_id} ({spec.augment_transforms}, "
-        f"{spec.augment_dataset_mode.value}/{spec.augment_mode.value}, {spec.shards} shards) "
+        f"{spec.augment_dataset_mode.value}/{spec.augment_mode.value}, {spec.shard_count} shards) "
         "with augment-operator",
         source_repo_id=spec.dataset_id,
         public=spec.output_visibility is OutputVisibility.public,
@@ -155,7 +155,7 @@ def discard(spec: AugmentationSpec, job_uid: str, token: str | None) -> int:
     there. Idempotent: a branch already gone (or a missing output repo) is fine."""
     repo_id = spec.target_dataset_id
     present = [
-        branch for branch in (staging_branch(job_uid, k) for k in range(spec.shards))
+        branch for branch in (staging_branch(job_uid, k) for k in range(spec.shard_count))
         if branch_files(repo_id, branch, token) is not None
     ]
     _delete(repo_id, present, token)

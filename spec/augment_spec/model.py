@@ -195,11 +195,14 @@ class AugmentationSpec(BaseModel):
         default=None, max_length=255,
         description="Source revision (branch, tag or commit) to augment; default: main",
     )
-    shards: int = Field(
-        default=1, ge=1, le=MAX_SHARDS,
+    shards: int | None = Field(
+        default=None, ge=1, le=MAX_SHARDS,
         description="Runner pods the episodes are spread over (contiguous ranges, as an "
         "Indexed Job); a final step merges their output and publishes it in one commit, the "
-        "same dataset as one pod writes. 1: one pod does everything",
+        "same dataset as one pod writes. 1: one pod does everything. Unset: the operator "
+        "picks it from the dataset's size (its Hub meta/info.json: frames x cameras x "
+        "copies over the GPU profile's shardCameraFrames, at most its episodes and the "
+        "profile's maxParallelShards; 1 when the size cannot be read)",
     )
     hf_token_secret_name: str | None = Field(
         default=None, max_length=253, pattern=SECRET_NAME_PATTERN,
@@ -231,6 +234,11 @@ class AugmentationSpec(BaseModel):
     @property
     def target_dataset_id(self) -> str:
         return self.output_dataset_id or f"{self.dataset_id}-augmented"
+
+    @property
+    def shard_count(self) -> int:
+        """The shards this spec runs as: unset is one, but where the operator chose."""
+        return self.shards or 1
 
     def copies_per_episode(self) -> int:
         """Augmented episodes made from each source episode (docs/design.md, Modes)."""
