@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 from augment_spec.contract import (
+    ENV_CHECKPOINT_EPISODES,
     ENV_SHARD_INDEX,
     ENV_SPEC,
     EXIT_BAD_INPUT,
@@ -63,8 +64,8 @@ from .hub import (
     upload_dataset,
 )
 from .pod import PodEnv
-from .shards import Shard
-from .staging import download_shard_source, push_shard, shard_on_branch, staging_branch
+from .shards import CHECKPOINT_EPISODES, Shard
+from .staging import ShardJob, download_shard_source, stage_shard, staging_branch
 
 # A local run belongs to no project; the spec still needs a project id.
 LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
@@ -234,12 +235,9 @@ def _run(args: argparse.Namespace) -> int:
     if push_to:
         _check_push(spec, push_to, token, source_id)
     if push_to and shard is not None and branch is not None:
-        staged = shard_on_branch(spec, push_to, branch, shard, token)
-        if staged is not None:  # a retry: this shard is done
-            done = len(staged.episodes)
-            status.report_shard_progress(shard.index, done, done)
-            print(f"shard {shard} is already on {push_to}@{branch}; nothing to do")
-            return EXIT_OK
+        return _run_staged(ShardJob(spec, shard, push_to, branch, token,
+                                    _checkpoint_episodes(pod), args.batch_frames),
+                           pod, source_id, local_source)
     workdir = pod.workdir or Path(tempfile.mkdtemp(prefix="augment-"))
     owns_workdir = pod.workdir is None
     output = (args.output or workdir / "output").resolve()
@@ -271,10 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"output: {result.output}")
         if result.preview is not None:
             print(f"preview: {result.preview}")
-        if push_to and shard is not None and branch is not None:
-            commit = push_shard(result.output, spec, push_to, branch, shard, token, source_id)
-            print(f"staged: {push_to}@{branch} ({commit})")
-        elif push_to:
+        if push_to:
             commit = upload_dataset(
                 result.output,
                 push_to,
@@ -294,6 +289,40 @@ def _run(args: argparse.Namespace) -> int:
         if owns_workdir and args.output is not None:
             shutil.rmtree(workdir, ignore_errors=True)
     return EXIT_OK
+
+
+def _run_staged(job: ShardJob, pod: PodEnv, source_id: str | None,
+                local_source: Path | None) -> int:
+    """A sharded job's pod: its shard staged piece by piece on its branch (staging.py)."""
+    workdir = pod.workdir or Path(tempfile.mkdtemp(prefix="augment-"))
+    try:
+        staged = stage_shard(
+            job, workdir, source_id, local_source,
+            started=lambda revision: status.report_started(revision, job.repo_id),
+            progress=_progress(job.shard),
+        )
+    finally:
+        shutil.rmtree(workdir / "source", ignore_errors=True)
+        if pod.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    made = staged.pieces - staged.found
+    if staged.found:
+        print(f"shard {job.shard}: {staged.found} of {staged.pieces} piece(s) already on "
+              f"{job.repo_id}@{job.branch}, not made again")
+    print(f"shard {job.shard}: {staged.episodes} source episode(s); staged {made} piece(s) "
+          f"on {job.repo_id}@{job.branch}")
+    return EXIT_OK
+
+
+def _checkpoint_episodes(pod: PodEnv) -> int:
+    if pod.checkpoint_episodes is None:
+        return CHECKPOINT_EPISODES
+    if not pod.checkpoint_episodes.isdigit() or int(pod.checkpoint_episodes) < 1:
+        raise AugmentError(
+            f"{ENV_CHECKPOINT_EPISODES}={pod.checkpoint_episodes!r} is not a number of "
+            f"episodes (1 or more); fix the GPU profile's env"
+        )
+    return int(pod.checkpoint_episodes)
 
 
 def _shard(

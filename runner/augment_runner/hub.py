@@ -198,6 +198,8 @@ def upload_dataset(
     batch_bytes: int = BATCH_BYTES,
     retry: Retry = RETRY,
     branch: str | None = None,
+    prefix: str | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> str:
     """Make dataset ``repo_id``'s main branch hold ``folder``'s files, in one atomic commit.
 
@@ -215,7 +217,10 @@ def upload_dataset(
 
     With ``branch`` (a sharded job's staging branch, docs/design.md, Scale out), the same
     checks run on main, the branch is made from main if missing, and the commit goes to
-    the branch, whose files then are exactly ``folder``'s: main is not touched.
+    the branch, whose files then are exactly ``folder``'s: main is not touched. With
+    ``prefix``, ``folder``'s files go under that folder of the repo, and with ``keep``,
+    the remote files it accepts stay (a piece of a shard committed beside the pieces
+    staged before it).
     """
     _check_not_source(repo_id, source_repo_id)
     folder = Path(folder)
@@ -241,8 +246,10 @@ def upload_dataset(
             parent = hub(hub.api.dataset_info, repo_id, revision=branch).sha
             remote = set(hub.files(repo_id, parent)) if parent is not None else set()
             ours = True  # a staging branch holds nothing but what this job put there
-        additions = [CommitOperationAdd(rel, str(path)) for rel, path in sorted(local.items())]
-        doomed = remote - set(local) - {".gitattributes"} if ours else set()
+        where = {(f"{prefix}/{rel}" if prefix else rel): path for rel, path in local.items()}
+        additions = [CommitOperationAdd(rel, str(path)) for rel, path in sorted(where.items())]
+        kept = {p for p in remote if keep(p)} if keep is not None else set()
+        doomed = remote - set(where) - kept - {".gitattributes"} if ours else set()
         total = sum(op.upload_info.size for op in additions)
         if len(additions) > batch_files or total > batch_bytes:
             for batch in _batches(additions, batch_files, batch_bytes):

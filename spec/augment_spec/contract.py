@@ -93,6 +93,9 @@ ENV_THREADS = "AUGMENT_THREADS"  # transform threads (the pod sees the node's co
 ENV_BACKEND = "AUGMENT_BACKEND"  # numpy | cupy | auto; a profile's env may set it
 ENV_HF_TOKEN = "HF_TOKEN"  # from the profile's or the spec's Secret
 ENV_JOB_UID = "AUGMENT_JOB_UID"  # the CR's uid: names a sharded job's staging branches
+# Source episodes per checkpoint of a sharded job's pod (a piece committed to its staging
+# branch); unset: the runner's default. A profile's env may set it, the same for every pod.
+ENV_CHECKPOINT_EPISODES = "AUGMENT_CHECKPOINT_EPISODES"
 # Set by Kubernetes itself in each pod of an Indexed Job: the shard the pod augments.
 ENV_SHARD_INDEX = "JOB_COMPLETION_INDEX"
 # Kubernetes' default terminationMessagePath: what the runner writes there becomes the

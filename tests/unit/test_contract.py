@@ -54,6 +54,7 @@ WIRE = {
     "PROGRESS_DONE": "episodesDone", "PROGRESS_TOTAL": "episodesTotal",
     "PROGRESS_PERCENT": "percent", "PROGRESS_TEXT": "text",
     "ENV_JOB_UID": "AUGMENT_JOB_UID", "ENV_SHARD_INDEX": "JOB_COMPLETION_INDEX",
+    "ENV_CHECKPOINT_EPISODES": "AUGMENT_CHECKPOINT_EPISODES",
     "STATUS_SHARD_PROGRESS": "shardProgress", "STATUS_SHARDS": "shards",
     "SHARDS_TOTAL": "total", "SHARDS_DONE": "done", "SHARDS_RUNNING": "running",
     "SHARDS_FAILED": "failed", "SHARDS_FAILED_PODS": "failedPods", "SHARDS_TEXT": "text",
@@ -128,9 +129,11 @@ def test_the_operator_sets_only_contract_variables() -> None:
     names = {e["name"] for e in container["env"]}
     ours = {v for k, v in WIRE.items() if k.startswith("ENV_")}
     assert names - LIBRARY_ENV <= ours
-    # Every variable but the backend (a profile's `env` may set it) and the shard index
-    # (Kubernetes sets it in an Indexed Job's pods) comes from the Job.
-    assert ours - names == {contract.ENV_BACKEND, contract.ENV_SHARD_INDEX}
+    # Every variable but the backend and the checkpoint size (a profile's `env` may set
+    # them) and the shard index (Kubernetes sets it in an Indexed Job's pods) comes from
+    # the Job.
+    assert ours - names == {contract.ENV_BACKEND, contract.ENV_CHECKPOINT_EPISODES,
+                            contract.ENV_SHARD_INDEX}
 
 
 def test_the_runner_reads_what_the_operators_job_sets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,10 @@ from augment_runner.errors import AugmentError
 from augment_runner.formats.detect import open_dataset
 from augment_runner.hub import branch_files, download_dataset
 from augment_runner.pipeline import augment_dataset
-from augment_runner.shards import Shard
+from augment_runner.shards import Shard, pieces
 from augment_runner.staging import download_shard_source, staging_branch
 from augment_spec.contract import (
+    ENV_CHECKPOINT_EPISODES,
     ENV_HF_TOKEN,
     ENV_JOB_UID,
     ENV_SHARD_INDEX,
@@ -104,13 +108,13 @@ def test_shards_stage_on_branches_and_the_merge_publishes_one_commit(
 
     branches = [staging_branch(UID, k) for k in range(3)]
     for index in range(3):
-        assert "staged: " in run_shard(monkeypatch, tmp_path, 3, index, capsys)
+        assert "staged 1 piece(s)" in run_shard(monkeypatch, tmp_path, 3, index, capsys)
     assert hub.head(OUTPUT) == published  # readers of main see nothing of the shards yet
     assert all(hub.head(OUTPUT, branch=b) is not None for b in branches)
 
     # A shard's pod tried again finds its shard staged and does not augment it again.
     staged = hub.head(OUTPUT, branch=branches[1])
-    assert "already on" in run_shard(monkeypatch, tmp_path, 3, 1, capsys)
+    assert "1 of 1 piece(s) already on" in run_shard(monkeypatch, tmp_path, 3, 1, capsys)
     assert hub.head(OUTPUT, branch=branches[1]) == staged
 
     out = finalize(monkeypatch, tmp_path, 3, capsys)
@@ -229,3 +233,73 @@ def test_a_v21_dataset_is_refused_for_shards_before_its_data_is_downloaded(
     assert augment_main(["run"]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("augment run")]
     assert line.endswith("cannot be split into shards (LeRobot v3.0 can): set shards to 1")
+
+
+def staged_pieces(hub: LocalHub, branch: str) -> list[str]:
+    """The messages of the commits on `branch` that staged a piece, oldest first."""
+    store, sha, messages = hub.store, hub.head(OUTPUT, branch=branch), []
+    while sha is not None:
+        commit = store.commit("dataset", OUTPUT, sha)
+        messages.append(commit["message"])
+        sha = commit["parent"]
+    return [m.split(" of shard")[0] for m in reversed(messages) if m.startswith("Stage piece")]
+
+
+def test_a_shard_pod_killed_mid_way_resumes_without_redoing_a_finished_piece(
+    hub: LocalHub, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pod(monkeypatch, tmp_path / "whole-pod", 1)
+    assert augment_main(["run"]) == EXIT_OK, capsys.readouterr().err
+    whole = tmp_path / "whole"
+    download_dataset(OUTPUT, whole)
+
+    # One episode per checkpoint: shard 0 of 2 (episodes 0-2) is staged in 3 pieces.
+    monkeypatch.setenv(ENV_CHECKPOINT_EPISODES, "1")
+    pod(monkeypatch, tmp_path / "pod-first", 2, 0)
+    branch = staging_branch(UID, 0)
+    first_piece = "pieces/0-of-6/shard.json"
+    runner = subprocess.Popen([sys.executable, "-m", "augment_cli.main", "run"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while first_piece not in on_branch(hub, branch):
+            assert runner.poll() is None and time.monotonic() < deadline, "no piece staged"
+            time.sleep(0.02)
+        # Hold the pod's next call to the output (its next piece's upload) and kill it:
+        # the next piece is being augmented or waits to be uploaded.
+        gate = tmp_path / "gate"
+        hub.hold(rf"^GET /api/datasets/{OUTPUT}", until=gate)
+    finally:
+        runner.kill()
+        runner.wait()
+    gate.touch()
+    assert staged_pieces(hub, branch) == ["Stage piece 0/6"]  # killed mid-way
+
+    # The retried pod (a fresh scratch volume) makes the two other pieces only.
+    out = run_shard(monkeypatch, tmp_path, 2, 0, capsys)
+    assert "1 of 3 piece(s) already on" in out and "staged 2 piece(s)" in out
+    assert staged_pieces(hub, branch) == [f"Stage piece {k}/6" for k in range(3)]
+    run_shard(monkeypatch, tmp_path, 2, 1, capsys)
+    assert "2 shards merged" in finalize(monkeypatch, tmp_path, 2, capsys)
+    merged = tmp_path / "merged"
+    download_dataset(OUTPUT, merged)
+    assert_same_dataset(whole, merged, source)  # no episode lost, none twice
+
+
+def on_branch(hub: LocalHub, branch: str) -> set[str]:
+    head = hub.head(OUTPUT, branch=branch)
+    return set(hub.store.commit("dataset", OUTPUT, head)["files"]) if head else set()
+
+
+def test_pieces_split_a_shard_exactly_and_together_split_the_source() -> None:
+    for total, count, per_piece in ((5, 2, 1), (1000, 8, 10), (7, 3, 100), (2, 4, 3)):
+        every = []
+        for index in range(count):
+            shard = Shard(index, count)
+            parts = pieces(shard, total, per_piece)
+            assert [e for p in parts for e in p.episodes(total)] == list(shard.episodes(total))
+            assert all(len(p.episodes(total)) <= per_piece for p in parts)
+            every += parts
+        assert [p.index for p in every] == list(range(every[0].count))  # one split, in order
+    assert len(pieces(Shard(0, 8), 1000, 10)) == 13  # ceil(125 / 10)
