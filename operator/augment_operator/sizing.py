@@ -6,7 +6,7 @@ The rule: the camera frames the job writes (frames x cameras x augmented copies 
 episode) divided by the profile's `shardCameraFrames`, rounded up, and then at most the
 dataset's episodes (a shard holds whole episodes) and the profile's `maxParallelShards`
 (more shards than run at once would only add merge work). A dataset whose size the
-operator cannot read (private or gated, not LeRobot, the Hub unreachable) gets 1.
+operator cannot read (private or gated, not LeRobot v3.0, the Hub unreachable) gets 1.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ ENV_ENDPOINT = "HF_ENDPOINT"  # the Hub the runners use (the runner or profile e
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TIMEOUT_SECONDS = 5.0
 INFO_MAX_BYTES = 4 * 2**20  # a LeRobot info.json is a few kB
+SPLITTABLE_VERSION = "v3.0"  # the LeRobot codebase_version the runner can shard
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ def auto_shards(size: DatasetSize | None, spec: AugmentationSpec, profile: GpuPr
 
 
 def size_from_info(info: Any) -> DatasetSize | None:
-    """The size a LeRobot info.json states; None when it states none."""
-    if not isinstance(info, dict):
+    """The size a LeRobot v3.0 info.json states; None for any other (only v3.0 datasets
+    can be split: a v2.1 one asked for shards is refused by its pods)."""
+    if not isinstance(info, dict) or info.get("codebase_version") != SPLITTABLE_VERSION:
         return None
     try:
         episodes, frames = int(info["total_episodes"]), int(info["total_frames"])

@@ -32,6 +32,12 @@ CHECKPOINT_EPISODES = 10
 MANIFEST_VERSION = 1
 
 
+def not_splittable(kind: str, remedy: str) -> AugmentError:
+    """The one-line refusal of a source that cannot be split (only LeRobot v3.0 can)."""
+    return AugmentError(f"{kind} datasets cannot be split into shards (LeRobot v3.0 can): "
+                        f"{remedy}")
+
+
 @dataclass(frozen=True)
 class Shard:
     """Shard `index` (0-based) of `count`."""

@@ -25,7 +25,7 @@ from augment_spec.model import AugmentationSpec, OutputVisibility
 from .errors import AugmentError
 from .hub import branch_files, delete_branch, download_dataset, download_file, upload_dataset
 from .provenance import PROVENANCE_PATH, recorded_spec
-from .shards import CHECKPOINT_EPISODES, SHARD_MANIFEST, Shard, pieces
+from .shards import CHECKPOINT_EPISODES, SHARD_MANIFEST, Shard, not_splittable, pieces
 
 if TYPE_CHECKING:  # the dataset libraries load only where a shard is read
     from .formats.lerobot_v3 import LeRobotV3Reader
@@ -89,9 +89,7 @@ def _splittable(root: Path) -> LeRobotV3Reader:
     info = _json(root / "meta/info.json")
     if info.get("codebase_version") != VERSION:
         kind = f"LeRobot {info['codebase_version']}" if info.get("codebase_version") else "plain"
-        raise AugmentError(
-            f"{kind} datasets cannot be split into shards (LeRobot v3.0 can): set shards to 1"
-        )
+        raise not_splittable(kind, "set shards to 1")
     return LeRobotV3Reader(root)
 
 

@@ -52,10 +52,13 @@ def test_the_rule_divides_the_camera_frames_written_and_caps_by_episodes_and_pro
 
 
 def test_the_size_is_what_info_json_says() -> None:
-    info = {"total_episodes": 50, "total_frames": 9000, "features": {
+    info = {"codebase_version": "v3.0", "total_episodes": 50, "total_frames": 9000,
+            "features": {
         "observation.images.top": {"dtype": "video"}, "observation.images.side": {"dtype": "image"},
         "observation.state": {"dtype": "float32"}}}
     assert size_from_info(info) == DatasetSize(50, 9000, 2)
+    # Only v3.0 can be split: a v2.1 dataset always runs as one pod.
+    assert size_from_info({**info, "codebase_version": "v2.1"}) is None
     assert size_from_info({"features": {}}) is None
     assert size_from_info(["not", "a", "dict"]) is None
 

@@ -18,7 +18,7 @@ import pytest
 from same_dataset import assert_same_dataset
 
 from augment_cli.main import main as augment_main
-from augment_dev.datasets import make_lerobot_v3, make_lerobot_v21
+from augment_dev.datasets import make_lerobot_v3, make_lerobot_v21, make_plain_image_dataset
 from augment_dev.hub import LocalHub
 from augment_runner.errors import AugmentError
 from augment_runner.formats.detect import open_dataset
@@ -221,14 +221,19 @@ def test_a_shard_downloads_the_metadata_and_its_own_episodes_files_only(
         assert others and not got & others  # no other shard's data or video file
 
 
-def test_a_v21_dataset_is_refused_for_shards_before_its_data_is_downloaded(
+@pytest.mark.parametrize("kind", ["LeRobot v2.1", "plain"])
+def test_a_v21_or_plain_dataset_is_refused_for_shards_before_its_data_is_downloaded(
     hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], kind: str,
 ) -> None:
-    hub.seed("lab/robot", make_lerobot_v21(tmp_path / "v21", episodes=2, frames=4))
-    with pytest.raises(AugmentError, match=r"LeRobot v2\.1 datasets cannot be split"):
+    if kind == "plain":
+        folder = make_plain_image_dataset(tmp_path / "plain", layout="parquet")
+    else:
+        folder = make_lerobot_v21(tmp_path / "v21", episodes=2, frames=4)
+    hub.seed("lab/robot", folder)
+    with pytest.raises(AugmentError, match=f"^{kind} datasets cannot be split"):
         download_shard_source("lab/robot", tmp_path / "dl", None, None, Shard(0, 2))
-    assert (tmp_path / "dl/meta/info.json").exists() and not (tmp_path / "dl/data").exists()
+    assert not (tmp_path / "dl/data").exists()  # the metadata only
     pod(monkeypatch, tmp_path / "pod", 2, 1)
     assert augment_main(["run"]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("augment run")]

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from ..errors import AugmentError, DatasetError
-from ..shards import Shard, ShardParts
+from ..errors import DatasetError
+from ..shards import Shard, ShardParts, not_splittable
 from ..stats import Stats
 from ..video import VideoFormat, probe_video
 
@@ -251,10 +251,7 @@ class DatasetReader(ABC):
     ) -> DatasetWriter:
         """The writer of one shard (augment_runner/shards.py): the episodes of `shard`
         only, numbered as in the whole output, with what the merge needs."""
-        raise AugmentError(
-            f"{self.format_name} datasets cannot be split into shards yet (LeRobot v3.0 "
-            f"can); run without --shard"
-        )
+        raise not_splittable(self.format_name, "run without --shard")
 
 
 class LeRobotReader(DatasetReader):
