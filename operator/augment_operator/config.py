@@ -77,7 +77,7 @@ class GpuProfile(_Strict):
     # A sharded job's pods running at once (the spec's shards beyond it wait their turn).
     max_parallel_shards: int = Field(default=8, ge=1, le=MAX_SHARDS, alias="maxParallelShards")
     # A spec without `shards` gets one shard per this many camera frames written
-    # (frames x cameras x copies; augment_operator/sizing.py). 300,000 is about 25 minutes
+    # (frames x cameras x copies; augment_operator/sizing.py). 300,000 is about 55 minutes
     # of one L4 at the measured cost of a 480p camera frame (bench/README.md).
     shard_camera_frames: int = Field(default=300_000, ge=1, alias="shardCameraFrames")
     env: dict[str, str] = Field(default_factory=dict)
