@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from augment_dev.datasets import make_lerobot_v3
 from augment_dev.hub import LocalHub
 from augment_operator.config import OperatorConfig
+from augment_operator.handlers import Reconciler
 from augment_operator.sizing import (
     DatasetSize,
     auto_shards,
@@ -19,6 +23,7 @@ from augment_operator.sizing import (
     read_size,
     size_from_info,
 )
+from augment_spec.contract import ENV_SPEC
 from augment_spec.model import AugmentationType, parse_spec
 
 PROJECT = str(uuid.uuid4())
@@ -91,3 +96,82 @@ def test_the_hub_is_the_runners_and_the_choice_is_read_back_from_the_resources()
     assert planned_shards({"shards": {"total": 6}}, {"spec": {}}) == 1  # one pod's Job
     assert planned_shards({"shards": {"total": 6}}, None) == 6  # the Job gone (TTL)
     assert planned_shards({}, None) is None  # not chosen yet
+
+
+class MemoryKube:
+    """An in-memory stand-in for the operator's Kube: one CR and the Jobs made for it."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.cr: dict[str, Any] = {
+            "apiVersion": "augment.dev/v1alpha1", "kind": "AugmentationJob",
+            "metadata": {"name": "pick", "namespace": "ns", "uid": "u-1", "generation": 1,
+                         "labels": {}, "annotations": {}},
+            "spec": spec, "status": {}}
+        self.jobs: dict[str, dict[str, Any]] = {}
+
+    def get_cr(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.cr)
+
+    def patch_cr_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.cr["status"].update(copy.deepcopy(status))
+
+    def patch_cr_labels(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        self.cr["metadata"]["labels"].update(labels)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.jobs.get(name))
+
+    def create_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        self.jobs.setdefault(job["metadata"]["name"], job)
+        return job
+
+    def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        return []
+
+    def access_granted(self, namespace: str, name: str) -> bool:
+        return False
+
+    def create_access(self, objects: list[dict[str, Any]]) -> None:
+        pass
+
+    def delete_access(self, namespace: str, name: str) -> None:
+        pass
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.jobs.pop(name, None)
+
+
+class QuietReconciler(Reconciler):
+    def announce(self, cr: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+        pass
+
+
+def test_a_spec_without_shards_gets_an_indexed_job_sized_once_from_the_hub(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    folder = make_lerobot_v3(tmp_path / "src", episodes=4, frames=[5, 5, 5, 5],
+                             cameras=("observation.images.top",))
+    hub.seed("lab/pick", folder)
+    config = OperatorConfig.model_validate({
+        "runner": {"env": {"HF_ENDPOINT": hub.endpoint}},
+        # 20 frames x 1 camera x 2 copies = 40 camera frames: 3 shards of at most 15.
+        "profiles": {"deterministic": {"shardCameraFrames": 15}}})
+    kube = MemoryKube({"projectId": PROJECT, "datasetId": "lab/pick", "augmentCopies": 2})
+    reconciler = QuietReconciler(config, kube)  # type: ignore[arg-type]
+    reconciler.reconcile("ns", "pick")
+    job = kube.jobs["pick-run"]
+    assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 3)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    given = json.loads(next(e["value"] for e in container["env"] if e["name"] == ENV_SPEC))
+    assert given["shards"] == 3  # the pods never see `shards` unset
+    assert kube.cr["status"]["shards"]["total"] == 3
+    # Later reconciles read the choice back: the Hub is not asked again, even with the
+    # dataset changed or the Job gone.
+    reads = len([c for c in hub.calls if c.path.endswith("meta/info.json")])
+    assert reads >= 1
+    reconciler.reconcile("ns", "pick")
+    del kube.jobs["pick-run"]
+    kube.cr["status"]["phase"] = "Running"
+    reconciler.reconcile("ns", "pick")
+    assert kube.jobs["pick-run"]["spec"]["completions"] == 3
+    assert len([c for c in hub.calls if c.path.endswith("meta/info.json")]) == reads
