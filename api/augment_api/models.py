@@ -27,6 +27,7 @@ from augment_spec.contract import (
     STATUS_PROGRESS,
     STATUS_SHARDS,
     STATUS_START_TIME,
+    STATUS_VIDEO_PLAN,
     Phase,
     cancel_requested,
     phase_of,
@@ -79,6 +80,9 @@ class AugmentationJobStatus(BaseModel):
     output_revision: str | None = Field(
         default=None, description="Hub commit holding the published output; from then on "
         "the job's preview is served (GET /v1/augmentation/{job_id}/preview)")
+    video_plan: str | None = Field(
+        default=None, description="How the runner decodes and encodes each camera's video "
+        "(NVDEC, NVENC or the CPU) and why, once it has planned them")
     job_name: str | None = Field(default=None, description="Kubernetes Job running the work")
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -151,6 +155,7 @@ def job_from_cr(cr: dict[str, Any]) -> AugmentationJobStatus:
         output_dataset_id=status.get(STATUS_OUTPUT_DATASET_ID) or (spec.target_dataset_id
                                                                    if spec else None),
         output_revision=status.get(STATUS_OUTPUT_REVISION),
+        video_plan=status.get(STATUS_VIDEO_PLAN),
         job_name=status.get(STATUS_JOB_NAME),
         created_at=meta.get("creationTimestamp"),
         started_at=status.get(STATUS_START_TIME),

@@ -212,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
             source_id=source_id,
             source_revision=revision,
             shard=shard,
+            video_report=status.report_video_plan,
         )
         if shard is not None:
             print(f"shard {shard}: {result.source_episodes} source episode(s)")

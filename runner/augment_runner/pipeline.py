@@ -14,6 +14,7 @@ for `augment merge` (merge.py), which puts the shards together into this output.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -29,8 +30,10 @@ import pyarrow as pa
 
 from augment_spec.model import AugmentationSpec, DatasetMode, Transform
 
+from . import codec_plan
 from . import stats as stats_mod
 from .concurrency import CopyWorkers
+from .cpu_budget import codec_threads, this_pod_cpus
 from .errors import AugmentError, DatasetError, OutputError
 from .formats.base import (
     Camera,
@@ -38,6 +41,7 @@ from .formats.base import (
     DatasetWriter,
     EpisodeWriter,
     FrameSink,
+    LeRobotReader,
     SourceEpisode,
     StatsPlan,
     decode_image_cells,
@@ -54,7 +58,11 @@ from .provenance import (
 )
 from .shards import Shard, ShardManifest
 
+log = logging.getLogger("augment.runner")
 Progress = Callable[[int, int], None]
+# Told how each video camera is decoded and encoded (one line per camera): once planned,
+# and again at the end when an engine fell back to the CPU meanwhile.
+VideoPlanReport = Callable[[list[str]], None]
 # One copy's transforms: a batch of frames and the episode offset of its first frame in,
 # the augmented batch out.
 FrameAugmenter = Callable[[np.ndarray, int], np.ndarray]
@@ -130,6 +138,7 @@ def augment_dataset(
     source_id: str | None = None,
     source_revision: str | None = None,
     shard: Shard | None = None,
+    video_report: VideoPlanReport | None = None,
 ) -> AugmentResult:
     """Write the augmented dataset for `spec` from the folder `source` into `output`;
     with `shard`, only that shard of it (see shards.py)."""
@@ -143,6 +152,9 @@ def augment_dataset(
         reader.cameras, spec.augment_cameras, source, grey=spec.augment_grey_cameras
     )
     covered = _covered(reader, shard)
+    planned = plan_videos(reader, spec.copies_per_episode())
+    if video_report is not None and planned:
+        video_report(planned)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
@@ -151,6 +163,9 @@ def augment_dataset(
         episodes = _augment(
             reader, writer, spec, covered, cameras, preview, progress, batch_frames
         )
+        final = reader.video_plans.describe()
+        if video_report is not None and final != planned:
+            video_report(final)
         provenance = _provenance(spec, reader, cameras, episodes, source_id, source_revision)
         write_provenance(staging, provenance)
         has_preview = shard is None or preview.has_frames
@@ -178,6 +193,29 @@ def augment_dataset(
         copies_written,
         time.monotonic() - started,
     )
+
+
+def plan_videos(reader: DatasetReader, copies: int) -> list[str]:
+    """Plan every video camera's decode and encode (codec_plan.py) into the reader's
+    VideoPlans, log it, and return one line per camera."""
+    if not isinstance(reader, LeRobotReader):
+        return []  # no video files: images are decoded with the rows
+    videos = [c for c in reader.cameras if c.storage == "video"]
+    if not videos:
+        return []
+    engines, support = codec_plan.this_process()
+    # One decoder and every copy's encoder of a camera run at once (cpu_budget.py).
+    threads = codec_threads(this_pod_cpus(), 1 + copies)
+    for camera in videos:
+        fmt = reader.video_format(camera)
+        path, reason = codec_plan.plan_camera(fmt, engines, support)
+        reader.video_plans.plans[camera.key] = codec_plan.CameraPlan(
+            camera.key, fmt.codec, fmt.pix_fmt, path, reason, threads
+        )
+    lines = reader.video_plans.describe()
+    for line in lines:
+        log.info("video %s", line)
+    return lines
 
 
 def _covered(reader: DatasetReader, shard: Shard | None) -> list[SourceEpisode]:
@@ -285,6 +323,8 @@ def _provenance(
         "copies_per_episode": spec.copies_per_episode(),
         "seed": spec.augment_seed,
         "augmented_cameras": [c.key for c in cameras],
+        # How each video camera was decoded and encoded, and why (codec_plan.py).
+        "video": [plan.to_dict() for plan in reader.video_plans.plans.values()],
         "spec": recorded_spec(spec),
         "episodes": episodes,
     }

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from ..codec_plan import VideoPlans
 from ..errors import DatasetError
 from ..shards import Shard, ShardParts, not_splittable
 from ..stats import Stats
@@ -231,6 +232,12 @@ class DatasetReader(ABC):
     def episode_stats(self, episode: SourceEpisode) -> dict[str, Stats]:
         """The source episode's statistics, as its metadata has them."""
         return {}
+
+    @cached_property
+    def video_plans(self) -> VideoPlans:
+        """How each video camera is decoded and encoded (codec_plan.py); the pipeline
+        fills it, and a camera it has no plan for goes through the CPU."""
+        return VideoPlans()
 
     @cached_property
     def computed_stats(self) -> dict[int, dict[str, Stats]]:

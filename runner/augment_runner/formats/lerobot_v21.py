@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import stats as stats_mod
+from ..codec_plan import FrameWriter
 from ..errors import DatasetError
-from ..video import VideoEncoder, decode_episode
 from .base import (
     Camera,
     DatasetWriter,
@@ -125,10 +125,12 @@ class LeRobotV21Reader(LeRobotReader):
     def decode_frames(
         self, episode: SourceEpisode, camera: Camera, batch_frames: int
     ) -> Iterator[np.ndarray]:
-        return decode_episode(
+        return self.video_plans.decode(
+            camera.key,
             self.video_file(episode, camera),
             fps=self.fps,
             num_frames=episode.length,
+            start_s=0.0,
             batch_frames=batch_frames,
             grey=camera.channels == 1,
         )
@@ -253,7 +255,7 @@ class V21EpisodeWriter(LeRobotEpisodeWriter):
         path = writer.output / writer.reader.path_of(writer.reader.info["data_path"], index)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._rows = pq.ParquetWriter(path, writer.schema, compression="snappy")
-        self._encoders: list[VideoEncoder] = []
+        self._encoders: list[FrameWriter] = []
 
     def write_rows(self, batch: pa.RecordBatch) -> None:
         self._rows.write_batch(batch)
@@ -271,8 +273,11 @@ class V21EpisodeWriter(LeRobotEpisodeWriter):
         shutil.copyfile(self.writer.reader.video_file(self.record.source, camera), target)
         return True
 
-    def open_frames(self, camera: Camera) -> VideoEncoder:
-        encoder = VideoEncoder(self._video_path(camera), self.writer.reader.video_format(camera))
+    def open_frames(self, camera: Camera) -> FrameWriter:
+        reader = self.writer.reader
+        encoder = reader.video_plans.encoder(
+            camera.key, self._video_path(camera), reader.video_format(camera)
+        )
         self._encoders.append(encoder)
         return encoder
 

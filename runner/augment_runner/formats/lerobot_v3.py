@@ -28,9 +28,10 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .. import stats as stats_mod
+from ..codec_plan import FrameWriter
 from ..errors import DatasetError
 from ..shards import Shard, ShardParts
-from ..video import EpisodeCut, VideoConcatenator, VideoEncoder, cut_episode, decode_episode
+from ..video import EpisodeCut, VideoConcatenator, cut_episode
 from .base import (
     Camera,
     DatasetWriter,
@@ -183,7 +184,8 @@ class LeRobotV3Reader(LeRobotReader):
         self, episode: SourceEpisode, camera: Camera, batch_frames: int
     ) -> Iterator[np.ndarray]:
         row = self.rows[episode.index]
-        return decode_episode(
+        return self.video_plans.decode(
+            camera.key,
             self.video_file(episode, camera),
             fps=self.fps,
             num_frames=episode.length,
@@ -501,7 +503,7 @@ class V3EpisodeWriter(LeRobotEpisodeWriter):
         )
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
-        self._encoders: dict[str, VideoEncoder | EpisodeCut] = {}
+        self._encoders: dict[str, FrameWriter | EpisodeCut] = {}
 
     def write_rows(self, batch: pa.RecordBatch) -> None:
         self._pending.append(batch)
@@ -543,9 +545,11 @@ class V3EpisodeWriter(LeRobotEpisodeWriter):
         safe = camera.key.replace("/", "_")
         return self.writer.staging / f"segment-{self.slot}-{safe}.mp4"
 
-    def open_frames(self, camera: Camera) -> VideoEncoder:
-        fmt = self.writer.reader.video_format(camera)
-        encoder = VideoEncoder(self._segment_path(camera), fmt, faststart=False)
+    def open_frames(self, camera: Camera) -> FrameWriter:
+        reader = self.writer.reader
+        encoder = reader.video_plans.encoder(
+            camera.key, self._segment_path(camera), reader.video_format(camera), faststart=False
+        )
         self._encoders[camera.key] = encoder
         return encoder
 
