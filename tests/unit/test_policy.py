@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import uuid
 from pathlib import Path
@@ -9,8 +10,19 @@ from typing import Any, cast
 
 import pytest
 import yaml
-from api_doubles import BODY, HEADERS, OPS, PROJECT, ExplodingStore, RecordingStore, make_client
+from api_doubles import (
+    BODY,
+    EXAMPLE_KEYS,
+    HEADERS,
+    OPS,
+    PROJECT,
+    ExplodingStore,
+    RecordingStore,
+    make_client,
+)
 
+from augment_api import cli as api_cli
+from augment_operator import cli as operator_cli
 from augment_operator.config import OperatorConfig, default_profiles
 from augment_operator.handlers import Reconciler
 from augment_operator.jobs import build_job
@@ -252,3 +264,19 @@ def test_the_operator_checks_the_namespace_of_the_resource() -> None:
     assert reconcile._policy_error(spec(), "team-a") is None
     assert "Kubernetes namespace team-b" in str(reconcile._policy_error(spec(), "team-b"))
     assert reconciler(None)._policy_error(spec(output_dataset_id="x/y"), "team-b") is None
+
+
+# ---------- both commands refuse a broken policy at start ----------
+@pytest.mark.parametrize("command", ["api", "operator"])
+def test_a_broken_policy_stops_the_command_at_start(
+        tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("projects: [{id: '*', hubNamespaces: ['no/slash']}]")
+    module = {"api": api_cli, "operator": operator_cli}[command]
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    argv = ["--policy", str(policy), "--api-keys", str(EXAMPLE_KEYS)] if command == "api" \
+        else ["--policy", str(policy)]
+    # Returns before any Kubernetes client is made: no cluster is needed.
+    assert module.main(parser.parse_args(argv)) == 2
+    assert f"Hub policy file {policy} is invalid" in "".join(capsys.readouterr())
