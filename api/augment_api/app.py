@@ -24,6 +24,7 @@ from augment_api.cache import Informer, JobCache
 from augment_api.errors import FieldError, ServiceError, ValidationErrorResponse
 from augment_api.limits import ProjectQuota, RateLimiter
 from augment_api.middleware import BodyLimitMiddleware, CatchAllMiddleware
+from augment_api.preview import PreviewReader
 from augment_api.routes import health, jobs
 from augment_api.settings import Settings
 from augment_api.store import JobStore
@@ -139,6 +140,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None,
     app.state.cache = cache
     app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.quota = ProjectQuota(settings.project_job_quota, cache.active_jobs)
+    app.state.previews = PreviewReader(settings.hub_token_file)
     if keys is None:
         # No keys file: every request is refused (fail closed) rather than open.
         keys = KeyRingFile(settings.api_keys_file) if settings.api_keys_file else KeyRing([])

@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project-job-quota", type=int, metavar="N",
                         help="unfinished jobs per project, 0: no limit "
                              "(env AUGMENT_PROJECT_JOB_QUOTA, default 20)")
+    parser.add_argument("--hub-token-file", type=Path, metavar="FILE",
+                        help="file holding the Hub token job previews are read with "
+                             "(env AUGMENT_HUB_TOKEN_FILE; default: anonymous reads); the "
+                             "Hub address is $HF_ENDPOINT's (default: huggingface.co)")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])
 
@@ -61,7 +65,8 @@ def main(args: argparse.Namespace) -> int:
                                      kubeconfig=args.kubeconfig,
                                      max_body_bytes=args.max_body_bytes,
                                      rate_limit_per_s=args.rate_limit,
-                                     project_job_quota=args.project_job_quota)
+                                     project_job_quota=args.project_job_quota,
+                                     hub_token_file=args.hub_token_file)
     except ValidationError as exc:
         print(f"augment api: invalid settings: {exc}", file=sys.stderr)
         return 2

@@ -90,10 +90,10 @@ class Unavailable(ServiceError):
 
 
 # OpenAPI entries for the error statuses, so clients see the `{"detail": ...}` shape.
-def error_responses(*statuses: int, descriptions: dict[int, str] | None = None
-                    ) -> dict[int | str, dict[str, Any]]:
-    """`descriptions`: a route's own wording of some statuses."""
-    described = {
+# `describe` replaces the shared description of a status where a route means more or else.
+def error_responses(*statuses: int,
+                    describe: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
         400: "Invalid request parameters",
         401: "Invalid or missing API key",
         403: "The API key may not use this project",
@@ -107,11 +107,10 @@ def error_responses(*statuses: int, descriptions: dict[int, str] | None = None
         503: "The Kubernetes API is unreachable or slow, the CRD is not installed, or the "
              "jobs are not loaded yet; see Retry-After",
     }
-    described.update(descriptions or {})
     return {
         status: {
             "model": ValidationErrorResponse if status == 422 else ErrorResponse,
-            "description": described[status],
+            "description": (describe or {}).get(status, descriptions[status]),
         }
         for status in statuses
     }

@@ -23,6 +23,7 @@ from augment_spec.contract import (
     STATUS_JOB_NAME,
     STATUS_MESSAGE,
     STATUS_OUTPUT_DATASET_ID,
+    STATUS_OUTPUT_REVISION,
     STATUS_PROGRESS,
     STATUS_SHARDS,
     STATUS_START_TIME,
@@ -75,6 +76,9 @@ class AugmentationJobStatus(BaseModel):
     shards: Shards | None = Field(default=None, description="A sharded job's shards")
     output_dataset_id: str | None = Field(
         default=None, description="Hub dataset the output is (or will be) uploaded to")
+    output_revision: str | None = Field(
+        default=None, description="Hub commit holding the published output; from then on "
+        "the job's preview is served (GET /v1/augmentation/{job_id}/preview)")
     job_name: str | None = Field(default=None, description="Kubernetes Job running the work")
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -130,6 +134,7 @@ def job_from_cr(cr: dict[str, Any]) -> AugmentationJobStatus:
         shards=_shards(status),
         output_dataset_id=status.get(STATUS_OUTPUT_DATASET_ID) or (spec.target_dataset_id
                                                                    if spec else None),
+        output_revision=status.get(STATUS_OUTPUT_REVISION),
         job_name=status.get(STATUS_JOB_NAME),
         created_at=meta.get("creationTimestamp"),
         started_at=status.get(STATUS_START_TIME),

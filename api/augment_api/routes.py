@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from augment_api.auth import CurrentPrincipal, Principal
 from augment_api.cache import JobCache
-from augment_api.errors import BadRequest, Forbidden, NotFound, error_responses
+from augment_api.errors import BadRequest, Conflict, Forbidden, NotFound, error_responses
 from augment_api.jsonbody import JsonBodyRoute
 from augment_api.limits import ProjectQuota, RateLimiter
 from augment_api.models import (
@@ -25,8 +25,15 @@ from augment_api.models import (
     Health,
     job_from_cr,
 )
+from augment_api.preview import PreviewReader
 from augment_api.store import JobStore, idempotent_name, newest_first, project_of
-from augment_spec.contract import Phase, phase_of
+from augment_spec.contract import (
+    OUTPUT_PREVIEW_MEDIA_TYPE,
+    STATUS_OUTPUT_REVISION,
+    TERMINAL_PHASES,
+    Phase,
+    phase_of,
+)
 from augment_spec.model import GENERATIVE_DISABLED, AugmentationSpec, AugmentationType
 from augment_spec.policy import HubPolicy, PolicySource
 
@@ -62,6 +69,11 @@ async def get_namespace(request: Request) -> str:
     return namespace
 
 
+async def get_previews(request: Request) -> PreviewReader:
+    previews: PreviewReader = request.app.state.previews
+    return previews
+
+
 async def rate_limited(principal: CurrentPrincipal, request: Request) -> Principal:
     """The caller, once its key's request rate allows one more request (else 429)."""
     limiter: RateLimiter = request.app.state.limiter
@@ -72,6 +84,7 @@ async def rate_limited(principal: CurrentPrincipal, request: Request) -> Princip
 Store = Annotated[JobStore, Depends(get_store)]
 Cache = Annotated[JobCache, Depends(get_cache)]
 Quota = Annotated[ProjectQuota, Depends(get_quota)]
+Previews = Annotated[PreviewReader, Depends(get_previews)]
 Caller = Annotated[Principal, Depends(rate_limited)]
 Policy = Annotated[HubPolicy | None, Depends(get_policy)]
 Namespace = Annotated[str, Depends(get_namespace)]
@@ -137,7 +150,7 @@ def admission(quota: ProjectQuota, cache: JobCache, project_id: UUID,
               "description": "An earlier request with this Idempotency-Key and the same body "
                              "created the job; it is returned again"},
         **error_responses(400, 401, 403, 409, 413, 422, 429, 502, 503,
-                          descriptions={403: CREATE_FORBIDDEN}),
+                          describe={403: CREATE_FORBIDDEN}),
     },
 )
 def create_job(
@@ -211,6 +224,54 @@ async def list_jobs(
 async def get_job(job_id: UUID, caller: Caller, cache: Cache) -> AugmentationJobStatus:
     """A job's spec, phase, progress and output, whether made by this API or by kubectl."""
     return job_from_cr(visible_job(cache, caller, job_id))
+
+
+def published_output(cr: dict[str, Any], job_id: UUID) -> tuple[str, str]:
+    """(output dataset, commit) of a job whose output is on the Hub; else 409."""
+    revision = (cr.get("status") or {}).get(STATUS_OUTPUT_REVISION)
+    dataset = job_from_cr(cr).output_dataset_id
+    if revision and dataset:
+        return dataset, revision
+    phase = phase_of(cr)
+    if phase in TERMINAL_PHASES:
+        raise Conflict(f"augmentation job {job_id} has no preview: it ended {phase} "
+                       "without publishing its output")
+    raise Conflict(f"augmentation job {job_id} has no preview yet: its output is not "
+                   f"published ({phase}); try again when it is")
+
+
+@jobs.get(
+    "/{job_id}/preview",
+    response_class=Response,
+    summary="Get Augmentation Job Preview",
+    responses={
+        200: {"content": {OUTPUT_PREVIEW_MEDIA_TYPE: {"schema": {"type": "string",
+                                                                 "format": "binary"}}},
+              "description": "The contact sheet: a source episode's frames (top row) above "
+                             "the same frames of each augmented copy (one row each)"},
+        304: {"description": "The preview named by If-None-Match is still the job's"},
+        **error_responses(401, 404, 409, 422, 429, 502, 503, describe={
+            404: "No such job (or not visible to this API key), or its output dataset "
+                 "has no preview or cannot be read with the API's Hub token",
+            409: "The job has no preview yet: its output is not published",
+            502: "The Hub failed to serve the preview, or could not be reached",
+        }),
+    },
+)
+def get_preview(job_id: UUID, caller: Caller, cache: Cache, previews: Previews,
+                if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """The job's preview contact sheet, a PNG image, read from its output dataset on the
+    Hub at the commit the job published.
+
+    The ETag is that commit: a client sending it back in If-None-Match gets 304 while the
+    job's output stays the same.
+    """
+    dataset, revision = published_output(visible_job(cache, caller, job_id), job_id)
+    etag = f'"{revision}"'
+    if if_none_match is not None and etag in if_none_match:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    return Response(previews.read(dataset, revision), media_type=OUTPUT_PREVIEW_MEDIA_TYPE,
+                    headers={"ETag": etag, "Cache-Control": "private, no-cache"})
 
 
 @jobs.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED,

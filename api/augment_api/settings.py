@@ -22,6 +22,7 @@ ENV_VARS = {
     "rate_limit_per_s": "AUGMENT_RATE_LIMIT_PER_S",
     "rate_limit_burst": "AUGMENT_RATE_LIMIT_BURST",
     "project_job_quota": "AUGMENT_PROJECT_JOB_QUOTA",
+    "hub_token_file": "AUGMENT_HUB_TOKEN_FILE",
 }
 
 
@@ -51,6 +52,11 @@ class Settings(BaseModel):
     project_job_quota: int = Field(
         default=20, ge=0, description="Unfinished (Pending or Running) jobs a project may "
         "have; creating one more: 429 with Retry-After. 0: no limit")
+
+    hub_token_file: Path | None = Field(
+        default=None, description="File (a mounted Secret) holding the Hub token the "
+        "previews of jobs are read with; none, or no such file: anonymous reads, which "
+        "reach public output datasets only. The Hub address is HF_ENDPOINT's")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> Settings:

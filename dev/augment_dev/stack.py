@@ -108,8 +108,9 @@ class Stack:
             # Every pod shares the host network here: fixed probe ports would collide.
             "operator": {"replicas": self.options.operator_replicas, "livenessPort": 0,
                          "metricsPort": 0, "resyncSeconds": 3},
+            # The API reads previews from the local Hub with the runners' token Secret.
             "api": {"enabled": self.options.api, "replicas": 1, "port": self.api_port,
-                    "apiKeys": keys},
+                    "apiKeys": keys, "env": runner_env},
             "runner": {"env": runner_env},
             # The chart's Hub policy is on, as in production: every project may use the
             # local Hub's one user, which owns every dataset of the demo and the tests.

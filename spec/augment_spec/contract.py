@@ -178,3 +178,10 @@ def started_status(source_revision: str, output_dataset_id: str) -> dict[str, An
 def output_status(output_revision: str) -> dict[str, Any]:
     """The status patch once the output is pushed: the Hub commit holding it."""
     return {STATUS_OUTPUT_REVISION: output_revision}
+
+
+# ---- the output dataset: files the runner writes and the API serves ----
+# The contact sheet of a source episode and its augmented copies, at the top of the output
+# (the dataset card shows it; GET /v1/augmentation/{id}/preview serves it).
+OUTPUT_PREVIEW_PATH = "preview.png"
+OUTPUT_PREVIEW_MEDIA_TYPE = "image/png"

@@ -22,13 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+from api_process import api_process
 from fastapi.testclient import TestClient
 from pydantic.alias_generators import to_camel
 
 from augment_api.app import create_app
 from augment_api.settings import Settings
 from augment_api.store import idempotent_name
-from augment_dev.cluster import EmbeddedCluster, free_port
+from augment_dev.cluster import EmbeddedCluster
 from augment_dev.kube import get_json, wait_for
 from augment_spec.contract import (
     ANNOTATION_CANCEL,
@@ -578,35 +579,11 @@ def test_openapi_command_documents_the_seed_contract() -> None:
 
 # ---------- the real server ----------
 @pytest.fixture
-def served(cluster: EmbeddedCluster, crd: None, namespace: str,
-           keys_file: Path) -> Iterator[str]:
+def served(cluster: EmbeddedCluster, crd: None, namespace: str, keys_file: Path,
+           tmp_path: Path) -> Iterator[str]:
     """`augment api` as a process on a free port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "augment_cli.main", "api", "--port", str(port),
-         "--namespace", namespace, "--api-keys", str(keys_file),
-         "--kubeconfig", str(cluster.kubeconfig), "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"augment api exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, timeout=30, interval=0.2, what="augment api to listen")
+    with api_process(cluster.kubeconfig, namespace, keys_file, tmp_path / "api.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_served_api_is_ready_and_idempotent_under_concurrency(

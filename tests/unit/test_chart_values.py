@@ -75,6 +75,36 @@ def test_a_file_without_the_markers_is_refused(tmp_path: Path,
     assert "BEGIN profiles" in capsys.readouterr().err
 
 
+def api_pod(values: dict[str, Any]) -> dict[str, Any]:
+    (deployment,) = [d for d in chart.of_kind(chart.template(values), "Deployment")
+                     if d["metadata"]["name"] == "augment-api"]
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+@pytest.mark.parametrize(("values", "secret", "key"), [
+    ({}, "augment-hub-token", "token"),
+    ({"api": {"hubToken": {"secretName": "preview-reader", "secretKey": "hf"}}},
+     "preview-reader", "hf"),
+], ids=["the-runners-token", "its-own"])
+def test_the_api_reads_previews_with_a_mounted_optional_hub_token(
+        values: dict[str, Any], secret: str, key: str) -> None:
+    pod = api_pod(values)
+    (container,) = pod["containers"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "hub-token"]
+    assert volume["secret"] == {"secretName": secret, "optional": True,
+                                "items": [{"key": key, "path": "token"}]}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "hub-token"]
+    token_file = Path(mount["mountPath"]) / "token"
+    assert f"--hub-token-file={token_file}" in container["args"]
+
+
+def test_the_api_gets_the_extra_environment() -> None:
+    pod = api_pod({"api": {"env": {"HF_ENDPOINT": "https://hub.internal"}}})
+    (container,) = pod["containers"]
+    assert {"name": "HF_ENDPOINT", "value": "https://hub.internal"} in container["env"]
+
+
 # ---------- the Hub policy ----------
 POLICY_PROJECT = "0b5c6f0e-8a53-4a0c-9a43-7a3f0f0f2c11"
 

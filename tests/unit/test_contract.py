@@ -57,6 +57,7 @@ WIRE = {
     "STATUS_SHARD_PROGRESS": "shardProgress", "STATUS_SHARDS": "shards",
     "SHARDS_TOTAL": "total", "SHARDS_DONE": "done", "SHARDS_RUNNING": "running",
     "SHARDS_FAILED": "failed", "SHARDS_FAILED_PODS": "failedPods", "SHARDS_TEXT": "text",
+    "OUTPUT_PREVIEW_PATH": "preview.png", "OUTPUT_PREVIEW_MEDIA_TYPE": "image/png",
 }
 # Set by the operator for the libraries the runner uses, not read by our code.
 LIBRARY_ENV = {"HOME", "HF_HOME"}
