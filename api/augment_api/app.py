@@ -21,6 +21,7 @@ from starlette.types import Scope
 
 from augment_api.auth import KeyRing, KeyRingFile, KeySource
 from augment_api.cache import Informer, JobCache
+from augment_api.dashboard import mount_dashboard
 from augment_api.errors import FieldError, ServiceError, ValidationErrorResponse
 from augment_api.limits import ProjectQuota, RateLimiter
 from augment_api.middleware import BodyLimitMiddleware, CatchAllMiddleware
@@ -36,6 +37,7 @@ Augment robot-learning datasets on GPUs. Each job is an `AugmentationJob` custom
 resource: jobs created here, with `kubectl apply` or by Argo CD are the same thing.
 
 Authenticate with the `X-Api-Key` header. Every error is JSON: `{"detail": "..."}`.
+A dashboard for people is served at `/ui/`.
 """
 
 
@@ -150,6 +152,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None,
     app.state.policy = policy
     app.include_router(jobs)
     app.include_router(health)
+    mount_dashboard(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(HTTPException, _http_error)

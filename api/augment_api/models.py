@@ -94,6 +94,22 @@ class AugmentationJobList(BaseModel):
     offset: int
 
 
+class JobEvent(BaseModel):
+    """A Kubernetes Event about the job, as `kubectl describe augjob` shows it."""
+
+    type: str = Field(description="Normal or Warning", examples=["Normal"])
+    reason: str = Field(description="Short, machine-readable: the phase reached, or "
+                                    "ShardFailed", examples=["Succeeded"])
+    message: str = Field(default="")
+    count: int = Field(default=1, description="Times it happened")
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class JobEventList(BaseModel):
+    items: list[JobEvent] = Field(description="Oldest first")
+
+
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
@@ -141,3 +157,27 @@ def job_from_cr(cr: dict[str, Any]) -> AugmentationJobStatus:
         completed_at=status.get(STATUS_COMPLETION_TIME),
         spec=spec,
     )
+
+
+def _event(event: dict[str, Any]) -> JobEvent:
+    first = event.get("firstTimestamp") or event.get("eventTime")
+    return JobEvent(type=event.get("type") or "Normal", reason=event.get("reason") or "",
+                    message=event.get("message") or "", count=event.get("count") or 1,
+                    first_seen=first, last_seen=event.get("lastTimestamp") or first)
+
+
+def _instant(value: Any) -> float:
+    """Seconds since the epoch of an apiserver timestamp (RFC 3339); 0 when absent."""
+    return datetime.fromisoformat(str(value)).timestamp() if value else 0.0
+
+
+def _order(event: dict[str, Any]) -> tuple[float, float]:
+    # lastTimestamp has a resolution of one second: eventTime (microseconds), which the
+    # operator sets too, orders the events of the same second.
+    last = event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp")
+    return _instant(last), _instant(event.get("eventTime"))
+
+
+def events_from_k8s(events: list[dict[str, Any]]) -> JobEventList:
+    """The job's Events, oldest first (the apiserver returns them in no useful order)."""
+    return JobEventList(items=[_event(e) for e in sorted(events, key=_order)])

@@ -1,8 +1,8 @@
 """HTTP routes: small handlers over the auth, cache, store and model helpers.
 
 Reads (list, get, the probes) are `async`: they answer from the watch cache on the event
-loop, so requests waiting on a slow apiserver (create, cancel, run in the threadpool)
-never delay them.
+loop, so requests waiting on a slow apiserver (create, cancel, a job's events: they run
+in the threadpool) never delay them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from augment_api.models import (
     AugmentationJobStatus,
     AugmentationResponse,
     Health,
+    JobEventList,
+    events_from_k8s,
     job_from_cr,
 )
 from augment_api.preview import PreviewReader
@@ -224,6 +226,18 @@ async def list_jobs(
 async def get_job(job_id: UUID, caller: Caller, cache: Cache) -> AugmentationJobStatus:
     """A job's spec, phase, progress and output, whether made by this API or by kubectl."""
     return job_from_cr(visible_job(cache, caller, job_id))
+
+
+@jobs.get("/{job_id}/events", response_model=JobEventList, summary="List Job Events",
+          responses=error_responses(401, 404, 422, 429, 502, 503))
+def job_events(job_id: UUID, caller: Caller, cache: Cache, store: Store) -> JobEventList:
+    """The job's Kubernetes Events, oldest first: each phase it reached, and each failed
+    shard pod, with the operator's message (what `kubectl describe augjob` lists).
+
+    Read from the Kubernetes API on each request, not from the watch cache.
+    """
+    cr = visible_job(cache, caller, job_id)
+    return events_from_k8s(store.events_of(cr))
 
 
 def published_output(cr: dict[str, Any], job_id: UUID) -> tuple[str, str]:

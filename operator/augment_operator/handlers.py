@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -65,16 +66,32 @@ class Reconciler:
         self.kube = kube or Kube()
         self.policy = policy  # None: no Hub policy is enforced
         self.phase_book = metrics.PhaseBook()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock_of(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
 
     def reconcile(self, namespace: str, name: str) -> Decision | None:
+        """Reconcile one CR. kopf runs handlers in a thread pool and a CR's own event,
+        its Job's and its pods' can arrive together: one at a time per CR, so that each
+        reads the status the one before wrote (and a phase change is announced once)."""
+        key = f"{namespace}/{name}"
+        with self._lock_of(key):
+            return self._reconcile_now(namespace, name, key)
+
+    def _reconcile_now(self, namespace: str, name: str, key: str) -> Decision | None:
         started = time.monotonic()
         try:
             cr = self.kube.get_cr(namespace, name)
             if cr is None:  # deleted: the garbage collector removes its Job and pods
-                self.phase_book.record(f"{namespace}/{name}", None)
+                self.phase_book.record(key, None)
+                with self._locks_guard:
+                    self._locks.pop(key, None)
                 return None
             decision = self._reconcile(cr)
-            self.phase_book.record(f"{namespace}/{name}", decision.phase.value)
+            self.phase_book.record(key, decision.phase.value)
             return decision
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
@@ -147,7 +164,13 @@ class Reconciler:
         message = shard_failure(cr, decision, runner)
         if message is not None:
             # kopf's hints name its Body wrapper; it reads any mapping with metadata.
-            kopf.warn(cr, reason="ShardFailed", message=message[:1000])  # type: ignore[arg-type]
+            self.announce(cr, "ShardFailed", message, warning=True)
+
+    def announce(self, cr: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+        """A Kubernetes Event on the CR (what `kubectl describe` and the API show)."""
+        event = kopf.warn if warning else kopf.info
+        # kopf's hints name its Body wrapper; it reads any mapping with metadata.
+        event(cr, reason=reason, message=message[:1000])  # type: ignore[arg-type]
 
     def _parse(self, cr: dict[str, Any]) -> tuple[AugmentationSpec | None, str | None]:
         try:
@@ -211,10 +234,8 @@ class Reconciler:
         self.kube.patch_cr_status(cr["metadata"]["namespace"], cr["metadata"]["name"], patch)
         if before != decision.phase.value:
             metrics.TRANSITIONS.labels(phase=decision.phase.value).inc()
-            event = kopf.warn if decision.phase is Phase.Failed else kopf.info
-            # kopf's hints name its Body wrapper; it reads any mapping with metadata.
-            event(cr, reason=decision.phase.value,  # type: ignore[arg-type]
-                  message=decision.message[:1000])
+            self.announce(cr, decision.phase.value, decision.message,
+                          warning=decision.phase is Phase.Failed)
             log.info("%s/%s: %s -> %s (%s)", cr["metadata"]["namespace"],
                      cr["metadata"]["name"], before or "-", decision.phase.value,
                      decision.message)

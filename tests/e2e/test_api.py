@@ -514,6 +514,37 @@ def test_delete_requests_cancel_and_refuses_finished_jobs(api: TestClient,
     assert job["completed_at"].startswith("2025-01-02")
 
 
+def post_event(cluster: EmbeddedCluster, namespace: str, cr: dict[str, Any], reason: str,
+               when: str) -> None:
+    """A core v1 Event about `cr`, as the operator (kopf) posts one."""
+    meta = cr["metadata"]
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}"},
+        "involvedObject": {"apiVersion": cr["apiVersion"], "kind": cr["kind"],
+                           "name": meta["name"], "namespace": namespace, "uid": meta["uid"]},
+        "type": "Normal", "reason": reason, "message": f"job is {reason}",
+        "firstTimestamp": when, "lastTimestamp": when, "count": 1,
+        "source": {"component": "augment-operator"},
+    }))
+
+
+def test_events_lists_the_events_about_that_job_only(api: TestClient, cluster: EmbeddedCluster,
+                                                    namespace: str) -> None:
+    mine, other = create(api, name="with events"), create(api, name="other")
+    cr = cr_by_uid(cluster, namespace, mine)
+    post_event(cluster, namespace, cr, "Running", "2025-01-02T03:05:00Z")
+    post_event(cluster, namespace, cr, "Pending", "2025-01-02T03:04:00Z")
+    post_event(cluster, namespace, cr_by_uid(cluster, namespace, other), "Failed",
+               "2025-01-02T03:06:00Z")
+    r = api.get(f"/v1/augmentation/{mine}/events", headers=A)
+    assert r.status_code == 200, r.text
+    assert [(e["reason"], e["message"], e["last_seen"]) for e in r.json()["items"]] == [
+        ("Pending", "job is Pending", "2025-01-02T03:04:00Z"),
+        ("Running", "job is Running", "2025-01-02T03:05:00Z")]
+    assert api.get(f"/v1/augmentation/{mine}/events", headers=B).status_code == 404
+
+
 # ---------- limits and documents ----------
 def test_oversized_body_is_413(shared_api: TestClient, cluster: EmbeddedCluster,
                                module_namespace: str) -> None:

@@ -59,6 +59,8 @@ COVERED: list[tuple[str, str]] = [
      "concurrency serves `augment api`; tests/e2e/test_chart.py runs it as the chart's pod"),
     (r"^curl -sS -X POST ", "tests/e2e/test_api.py::test_idempotency_key_returns_the_same_job; "
      "tests/e2e/test_demo.py"),
+    (r'^curl -sS "\$API/v1/augmentation/\$JOB/events"', "tests/e2e/test_api.py::"
+     "test_events_lists_the_events_about_that_job_only"),
     (r'^curl -sS "\$API/v1/augmentation/\$JOB"', "tests/e2e/test_chart.py::"
      "test_a_job_submitted_through_the_api_succeeds; tests/e2e/test_demo.py"),
     (r'^curl -sS "\$API/v1/augmentation\?', "tests/e2e/test_api.py::"
