@@ -58,14 +58,17 @@ from augment_spec.contract import (
 )
 from augment_spec.crd import spec_from_cr
 from augment_spec.model import AugmentationSpec, SpecError
+from augment_spec.policy import PolicySource
 
 log = logging.getLogger("augment.operator")
 
 
 class Reconciler:
-    def __init__(self, config: OperatorConfig, kube: Kube | None = None) -> None:
+    def __init__(self, config: OperatorConfig, kube: Kube | None = None,
+                 policy: PolicySource | None = None) -> None:
         self.config = config
         self.kube = kube or Kube()
+        self.policy = policy  # None: no Hub policy is enforced
         self.phase_book = metrics.PhaseBook()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -103,6 +106,8 @@ class Reconciler:
     def _reconcile(self, cr: dict[str, Any]) -> Decision:
         namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
         spec, spec_error = self._parse(cr)
+        policy_error = self._policy_error(spec, namespace)
+        spec = self._with_project_token(spec)
         profile = self.config.profile_for(spec.augmentation_type) if spec else None
         profile_error = self._profile_error(spec, profile)
         jname = job_name(name)
@@ -118,12 +123,14 @@ class Reconciler:
         if sharded:
             finalize = self._child(cr, finalize_job_name(name))
             decision = decide_sharded(cr, runner, finalize, spec_error, profile_error,
-                                      runner_can_write=can_write, at=at, limits=limits)
+                                      runner_can_write=can_write, at=at, limits=limits,
+                                      policy_error=policy_error)
             if not decision.recorded and spec is not None:
                 decision.extra.update(shard_status(cr, runner, spec.shard_count))
         else:
             decision = decide(cr, runner.job, runner.pods, spec_error, profile_error,
-                              runner_can_write=can_write, at=at, limits=limits)
+                              runner_can_write=can_write, at=at, limits=limits,
+                              policy_error=policy_error)
         if decision.final:  # before the phase is written: from then on it is trusted
             self.kube.delete_access(namespace, account)
         if spec is not None and profile is not None:
@@ -205,6 +212,21 @@ class Reconciler:
             return spec_from_cr(cr.get("spec") or {}), None
         except SpecError as exc:
             return None, f"invalid spec: {exc}"
+
+    def _policy_error(self, spec: AugmentationSpec | None, namespace: str) -> str | None:
+        """Why the Hub policy forbids the job, checked here too because `kubectl apply`
+        and Argo CD never pass through the API (docs/design.md, Hub policy)."""
+        if spec is None or self.policy is None:
+            return None
+        return self.policy.current().denial(spec, namespace)
+
+    def _with_project_token(self, spec: AugmentationSpec | None) -> AugmentationSpec | None:
+        """The spec whose runner uses its project's default Hub token Secret, when it
+        names none and the policy gives the project one."""
+        if spec is None or self.policy is None or spec.hf_token_secret_name is not None:
+            return spec
+        secret = self.policy.current().default_secret(spec.project_id)
+        return spec.model_copy(update={"hf_token_secret_name": secret}) if secret else spec
 
     @staticmethod
     def _profile_error(spec: AugmentationSpec | None, profile: GpuProfile | None) -> str | None:

@@ -352,6 +352,9 @@ def load_info(root: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_INFO if key not in info]
     if missing:
         raise DatasetError(f"meta/info.json lacks {', '.join(missing)}; the metadata is corrupt")
+    fps = info["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0:
+        raise DatasetError(f"meta/info.json gives fps {fps!r}, not a positive number; fix it")
     check_features(info["features"], "meta/info.json")
     return info
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -94,6 +93,17 @@ class LeRobotV3Reader(LeRobotReader):
             for r in self.rows
         ]
         self._check_episodes()
+        self.total_tasks = self._count_tasks()
+
+    def _count_tasks(self) -> int:
+        """The rows of meta/tasks.parquet, read now: a broken file is an input error, found
+        before any work rather than in the output that copies it."""
+        try:
+            return int(pq.read_metadata(self.root / "meta/tasks.parquet").num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            raise DatasetError(
+                f"cannot read meta/tasks.parquet ({exc}); re-download the dataset"
+            ) from None
 
     def _load_episode_table(self) -> pa.Table:
         files = sorted((self.root / "meta/episodes").glob("*/*.parquet"))
@@ -471,8 +481,7 @@ class LeRobotV3Writer(DatasetWriter):
         info = self.info
         info["total_episodes"] = self.plan.total_episodes
         info["total_frames"] = self.plan.total_frames
-        tasks = pd.read_parquet(self.output / "meta/tasks.parquet")
-        info["total_tasks"] = len(tasks)
+        info["total_tasks"] = self.reader.total_tasks  # meta/tasks.parquet is the source's
         info["splits"] = {"train": f"0:{self.plan.total_episodes}"}
         write_json(self.output / "meta/info.json", info)
 
