@@ -37,6 +37,7 @@ from augment_operator.status import (
     shard_failure,
     shard_status,
     status_patch,
+    suspended,
 )
 from augment_spec.contract import (
     ANNOTATION_JOB,
@@ -100,7 +101,8 @@ class Reconciler:
                 decision.extra.update(shard_status(cr, runner, spec.shards))
         else:
             decision = decide(cr, runner.job, runner.pods, spec_error, profile_error,
-                              runner_can_write=can_write, at=at, limits=limits)
+                              runner_can_write=can_write, at=at, limits=limits,
+                              workload=runner.workload)
         if decision.final:  # before the phase is written: from then on it is trusted
             self.kube.delete_access(namespace, account)
         if spec is not None and profile is not None:
@@ -125,7 +127,11 @@ class Reconciler:
         if job is not None and not self._owns(cr, job):
             self.kube.delete_job(namespace, name)
             job = None
-        return Child(job, self.kube.job_pods(namespace, name) if job else [])
+        if job is None:
+            return Child(None)
+        # Only a suspended Job waits for Kueue: only then is its Workload worth a read.
+        workload = self.kube.job_workload(namespace, job) if suspended(job) else None
+        return Child(job, self.kube.job_pods(namespace, name), workload)
 
     def _create(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec,
                 profile: GpuProfile) -> None:

@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from augment_operator.config import GpuProfile, OperatorConfig
+from augment_operator.config import GpuProfile, OperatorConfig, Queue
 from augment_spec.contract import (
     ANNOTATION_JOB,
     API_VERSION,
@@ -26,6 +26,8 @@ from augment_spec.contract import (
     GROUP,
     KIND,
     LABEL_JOB,
+    LABEL_KUEUE_PRIORITY,
+    LABEL_KUEUE_QUEUE,
     LABEL_MANAGED_BY,
     LABEL_PROJECT,
     MANAGED_BY_OPERATOR,
@@ -74,6 +76,17 @@ def job_labels(cr: dict[str, Any], spec: AugmentationSpec | None = None) -> dict
     }
     if spec is not None:
         labels[LABEL_PROJECT] = str(spec.project_id)
+    return labels
+
+
+def queue_labels(queue: Queue | None) -> dict[str, str]:
+    """The labels that hand a Job to Kueue: its LocalQueue, and its WorkloadPriorityClass
+    when one is named. None: no labels, Kueue (installed or not) leaves the Job alone."""
+    if queue is None:
+        return {}
+    labels = {LABEL_KUEUE_QUEUE: queue.name}
+    if queue.priority_class:
+        labels[LABEL_KUEUE_PRIORITY] = queue.priority_class
     return labels
 
 
@@ -164,7 +177,8 @@ def build_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
               config: OperatorConfig) -> dict[str, Any]:
     """The runner Job: one pod, or with spec.shards > 1 an Indexed Job of one pod per
     shard (Kubernetes gives each pod its index, JOB_COMPLETION_INDEX), each shard retried
-    on its own (backoffLimitPerIndex); a shard that keeps failing fails the Job at once."""
+    on its own (backoffLimitPerIndex); a shard that keeps failing fails the Job at once.
+    With a queue, Kueue admits the shards together: the pods of `parallelism` at once."""
     job = _job(cr, spec, profile, config, job_name(cr["metadata"]["name"]),
                ["augment", "run"], profile.resources)
     if spec.shards > 1:
@@ -183,7 +197,9 @@ def build_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
 def build_finalize_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
                        config: OperatorConfig) -> dict[str, Any]:
     """The finalize Job of a sharded job: `augment merge` in the runner image, once every
-    shard is done. It merges files and needs no GPU, so it asks for none."""
+    shard is done. It merges files and needs no GPU, so it asks for none. It waits in the
+    shards' queue too (their Workload is finished by then, its quota free again): where
+    Kueue manages every Job, one without a queue would never be admitted."""
     return _job(cr, spec, profile, config, finalize_job_name(cr["metadata"]["name"]),
                 ["augment", "merge"], _without_gpus(profile.resources))
 
@@ -226,13 +242,14 @@ def _job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
         pod_spec["runtimeClassName"] = profile.runtime_class_name
     if profile.priority_class_name:
         pod_spec["priorityClassName"] = profile.priority_class_name
-    return {
+    queue = config.queue_for(cr["metadata"]["namespace"], spec)
+    job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": name,
             "namespace": cr["metadata"]["namespace"],
-            "labels": labels,
+            "labels": {**labels, **queue_labels(queue)},
             "annotations": job_annotations(cr),
             "ownerReferences": [owner_reference(cr)],
         },
@@ -245,3 +262,8 @@ def _job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
                          "spec": pod_spec},
         },
     }
+    if queue is not None:
+        # Kueue unsuspends a queued Job when it admits it; created running, its pods
+        # would start before Kueue could account for them.
+        job["spec"]["suspend"] = True
+    return job

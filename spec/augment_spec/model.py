@@ -52,6 +52,10 @@ HUB_REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9.
 # Lowercase RFC 1123 label: a Kubernetes Secret name.
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
+# A Kueue object's name that fits a label value (at most 63 characters): a LocalQueue,
+# a WorkloadPriorityClass.
+KUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
+
 # Most runner pods one job is spread over (docs/design.md, Scale out).
 MAX_SHARDS = 256
 
@@ -200,6 +204,18 @@ class AugmentationSpec(BaseModel):
         description="Runner pods the episodes are spread over (contiguous ranges, as an "
         "Indexed Job); a final step merges their output and publishes it in one commit, the "
         "same dataset as one pod writes. 1: one pod does everything",
+    )
+    queue_name: str | None = Field(
+        default=None, max_length=63, pattern=KUEUE_NAME_PATTERN,
+        description="Kueue LocalQueue (in the job's namespace) the runner Job waits in: it is "
+        "created suspended and runs once Kueue admits it; meanwhile the phase is Queued. "
+        "Default: the operator's queue for the namespace, else the GPU profile's; none: the "
+        "Job starts at once",
+    )
+    workload_priority_class: str | None = Field(
+        default=None, max_length=63, pattern=KUEUE_NAME_PATTERN,
+        description="Kueue WorkloadPriorityClass of the job in its queue (only with a queue); "
+        "default: the GPU profile's",
     )
     hf_token_secret_name: str | None = Field(
         default=None, max_length=253, pattern=SECRET_NAME_PATTERN,
