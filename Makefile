@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install binaries judge images test-images test unit e2e lint typecheck crd generate cluster run demo bench gpu-check clean
+.PHONY: install binaries judge browser images test-images test unit e2e lint typecheck crd generate cluster run demo bench gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the project with pinned dependencies
 
@@ -22,6 +22,9 @@ binaries: $(STAMP)  ## build (once, cached) the Kubernetes control plane, helm a
 judge: $(STAMP)  ## build (once, cached) the judges of our output: LeRobot 0.4.4 (v3.0) with lerobot-doctor, LeRobot 0.3.3 (v2.1)
 	$(BIN)/python -m augment_dev.judge
 
+browser: $(STAMP)  ## Debian's Chromium and chromedriver (the dashboard's browser test), where missing
+	$(BIN)/python -m augment_dev.browser
+
 # buildah and mmdebstrap, as root; installed from Debian where missing (dev/augment_dev/images.py).
 images: $(STAMP)  ## build (cached) both images, write OCI archives, print how to push them
 	$(BIN)/augment-dev images
@@ -29,7 +32,7 @@ images: $(STAMP)  ## build (cached) both images, write OCI archives, print how t
 test-images: $(STAMP)  ## build (cached) the images make test runs: API, runner's CPU variant
 	$(BIN)/augment-dev images --no-export augment augment-runner-cpu
 
-test: $(STAMP) binaries judge test-images lint typecheck  ## every test, the end-to-end ones included
+test: $(STAMP) binaries judge browser test-images lint typecheck  ## every test, the end-to-end ones included
 	$(BIN)/python -m augment_spec.check_crd
 	$(BIN)/python -m augment_operator.check_values
 	$(BIN)/pytest -q -p no:cacheprovider
@@ -37,7 +40,7 @@ test: $(STAMP) binaries judge test-images lint typecheck  ## every test, the end
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-e2e: $(STAMP) binaries test-images
+e2e: $(STAMP) binaries browser test-images
 	$(BIN)/pytest -q tests/e2e
 
 lint: $(STAMP)

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# GPU check of the transform engine, for a machine with an NVIDIA GPU:
+# GPU check of the transform engine and the video engines, for a machine with an NVIDIA GPU:
 #   1. CuPy output == NumPy output within one grey level (tests/gpu), and the transform
 #      unit tests with CuPy in their backend parametrisation (AUGMENT_BACKEND=cupy);
-#   2. the transform benchmark (CuPy fps, fraction of device copy bandwidth, CPU baselines).
+#   2. the video path this GPU is planned (bench/gpu_codec_check.py): NVDEC frames match
+#      PyAV's, NVENC output decodes and matches the CPU encoder's within a stated PSNR,
+#      a missing engine fails to open as the plan says; output frames/s;
+#   3. the transform benchmark (CuPy fps, fraction of device copy bandwidth, CPU baselines).
 #
 # Usage, from the repository root, with a plain python3 (no virtualenv needed):
 #   bash bench/gpu_check.sh
@@ -10,9 +13,10 @@
 #              BENCH_QUICK (default 1; 0 for the full benchmark),
 #              INSTALL (default 1; 0 never runs pip, for offline machines).
 # Writes under $OUT: environment.txt, pip.log, pytest.log, pytest.xml,
+#                    gpu_codec.json, gpu_codec.log,
 #                    bench_transforms.json, bench_transforms.log, summary.txt.
-# Exit status: 0 when CuPy sees a device and the tests pass (the benchmark is reported
-# in summary.txt but does not change the status).
+# Exit status: 0 when CuPy sees a device and the tests and the video check pass (the
+# benchmark is reported in summary.txt but does not change the status).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,7 +43,7 @@ missing=()
 for pair in cupy:cupy-cuda12x nvidia.cuda_nvrtc:nvidia-cuda-nvrtc-cu12 \
     nvidia.cuda_runtime:nvidia-cuda-runtime-cu12 numpy:numpy pydantic:pydantic pytest:pytest \
     pytest_timeout:pytest-timeout PIL:pillow albumentations:albumentations \
-    cv2:opencv-python-headless; do
+    cv2:opencv-python-headless av:av PyNvVideoCodec:PyNvVideoCodec; do
     module="${pair%%:*}" dist="${pair#*:}"
     if ! "$PY" -c "import $module" 2>/dev/null; then
         requirement="$(pin "$dist")"
@@ -82,6 +86,14 @@ else
     say "FAIL: pytest exited $rc; see pytest.log: $(tail -n1 "$OUT/pytest.log")"
     status=1
 fi
+
+if "$PY" bench/gpu_codec_check.py >"$OUT/gpu_codec.json" 2>"$OUT/gpu_codec.log"; then
+    say "PASS: video engines (gpu_codec.json)"
+else
+    say "FAIL: video engines; see gpu_codec.log"
+    status=1
+fi
+cat "$OUT/gpu_codec.log" >>"$OUT/summary.txt"
 
 quick=()
 [[ "${BENCH_QUICK:-1}" == 1 ]] && quick=(--quick)

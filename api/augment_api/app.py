@@ -21,19 +21,23 @@ from starlette.types import Scope
 
 from augment_api.auth import KeyRing, KeyRingFile, KeySource
 from augment_api.cache import Informer, JobCache
+from augment_api.dashboard import mount_dashboard
 from augment_api.errors import FieldError, ServiceError, ValidationErrorResponse
 from augment_api.limits import ProjectQuota, RateLimiter
 from augment_api.middleware import BodyLimitMiddleware, CatchAllMiddleware
+from augment_api.preview import PreviewReader
 from augment_api.routes import health, jobs
 from augment_api.settings import Settings
 from augment_api.store import JobStore
 from augment_spec.model import validation_messages
+from augment_spec.policy import PolicyFile, PolicySource
 
 DESCRIPTION = """\
 Augment robot-learning datasets on GPUs. Each job is an `AugmentationJob` custom
 resource: jobs created here, with `kubectl apply` or by Argo CD are the same thing.
 
 Authenticate with the `X-Api-Key` header. Every error is JSON: `{"detail": "..."}`.
+A dashboard for people is served at `/ui/`.
 """
 
 
@@ -121,9 +125,11 @@ def _lifespan(informer: Informer | None) -> Any:
 
 
 def create_app(settings: Settings, *, store: JobStore | None = None,
-               keys: KeySource | None = None, cache: JobCache | None = None) -> FastAPI:
+               keys: KeySource | None = None, cache: JobCache | None = None,
+               policy: PolicySource | None = None) -> FastAPI:
     """The API over `store`; reads come from `cache`, which an informer fed by the store
-    keeps current while the app runs, unless the caller passes a cache it fills itself."""
+    keeps current while the app runs, unless the caller passes a cache it fills itself.
+    `policy` (default: settings.policy_file's, if any) is the Hub policy creates meet."""
     store = store or JobStore.from_settings(settings)
     informer = None
     if cache is None:
@@ -136,12 +142,17 @@ def create_app(settings: Settings, *, store: JobStore | None = None,
     app.state.cache = cache
     app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.quota = ProjectQuota(settings.project_job_quota, cache.active_jobs)
+    app.state.previews = PreviewReader(settings.hub_token_file)
     if keys is None:
         # No keys file: every request is refused (fail closed) rather than open.
         keys = KeyRingFile(settings.api_keys_file) if settings.api_keys_file else KeyRing([])
     app.state.keys = keys
+    if policy is None and settings.policy_file is not None:
+        policy = PolicyFile(settings.policy_file)
+    app.state.policy = policy
     app.include_router(jobs)
     app.include_router(health)
+    mount_dashboard(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -90,7 +90,9 @@ class Unavailable(ServiceError):
 
 
 # OpenAPI entries for the error statuses, so clients see the `{"detail": ...}` shape.
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+# `describe` replaces the shared description of a status where a route means more or else.
+def error_responses(*statuses: int,
+                    describe: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Invalid request parameters",
         401: "Invalid or missing API key",
@@ -108,7 +110,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {
             "model": ValidationErrorResponse if status == 422 else ErrorResponse,
-            "description": descriptions[status],
+            "description": (describe or {}).get(status, descriptions[status]),
         }
         for status in statuses
     }

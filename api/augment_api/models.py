@@ -23,9 +23,11 @@ from augment_spec.contract import (
     STATUS_JOB_NAME,
     STATUS_MESSAGE,
     STATUS_OUTPUT_DATASET_ID,
+    STATUS_OUTPUT_REVISION,
     STATUS_PROGRESS,
     STATUS_SHARDS,
     STATUS_START_TIME,
+    STATUS_VIDEO_PLAN,
     Phase,
     cancel_requested,
     phase_of,
@@ -76,6 +78,12 @@ class AugmentationJobStatus(BaseModel):
     shards: Shards | None = Field(default=None, description="A sharded job's shards")
     output_dataset_id: str | None = Field(
         default=None, description="Hub dataset the output is (or will be) uploaded to")
+    output_revision: str | None = Field(
+        default=None, description="Hub commit holding the published output; from then on "
+        "the job's preview is served (GET /v1/augmentation/{job_id}/preview)")
+    video_plan: str | None = Field(
+        default=None, description="How the runner decodes and encodes each camera's video "
+        "(NVDEC, NVENC or the CPU) and why, once it has planned them")
     job_name: str | None = Field(default=None, description="Kubernetes Job running the work")
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -89,6 +97,22 @@ class AugmentationJobList(BaseModel):
     total: int = Field(description="Jobs matching the filters, over all pages")
     limit: int
     offset: int
+
+
+class JobEvent(BaseModel):
+    """A Kubernetes Event about the job, as `kubectl describe augjob` shows it."""
+
+    type: str = Field(description="Normal or Warning", examples=["Normal"])
+    reason: str = Field(description="Short, machine-readable: the phase reached, or "
+                                    "ShardFailed", examples=["Succeeded"])
+    message: str = Field(default="")
+    count: int = Field(default=1, description="Times it happened")
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class JobEventList(BaseModel):
+    items: list[JobEvent] = Field(description="Oldest first")
 
 
 class Health(BaseModel):
@@ -131,9 +155,35 @@ def job_from_cr(cr: dict[str, Any]) -> AugmentationJobStatus:
         shards=_shards(status),
         output_dataset_id=status.get(STATUS_OUTPUT_DATASET_ID) or (spec.target_dataset_id
                                                                    if spec else None),
+        output_revision=status.get(STATUS_OUTPUT_REVISION),
+        video_plan=status.get(STATUS_VIDEO_PLAN),
         job_name=status.get(STATUS_JOB_NAME),
         created_at=meta.get("creationTimestamp"),
         started_at=status.get(STATUS_START_TIME),
         completed_at=status.get(STATUS_COMPLETION_TIME),
         spec=spec,
     )
+
+
+def _event(event: dict[str, Any]) -> JobEvent:
+    first = event.get("firstTimestamp") or event.get("eventTime")
+    return JobEvent(type=event.get("type") or "Normal", reason=event.get("reason") or "",
+                    message=event.get("message") or "", count=event.get("count") or 1,
+                    first_seen=first, last_seen=event.get("lastTimestamp") or first)
+
+
+def _instant(value: Any) -> float:
+    """Seconds since the epoch of an apiserver timestamp (RFC 3339); 0 when absent."""
+    return datetime.fromisoformat(str(value)).timestamp() if value else 0.0
+
+
+def _order(event: dict[str, Any]) -> tuple[float, float]:
+    # lastTimestamp has a resolution of one second: eventTime (microseconds), which the
+    # operator sets too, orders the events of the same second.
+    last = event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp")
+    return _instant(last), _instant(event.get("eventTime"))
+
+
+def events_from_k8s(events: list[dict[str, Any]]) -> JobEventList:
+    """The job's Events, oldest first (the apiserver returns them in no useful order)."""
+    return JobEventList(items=[_event(e) for e in sorted(events, key=_order)])

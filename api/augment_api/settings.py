@@ -16,11 +16,13 @@ NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 ENV_VARS = {
     "namespace": "AUGMENT_NAMESPACE",
     "api_keys_file": "AUGMENT_API_KEYS_FILE",
+    "policy_file": "AUGMENT_POLICY_FILE",
     "max_body_bytes": "AUGMENT_MAX_BODY_BYTES",
     "kube_timeout_s": "AUGMENT_KUBE_TIMEOUT_S",
     "rate_limit_per_s": "AUGMENT_RATE_LIMIT_PER_S",
     "rate_limit_burst": "AUGMENT_RATE_LIMIT_BURST",
     "project_job_quota": "AUGMENT_PROJECT_JOB_QUOTA",
+    "hub_token_file": "AUGMENT_HUB_TOKEN_FILE",
 }
 
 
@@ -31,6 +33,9 @@ class Settings(BaseModel):
                            description="Namespace the API creates and reads AugmentationJobs in")
     api_keys_file: Path | None = Field(
         default=None, description="YAML file (or mounted Secret) of API key digests")
+    policy_file: Path | None = Field(
+        default=None, description="YAML Hub policy (augment_spec.policy): the Hub "
+        "namespaces and token Secrets each project may use; none: nothing is checked")
     kubeconfig: Path | None = Field(
         default=None, description="kubeconfig to use outside a cluster; default: in-cluster")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024,
@@ -47,6 +52,11 @@ class Settings(BaseModel):
     project_job_quota: int = Field(
         default=20, ge=0, description="Unfinished (Pending, Queued or Running) jobs a project "
         "may have; creating one more: 429 with Retry-After. 0: no limit")
+
+    hub_token_file: Path | None = Field(
+        default=None, description="File (a mounted Secret) holding the Hub token the "
+        "previews of jobs are read with; none, or no such file: anonymous reads, which "
+        "reach public output datasets only. The Hub address is HF_ENDPOINT's")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> Settings:

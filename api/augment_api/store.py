@@ -4,7 +4,8 @@ This is the only module that talks to Kubernetes. It speaks in CR dicts and rais
 `ServiceError`s with readable details; it knows nothing about HTTP requests.
 
 Creating and cancelling go to the apiserver; reading goes to the watch cache
-(augment_api.cache), which this store feeds with `list_jobs` and `watch_jobs`. Every
+(augment_api.cache), which this store feeds with `list_jobs` and `watch_jobs`. A job's
+Events are read from the apiserver when asked for (`events_of`): they are not cached. Every
 call has a deadline and none is retried by the client: an apiserver that does not
 answer costs a request at most `kube_timeout_s`, then a 503.
 """
@@ -59,6 +60,8 @@ CREATE_ATTEMPTS = 3
 # where it left off; a watch whose connection goes silent is given up after it too.
 WATCH_SECONDS = 60
 HTTP_GONE = 410
+# A job gets an Event per phase change and per failed shard pod: a few, rarely hundreds.
+EVENTS_LIMIT = 500
 
 
 class Expired(Exception):
@@ -185,7 +188,9 @@ class JobStore:
         self._client_factory = client_factory
         self._timeout = timeout_s
         self._lock = threading.Lock()
+        self._client: k8s.ApiClient | None = None
         self._objects: k8s.CustomObjectsApi | None = None
+        self._core: k8s.CoreV1Api | None = None
         self._watch: k8s_watch.Watch | None = None
 
     @classmethod
@@ -193,12 +198,25 @@ class JobStore:
         # Lazy: building the app (e.g. for `augment openapi`) needs no cluster.
         return cls(settings.namespace, lambda: kube_client(settings), settings.kube_timeout_s)
 
+    def _api_client(self) -> k8s.ApiClient:
+        """The one client (and connection pool) of both APIs; call with the lock held."""
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
     @property
     def _api(self) -> k8s.CustomObjectsApi:
         with self._lock:
             if self._objects is None:
-                self._objects = k8s.CustomObjectsApi(self._client_factory())
+                self._objects = k8s.CustomObjectsApi(self._api_client())
             return self._objects
+
+    @property
+    def _events_api(self) -> k8s.CoreV1Api:
+        with self._lock:
+            if self._core is None:
+                self._core = k8s.CoreV1Api(self._api_client())
+            return self._core
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         """One CustomObjectsApi call on this namespace's CRs; the client returns JSON dicts."""
@@ -306,6 +324,20 @@ class JobStore:
         watch = self._watch
         if watch is not None:
             watch.stop()
+
+    # ---- events ----
+    def events_of(self, cr: dict[str, Any]) -> list[dict[str, Any]]:
+        """The Kubernetes Events about the job's CR (the operator posts them), as JSON
+        dicts in the apiserver's order."""
+        selector = f"involvedObject.uid={cr['metadata']['uid']}"
+        with kube_errors("list Events"):
+            # Not preloaded: the JSON itself, as for the CRs, rather than client models
+            # (the client's type hints describe the preloaded model, hence Any).
+            response: Any = self._events_api.list_namespaced_event(
+                self.namespace, field_selector=selector, limit=EVENTS_LIMIT,
+                _request_timeout=self._timeout, _preload_content=False)
+            items: list[dict[str, Any]] = json.loads(response.data).get("items", [])
+            return items
 
     # ---- cancel ----
     def request_cancel(self, cr: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("augment_operator.cli", "run the operator"),
     "crd": ("augment_spec.cli", "print the AugmentationJob CRD generated from the spec"),
     "openapi": ("augment_api.openapi_cli", "print the REST API's OpenAPI document"),
+    "jobs": ("augment_cli.jobs", "submit, list, follow and cancel jobs through the REST API"),
 }
 # subcommand -> the pyproject.toml extra holding its component's dependencies: each image
 # installs only the extras of what it runs (the runner image has no FastAPI, for one).

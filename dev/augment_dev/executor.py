@@ -47,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -490,26 +491,24 @@ class RunningPod:
                             f"{self.namespace}/{ref['name']}")
 
     def secret(self, name: str, optional: bool | None = False) -> dict[str, str]:
-        try:
-            found = with_node_graph_retry(self.core.read_namespaced_secret, name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404 and optional:
-                return {}
-            if exc.status == 404:
-                raise MissingConfig(f'secret "{name}" not found') from None
-            raise ExecutorError(f"secret {self.namespace}/{name}: {api_error(exc)}") from None
-        return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
+        data = self._read("secret", self.core.read_namespaced_secret, name, optional)
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
     def config_map(self, name: str, optional: bool | None = False) -> dict[str, str]:
+        return self._read("configmap", self.core.read_namespaced_config_map, name, optional)
+
+    def _read(self, kind: str, read: Callable[..., Any], name: str,
+              optional: bool | None) -> dict[str, str]:
+        """The data of a Secret or ConfigMap the pod names; a missing one is a waiting
+        state (MissingConfig, as the kubelet reports it) unless the reference is optional."""
         try:
-            found = with_node_graph_retry(self.core.read_namespaced_config_map, name,
-                                           self.namespace)
+            found = with_node_graph_retry(read, name, self.namespace)
         except ApiException as exc:
             if exc.status == 404 and optional:
                 return {}
             if exc.status == 404:
-                raise MissingConfig(f'configmap "{name}" not found') from None
-            raise ExecutorError(f"configmap {self.namespace}/{name}: {api_error(exc)}") from None
+                raise MissingConfig(f'{kind} "{name}" not found') from None
+            raise ExecutorError(f"{kind} {self.namespace}/{name}: {api_error(exc)}") from None
         return dict(found.data or {})
 
     # ---- volumes ----

@@ -36,6 +36,7 @@ import yaml
 
 from augment_dev import REPO_ROOT, chart
 from augment_dev.binaries import CACHE_ROOT, exclusive
+from augment_dev.debian import install_missing
 
 IMAGES_DIR = REPO_ROOT / "images"
 CACHE = CACHE_ROOT / "images"
@@ -163,16 +164,7 @@ def ensure_tools() -> None:
     if os.geteuid() != 0:
         raise SystemExit("building the images needs root: buildah and mmdebstrap run as "
                          "root here (no rootless setup)")
-    missing = [package for command, package in TOOLS.items() if not shutil.which(command)]
-    if not missing:
-        return
-    if not shutil.which("apt-get"):
-        raise SystemExit(f"building the images needs {', '.join(missing)} on PATH")
-    log(f"installing {', '.join(missing)} from Debian")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    install_missing(TOOLS, "building the images")
 
 
 def image_exists(ref: str) -> bool:

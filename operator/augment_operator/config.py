@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from augment_spec.model import (
     GENERATIVE_DISABLED,
@@ -22,6 +22,7 @@ from augment_spec.model import (
     AugmentationType,
     validation_messages,
 )
+from augment_spec.video_engines import CODECS, VideoEngines, common_engines
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 SMALL_INFERENCE_GPUS = ["NVIDIA-L4", "NVIDIA-A10G", "Tesla-T4", "NVIDIA-L40S"]
@@ -49,6 +50,31 @@ def _gpu_affinity(products: list[str], weight: int = 100) -> dict[str, Any]:
             }],
         }
     }
+
+
+class VideoEnginesConfig(_Strict):
+    """The codecs the profile's GPU nodes decode (NVDEC) and encode (NVENC) in hardware.
+    The runner plans each camera from them (docs/design.md, Video codecs): a codec left
+    out is decoded or encoded on the CPU. A GPU that has less than declared costs a
+    logged fallback to the CPU, never a failed job."""
+
+    decode: list[str] = Field(default_factory=list)
+    encode: list[str] = Field(default_factory=list)
+
+    @field_validator("decode", "encode")
+    @classmethod
+    def _known_codecs(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(CODECS))
+        if unknown:
+            raise ValueError(f"unknown codec(s) {', '.join(unknown)}; known: {', '.join(CODECS)}")
+        return [codec for codec in CODECS if codec in value]  # one order, no repeats
+
+    @classmethod
+    def of(cls, engines: VideoEngines) -> VideoEnginesConfig:
+        return cls(decode=sorted(engines.decode), encode=sorted(engines.encode))
+
+    def engines(self) -> VideoEngines:
+        return VideoEngines(frozenset(self.decode), frozenset(self.encode))
 
 
 class GpuProfile(_Strict):
@@ -80,6 +106,9 @@ class GpuProfile(_Strict):
     start_timeout_seconds: int = Field(default=600, ge=10, alias="startTimeoutSeconds")
     # A sharded job's pods running at once (the spec's shards beyond it wait their turn).
     max_parallel_shards: int = Field(default=8, ge=1, le=MAX_SHARDS, alias="maxParallelShards")
+    # Default: none, so every camera is planned on the CPU until the profile says more.
+    video_engines: VideoEnginesConfig = Field(default_factory=VideoEnginesConfig,
+                                              alias="videoEngines")
     env: dict[str, str] = Field(default_factory=dict)
     # Kueue (docs/design.md, Queues): the LocalQueue a job of this profile waits in when
     # its spec names none and its namespace has none in OperatorConfig.namespace_queues,
@@ -89,13 +118,21 @@ class GpuProfile(_Strict):
                                                       alias="workloadPriorityClass")
 
 
+def _preferring(products: list[str], **fields: Any) -> GpuProfile:
+    """A profile that prefers `products` and declares the video engines all of them have
+    (the affinity is a preference: a pod may still land on another GPU, whose missing
+    engines the runner then finds out and works around)."""
+    return GpuProfile(affinity=_gpu_affinity(products),
+                      videoEngines=VideoEnginesConfig.of(common_engines(products)), **fields)
+
+
 def default_profiles() -> dict[AugmentationType, GpuProfile]:
     return {
-        AugmentationType.deterministic: GpuProfile(affinity=_gpu_affinity(SMALL_INFERENCE_GPUS)),
-        AugmentationType.generative: GpuProfile(
+        AugmentationType.deterministic: _preferring(SMALL_INFERENCE_GPUS),
+        AugmentationType.generative: _preferring(
+            LARGE_GPUS,
             enabled=False,
             disabledMessage=GENERATIVE_DISABLED_HINT,
-            affinity=_gpu_affinity(LARGE_GPUS),
             resources={"requests": {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": "8"},
                        "limits": {"memory": "256Gi", "nvidia.com/gpu": "8"}},
         ),

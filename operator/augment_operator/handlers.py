@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -54,25 +55,44 @@ from augment_spec.contract import (
 )
 from augment_spec.crd import spec_from_cr
 from augment_spec.model import AugmentationSpec, SpecError
+from augment_spec.policy import PolicySource
 
 log = logging.getLogger("augment.operator")
 
 
 class Reconciler:
-    def __init__(self, config: OperatorConfig, kube: Kube | None = None) -> None:
+    def __init__(self, config: OperatorConfig, kube: Kube | None = None,
+                 policy: PolicySource | None = None) -> None:
         self.config = config
         self.kube = kube or Kube()
+        self.policy = policy  # None: no Hub policy is enforced
         self.phase_book = metrics.PhaseBook()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock_of(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
 
     def reconcile(self, namespace: str, name: str) -> Decision | None:
+        """Reconcile one CR. kopf runs handlers in a thread pool and a CR's own event,
+        its Job's and its pods' can arrive together: one at a time per CR, so that each
+        reads the status the one before wrote (and a phase change is announced once)."""
+        key = f"{namespace}/{name}"
+        with self._lock_of(key):
+            return self._reconcile_now(namespace, name, key)
+
+    def _reconcile_now(self, namespace: str, name: str, key: str) -> Decision | None:
         started = time.monotonic()
         try:
             cr = self.kube.get_cr(namespace, name)
             if cr is None:  # deleted: the garbage collector removes its Job and pods
-                self.phase_book.record(f"{namespace}/{name}", None)
+                self.phase_book.record(key, None)
+                with self._locks_guard:
+                    self._locks.pop(key, None)
                 return None
             decision = self._reconcile(cr)
-            self.phase_book.record(f"{namespace}/{name}", decision.phase.value)
+            self.phase_book.record(key, decision.phase.value)
             return decision
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
@@ -83,6 +103,8 @@ class Reconciler:
     def _reconcile(self, cr: dict[str, Any]) -> Decision:
         namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
         spec, spec_error = self._parse(cr)
+        policy_error = self._policy_error(spec, namespace)
+        spec = self._with_project_token(spec)
         profile = self.config.profile_for(spec.augmentation_type) if spec else None
         profile_error = self._profile_error(spec, profile)
         jname = job_name(name)
@@ -96,13 +118,14 @@ class Reconciler:
         if sharded:
             finalize = self._child(cr, finalize_job_name(name))
             decision = decide_sharded(cr, runner, finalize, spec_error, profile_error,
-                                      runner_can_write=can_write, at=at, limits=limits)
+                                      runner_can_write=can_write, at=at, limits=limits,
+                                      policy_error=policy_error)
             if not decision.recorded and spec is not None:
                 decision.extra.update(shard_status(cr, runner, spec.shards))
         else:
             decision = decide(cr, runner.job, runner.pods, spec_error, profile_error,
                               runner_can_write=can_write, at=at, limits=limits,
-                              workload=runner.workload)
+                              workload=runner.workload, policy_error=policy_error)
         if decision.final:  # before the phase is written: from then on it is trusted
             self.kube.delete_access(namespace, account)
         if spec is not None and profile is not None:
@@ -146,13 +169,34 @@ class Reconciler:
         message = shard_failure(cr, decision, runner)
         if message is not None:
             # kopf's hints name its Body wrapper; it reads any mapping with metadata.
-            kopf.warn(cr, reason="ShardFailed", message=message[:1000])  # type: ignore[arg-type]
+            self.announce(cr, "ShardFailed", message, warning=True)
+
+    def announce(self, cr: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+        """A Kubernetes Event on the CR (what `kubectl describe` and the API show)."""
+        event = kopf.warn if warning else kopf.info
+        # kopf's hints name its Body wrapper; it reads any mapping with metadata.
+        event(cr, reason=reason, message=message[:1000])  # type: ignore[arg-type]
 
     def _parse(self, cr: dict[str, Any]) -> tuple[AugmentationSpec | None, str | None]:
         try:
             return spec_from_cr(cr.get("spec") or {}), None
         except SpecError as exc:
             return None, f"invalid spec: {exc}"
+
+    def _policy_error(self, spec: AugmentationSpec | None, namespace: str) -> str | None:
+        """Why the Hub policy forbids the job, checked here too because `kubectl apply`
+        and Argo CD never pass through the API (docs/design.md, Hub policy)."""
+        if spec is None or self.policy is None:
+            return None
+        return self.policy.current().denial(spec, namespace)
+
+    def _with_project_token(self, spec: AugmentationSpec | None) -> AugmentationSpec | None:
+        """The spec whose runner uses its project's default Hub token Secret, when it
+        names none and the policy gives the project one."""
+        if spec is None or self.policy is None or spec.hf_token_secret_name is not None:
+            return spec
+        secret = self.policy.current().default_secret(spec.project_id)
+        return spec.model_copy(update={"hf_token_secret_name": secret}) if secret else spec
 
     @staticmethod
     def _profile_error(spec: AugmentationSpec | None, profile: GpuProfile | None) -> str | None:
@@ -195,10 +239,8 @@ class Reconciler:
         self.kube.patch_cr_status(cr["metadata"]["namespace"], cr["metadata"]["name"], patch)
         if before != decision.phase.value:
             metrics.TRANSITIONS.labels(phase=decision.phase.value).inc()
-            event = kopf.warn if decision.phase is Phase.Failed else kopf.info
-            # kopf's hints name its Body wrapper; it reads any mapping with metadata.
-            event(cr, reason=decision.phase.value,  # type: ignore[arg-type]
-                  message=decision.message[:1000])
+            self.announce(cr, decision.phase.value, decision.message,
+                          warning=decision.phase is Phase.Failed)
             log.info("%s/%s: %s -> %s (%s)", cr["metadata"]["namespace"],
                      cr["metadata"]["name"], before or "-", decision.phase.value,
                      decision.message)

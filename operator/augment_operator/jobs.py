@@ -14,6 +14,7 @@ from augment_operator.config import GpuProfile, OperatorConfig, Queue
 from augment_spec.contract import (
     ANNOTATION_JOB,
     API_VERSION,
+    ENV_CPU_LIMIT,
     ENV_HF_TOKEN,
     ENV_JOB_NAME,
     ENV_JOB_NAMESPACE,
@@ -21,6 +22,8 @@ from augment_spec.contract import (
     ENV_SPEC,
     ENV_TERMINATION_LOG,
     ENV_THREADS,
+    ENV_VIDEO_DECODE,
+    ENV_VIDEO_ENCODE,
     ENV_WORKDIR,
     EXIT_BAD_INPUT,
     GROUP,
@@ -34,6 +37,7 @@ from augment_spec.contract import (
     PLURAL,
     TERMINATION_LOG_PATH,
     job_label_value,
+    video_codecs_value,
 )
 from augment_spec.model import AugmentationSpec
 
@@ -147,6 +151,13 @@ def runner_env(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
         # The pod sees the node's cores; size the transform threads to what it asked for.
         {"name": ENV_THREADS, "valueFrom": {"resourceFieldRef": {
             "containerName": RUNNER_CONTAINER, "resource": "requests.cpu", "divisor": "1"}}},
+        # ... and never run more codec threads than its limit (augment_runner/cpu_budget.py).
+        {"name": ENV_CPU_LIMIT, "valueFrom": {"resourceFieldRef": {
+            "containerName": RUNNER_CONTAINER, "resource": "limits.cpu", "divisor": "1"}}},
+        # The video engines of the profile's GPUs: the runner plans each camera's decode
+        # and encode from them (augment_runner/codec_plan.py).
+        {"name": ENV_VIDEO_DECODE, "value": video_codecs_value(profile.video_engines.decode)},
+        {"name": ENV_VIDEO_ENCODE, "value": video_codecs_value(profile.video_engines.encode)},
         {"name": "HOME", "value": SCRATCH},
         {"name": "HF_HOME", "value": f"{SCRATCH}/hf-home"},
     ]

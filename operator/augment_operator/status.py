@@ -37,7 +37,7 @@ from augment_spec.contract import (
     summed_progress,
 )
 
-NO_JOB_REASONS = frozenset({"InvalidSpec", "ProfileDisabled"})
+NO_JOB_REASONS = frozenset({"InvalidSpec", "ProfileDisabled", "PolicyDenied"})
 # Container waiting reasons that mean the pod cannot start as it is, unlike the
 # ContainerCreating of a pull in progress; the kubelet keeps retrying all of them.
 START_PROBLEMS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
@@ -214,16 +214,19 @@ def waited(pod: dict[str, Any], since: str | None, at: dt.datetime) -> float:
 def decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]],
            spec_error: str | None, profile_error: str | None, *,
            runner_can_write: bool = False, at: dt.datetime | None = None,
-           limits: StartLimits = StartLimits(),
+           limits: StartLimits = StartLimits(), policy_error: str | None = None,
            workload: dict[str, Any] | None = None) -> Decision:
     """The phase the CR should show. `runner_can_write`: the runner's credentials still
     exist, so a terminal phase in the status may be the runner's and is not trusted.
-    `workload`: Kueue's Workload of a suspended Job, which says why it waits."""
+    `policy_error`: the Hub policy forbids the job, which then gets no Job (one already
+    made, under an earlier policy, runs on). `workload`: Kueue's Workload of a suspended
+    Job, which says why it waits."""
     recorded = _recorded(cr, [job], runner_can_write)
     if recorded is not None:
         return recorded
     decision = _decide(cr, Child(job, pods, workload), spec_error, profile_error,
-                       at or dt.datetime.now(dt.UTC), limits, publishes=True)
+                       at or dt.datetime.now(dt.UTC), limits, publishes=True,
+                       policy_error=policy_error)
     return _reached(decision, pods)
 
 
@@ -249,7 +252,7 @@ def _reached(decision: Decision, pods: list[dict[str, Any]]) -> Decision:
 
 def _decide(cr: dict[str, Any], runner: Child, spec_error: str | None,
             profile_error: str | None, at: dt.datetime, limits: StartLimits, *,
-            publishes: bool) -> Decision:
+            publishes: bool, policy_error: str | None = None) -> Decision:
     """`publishes`: this Job's completion is the output on the Hub (a sharded job's
     shards only stage theirs: its finalize Job publishes)."""
     job, pods = runner.job, runner.pods
@@ -265,6 +268,8 @@ def _decide(cr: dict[str, Any], runner: Child, spec_error: str | None,
         return Decision(Phase.Failed, "InvalidSpec", spec_error)
     if profile_error:
         return Decision(Phase.Failed, "ProfileDisabled", profile_error)
+    if job is None and policy_error:
+        return Decision(Phase.Failed, "PolicyDenied", policy_error)
     if job is None:
         return Decision(Phase.Pending, "CreatingJob", "creating the runner Job",
                         action=Action.create_job)
@@ -300,7 +305,8 @@ def _cancel(cr: dict[str, Any], job: dict[str, Any] | None,
 def decide_sharded(cr: dict[str, Any], shards: Child, finalize: Child,
                    spec_error: str | None, profile_error: str | None, *,
                    runner_can_write: bool = False, at: dt.datetime | None = None,
-                   limits: StartLimits = StartLimits()) -> Decision:
+                   limits: StartLimits = StartLimits(),
+                   policy_error: str | None = None) -> Decision:
     """A sharded job (docs/design.md, Scale out): the Indexed Job of its shards runs as a
     single job's runner Job does; once it completes, its finalize Job decides."""
     recorded = _recorded(cr, [shards.job, finalize.job], runner_can_write)
@@ -310,7 +316,8 @@ def decide_sharded(cr: dict[str, Any], shards: Child, finalize: Child,
         decision = _decide_finalize(cr, finalize)
     else:
         decision = _decide(cr, shards, spec_error, profile_error,
-                           at or dt.datetime.now(dt.UTC), limits, publishes=False)
+                           at or dt.datetime.now(dt.UTC), limits, publishes=False,
+                           policy_error=policy_error)
         if decision.reason == "Completed":
             decision = Decision(Phase.Running, "Merging",
                                 "every shard is done; starting the merge",

@@ -29,12 +29,10 @@ import shutil
 import sys
 import tempfile
 import traceback
-import types
 import uuid
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 from augment_spec.contract import (
     ENV_SHARD_INDEX,
@@ -44,6 +42,7 @@ from augment_spec.contract import (
     EXIT_HUB_UNAVAILABLE,
     EXIT_OK,
 )
+from augment_spec.flags import add_spec_flags, spec_values
 from augment_spec.model import (
     HUB_REPO_ID_PATTERN,
     AugmentationSpec,
@@ -69,49 +68,7 @@ from .staging import push_shard, shard_on_branch, staging_branch
 # A local run belongs to no project; the spec still needs a project id.
 LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
 
-# Spec fields a run sets from flags: every augment_<name> as --<name> (dashes for
-# underscores), and these others. argparse's dest is the flag with '-' as '_'.
-OTHER_FLAG_FIELDS = {"revision": "source_revision"}
-_FLAG_PREFIX = "augment_"
-
-
-def _flag_fields() -> dict[str, str]:
-    """flag -> spec field, in the model's field order."""
-    own = {
-        field.removeprefix(_FLAG_PREFIX).replace("_", "-"): field
-        for field in AugmentationSpec.model_fields
-        if field.startswith(_FLAG_PREFIX)
-    }
-    return own | OTHER_FLAG_FIELDS
-
-
-def _comma_list(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-_SCALAR_PARSERS: dict[object, Callable[[str], Any]] = {str: str, int: int, float: float}
-
-
-def _flag_parsing(field: str) -> tuple[Callable[[str], Any], list[str] | None]:
-    """(argparse type, choices) from the field's annotation, its `| None` dropped."""
-    annotation = AugmentationSpec.model_fields[field].annotation
-    if get_origin(annotation) in (Union, types.UnionType):
-        (annotation,) = (a for a in get_args(annotation) if a is not type(None))
-    if get_origin(annotation) is list:
-        return _comma_list, None
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return str, [member.value for member in annotation]
-    parse = _SCALAR_PARSERS.get(annotation)
-    if parse is not None:
-        return parse, None
-    raise TypeError(f"no command-line form for {field}: {annotation}")
-
-
-FLAG_FIELDS: dict[str, str] = _flag_fields()
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    fields = AugmentationSpec.model_fields
     parser.add_argument(
         "--dataset", metavar="SRC", help="source dataset: a local folder or a Hub dataset id"
     )
@@ -159,15 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="frames per batch: bounds memory (default: %(default)s)",
     )
-    for flag, field in FLAG_FIELDS.items():
-        help_text = fields[field].description or field.replace("_", " ")
-        if fields[field].annotation is bool:  # the flag alone turns it on
-            parser.add_argument(f"--{flag}", action="store_true", default=None, help=help_text)
-            continue
-        parse, choices = _flag_parsing(field)
-        parser.add_argument(
-            f"--{flag}", type=parse, choices=choices, default=None, help=help_text
-        )
+    add_spec_flags(parser)  # the same flags as `augment jobs submit` (augment_spec.flags)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -262,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
             source_id=source_id,
             source_revision=revision,
             shard=shard,
+            video_report=status.report_video_plan,
         )
         if shard is not None:
             print(f"shard {shard}: {result.source_episodes} source episode(s)")
@@ -386,10 +336,7 @@ def _build_spec(
     data.setdefault("project_id", args.project_id or LOCAL_PROJECT_ID)
     if args.dataset or "dataset_id" not in data:
         data["dataset_id"] = _local_dataset_id(local_source) if local_source else src
-    for flag, field in FLAG_FIELDS.items():
-        value = getattr(args, flag.replace("-", "_"))
-        if value is not None:  # unset flags keep the model's defaults
-            data[field] = value
+    data |= spec_values(args)  # unset flags keep the model's defaults
     if args.push_to:
         data["output_dataset_id"] = args.push_to
     if args.public:

@@ -91,15 +91,23 @@ def _provenance(shard: ShardFolder) -> dict[str, Any]:
     return data
 
 
+# What each shard's provenance has of its own: its episodes, and how its node decoded
+# and encoded the videos (shards may land on GPUs with other video engines).
+PER_SHARD = ("episodes", "video")
+
+
 def merged_provenance(shards: Sequence[ShardFolder]) -> dict[str, Any]:
     """The unsplit job's provenance: the shards' must agree on everything (spec, seed,
-    source revision, tool version) but their episodes, which are put in output order."""
+    source revision, tool version) but their episodes, which are put in output order,
+    and their video plans, each kept once."""
     first = _provenance(shards[0])
-    common = {key: value for key, value in first.items() if key != "episodes"}
+    common = {key: value for key, value in first.items() if key not in PER_SHARD}
     episodes: list[dict[str, Any]] = []
+    video: list[dict[str, Any]] = []
     for shard in shards:
         own = _provenance(shard)
-        if {key: value for key, value in own.items() if key != "episodes"} != common:
+        video += [plan for plan in own.get("video", []) if plan not in video]
+        if {key: value for key, value in own.items() if key not in PER_SHARD} != common:
             raise AugmentError(
                 f"{shard.root} was made with another spec, seed, source revision or tool "
                 f"version than {shards[0].root}; merge the shards of one job"
@@ -107,7 +115,7 @@ def merged_provenance(shards: Sequence[ShardFolder]) -> dict[str, Any]:
         episodes += own["episodes"]
     splits = list(dict.fromkeys(e.get("split") for e in episodes))  # as the pipeline orders
     episodes.sort(key=lambda e: (splits.index(e.get("split")), e["episode_index"]))
-    return {**first, "episodes": episodes}
+    return {**first, "episodes": episodes, "video": video}
 
 
 def _copy_preview(shards: Sequence[ShardFolder], staging: Path) -> None:

@@ -14,6 +14,7 @@ for `augment merge` (merge.py), which puts the shards together into this output.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -29,8 +30,10 @@ import pyarrow as pa
 
 from augment_spec.model import AugmentationSpec, DatasetMode, Transform
 
+from . import codec_plan
 from . import stats as stats_mod
 from .concurrency import CopyWorkers
+from .cpu_budget import codec_threads, this_pod_cpus
 from .errors import AugmentError, DatasetError, OutputError
 from .formats.base import (
     Camera,
@@ -38,6 +41,7 @@ from .formats.base import (
     DatasetWriter,
     EpisodeWriter,
     FrameSink,
+    LeRobotReader,
     SourceEpisode,
     StatsPlan,
     decode_image_cells,
@@ -54,7 +58,11 @@ from .provenance import (
 )
 from .shards import Shard, ShardManifest
 
+log = logging.getLogger("augment.runner")
 Progress = Callable[[int, int], None]
+# Told how each video camera is decoded and encoded (one line per camera): once planned,
+# and again at the end when an engine fell back to the CPU meanwhile.
+VideoPlanReport = Callable[[list[str]], None]
 # One copy's transforms: a batch of frames and the episode offset of its first frame in,
 # the augmented batch out.
 FrameAugmenter = Callable[[np.ndarray, int], np.ndarray]
@@ -130,6 +138,7 @@ def augment_dataset(
     source_id: str | None = None,
     source_revision: str | None = None,
     shard: Shard | None = None,
+    video_report: VideoPlanReport | None = None,
 ) -> AugmentResult:
     """Write the augmented dataset for `spec` from the folder `source` into `output`;
     with `shard`, only that shard of it (see shards.py)."""
@@ -142,7 +151,11 @@ def augment_dataset(
     cameras = select_cameras(
         reader.cameras, spec.augment_cameras, source, grey=spec.augment_grey_cameras
     )
+    refuse_high_bit_depth(reader, cameras)
     covered = _covered(reader, shard)
+    planned = plan_videos(reader, spec.copies_per_episode())
+    if video_report is not None and planned:
+        video_report(planned)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
@@ -151,6 +164,9 @@ def augment_dataset(
         episodes = _augment(
             reader, writer, spec, covered, cameras, preview, progress, batch_frames
         )
+        final = reader.video_plans.describe()
+        if video_report is not None and final != planned:
+            video_report(final)
         provenance = _provenance(spec, reader, cameras, episodes, source_id, source_revision)
         write_provenance(staging, provenance)
         has_preview = shard is None or preview.has_frames
@@ -178,6 +194,29 @@ def augment_dataset(
         copies_written,
         time.monotonic() - started,
     )
+
+
+def plan_videos(reader: DatasetReader, copies: int) -> list[str]:
+    """Plan every video camera's decode and encode (codec_plan.py) into the reader's
+    VideoPlans, log it, and return one line per camera."""
+    if not isinstance(reader, LeRobotReader):
+        return []  # no video files: images are decoded with the rows
+    videos = [c for c in reader.cameras if c.storage == "video"]
+    if not videos:
+        return []
+    engines, support = codec_plan.this_process()
+    # One decoder and every copy's encoder of a camera run at once (cpu_budget.py).
+    threads = codec_threads(this_pod_cpus(), 1 + copies)
+    for camera in videos:
+        fmt = reader.video_format(camera)
+        path, reason = codec_plan.plan_camera(fmt, engines, support)
+        reader.video_plans.plans[camera.key] = codec_plan.CameraPlan(
+            camera.key, fmt.codec, fmt.pix_fmt, path, reason, threads
+        )
+    lines = reader.video_plans.describe()
+    for line in lines:
+        log.info("video %s", line)
+    return lines
 
 
 def _covered(reader: DatasetReader, shard: Shard | None) -> list[SourceEpisode]:
@@ -245,6 +284,25 @@ def select_cameras(
     return [c for c in cameras if c.key in set(wanted)]
 
 
+def refuse_high_bit_depth(reader: DatasetReader, cameras: list[Camera]) -> None:
+    """The transforms compute on 8-bit frames (docs/design.md, Transforms): a copy of a
+    10-bit video camera would be 8-bit pixels in a 10-bit file, a silent loss, so such a
+    camera is refused before any work. Cameras left out are copied packet for packet,
+    whatever their bit depth."""
+    if not isinstance(reader, LeRobotReader):  # the only format with video cameras
+        return
+    for camera in cameras:
+        if camera.storage != "video":
+            continue
+        fmt = reader.video_format(camera)
+        if fmt.bit_depth > 8:
+            raise DatasetError(
+                f"camera {camera.key!r} is {fmt.bit_depth}-bit video ({fmt.pix_fmt}) and the "
+                f"transforms compute on 8 bits; leave it out of augment_cameras (it is then "
+                f"copied unchanged) or re-encode it to 8 bits (yuv420p)"
+            )
+
+
 def check_valid(staging: Path) -> None:
     """Never move into place (so never push) an output the format's reader would reject:
     it is checked where it was built, and a failure removes it with the staging folder."""
@@ -285,6 +343,8 @@ def _provenance(
         "copies_per_episode": spec.copies_per_episode(),
         "seed": spec.augment_seed,
         "augmented_cameras": [c.key for c in cameras],
+        # How each video camera was decoded and encoded, and why (codec_plan.py).
+        "video": [plan.to_dict() for plan in reader.video_plans.plans.values()],
         "spec": recorded_spec(spec),
         "episodes": episodes,
     }

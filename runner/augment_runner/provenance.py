@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from augment_spec.contract import OUTPUT_PREVIEW_PATH
 from augment_spec.model import AugmentationSpec
 
 # The tool named in every provenance file: the Hub upload treats a dataset whose
@@ -13,7 +14,7 @@ from augment_spec.model import AugmentationSpec
 TOOL_NAME = "augment-operator"
 PROVENANCE_PATH = "meta/augmentation.json"
 CARD_PATH = "README.md"
-PREVIEW_PATH = "preview.png"  # the card shows it
+PREVIEW_PATH = OUTPUT_PREVIEW_PATH  # the card shows it; the API serves it
 
 
 def recorded_spec(spec: AugmentationSpec) -> dict[str, Any]:

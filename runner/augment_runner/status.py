@@ -22,6 +22,7 @@ from augment_spec.contract import (
     progress_status,
     shard_progress_status,
     started_status,
+    video_plan_status,
 )
 
 from .pod import PodEnv
@@ -93,3 +94,11 @@ def report_output(output_revision: str) -> None:
     reporter = cluster_reporter()
     if reporter:
         reporter.patch(output_status(output_revision))
+
+
+def report_video_plan(lines: list[str]) -> None:
+    """How each video camera is decoded and encoded (codec_plan.py), for `kubectl get`
+    -o wide and the API's job status."""
+    reporter = cluster_reporter()
+    if reporter:
+        reporter.patch(video_plan_status(lines))

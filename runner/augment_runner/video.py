@@ -80,6 +80,28 @@ class VideoFormat:
     def encoder(self) -> str:
         return encoder_for(self.codec)
 
+    @property
+    def bit_depth(self) -> int:
+        """Bits per sample of the pixel format (8 for yuv420p, 10 for yuv420p10le)."""
+        try:
+            return max(c.bits for c in av.VideoFormat(self.pix_fmt).components)
+        except ValueError:  # a name this FFmpeg does not know
+            raise VideoError(
+                f"unknown pixel format {self.pix_fmt!r}; re-encode the videos to yuv420p"
+            ) from None
+
+
+def threaded_options(encoder: str, options: dict[str, str], threads: int) -> dict[str, str]:
+    """`options` with the encoder's own thread setting where it ignores FFmpeg's
+    thread count: SVT-AV1 sizes its pools from its level of parallelism (`lp`), x265
+    from its thread pools (`pools`); the others follow the codec context's count."""
+    own = {"libsvtav1": ("svtav1-params", f"lp={threads}"),
+           "libx265": ("x265-params", f"pools={threads}")}.get(encoder)
+    if own is None:
+        return dict(options)
+    key, value = own
+    return {**options, key: f"{options[key]}:{value}" if options.get(key) else value}
+
 
 def encoder_for(codec: str) -> str:
     """The encoder we use to write `codec` streams (the source's codec is kept)."""
@@ -133,6 +155,7 @@ def decode_episode(
     start_s: float = 0.0,
     batch_frames: int = 64,
     grey: bool = False,
+    threads: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the `num_frames` frames that start at `start_s`, in (N,H,W,3) uint8 RGB
     batches, or with `grey` (a 1-channel camera) (N,H,W,1) grey levels.
@@ -141,6 +164,7 @@ def decode_episode(
     frames of earlier episodes and stop after `num_frames`. Each frame must sit where
     the metadata says (start + i/fps, within half a frame): a gap or a short file means
     the metadata and the video disagree, which we report instead of shifting frames.
+    `threads`: the decoder's threads (cpu_budget.py); None: FFmpeg's choice (every core).
     """
     if batch_frames < 1:
         raise ValueError("batch_frames must be >= 1")
@@ -148,6 +172,8 @@ def decode_episode(
     with _open_input(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if threads is not None:
+            stream.codec_context.thread_count = threads
         batch: np.ndarray | None = None
         filled = produced = 0
         try:
@@ -226,7 +252,9 @@ class VideoEncoder:
         options: dict[str, str] | None = None,
         *,
         faststart: bool = True,
+        threads: int | None = None,
     ) -> None:
+        """`threads`: the encoder's threads (cpu_budget.py); None: its own choice."""
         self.path = Path(path)
         self.format = fmt
         self.frames = 0
@@ -235,12 +263,15 @@ class VideoEncoder:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         container = av.open(str(self.path), "w", options=container_options)
         self._container: av.container.OutputContainer | None = container
+        chosen = dict(options or ENCODER_OPTIONS.get(encoder, {}))
+        if threads is not None:
+            chosen = threaded_options(encoder, chosen, threads)
         try:
-            stream = container.add_stream(
-                encoder, rate=fmt.fps, options=dict(options or ENCODER_OPTIONS.get(encoder, {}))
-            )
+            stream = container.add_stream(encoder, rate=fmt.fps, options=chosen)
             if not isinstance(stream, av.video.stream.VideoStream):
                 raise ValueError(f"{encoder} is not a video encoder")
+            if threads is not None:
+                stream.codec_context.thread_count = threads
             self._stream = stream
             self._stream.width = fmt.width
             self._stream.height = fmt.height

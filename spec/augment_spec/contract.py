@@ -105,11 +105,30 @@ ENV_THREADS = "AUGMENT_THREADS"  # transform threads (the pod sees the node's co
 ENV_BACKEND = "AUGMENT_BACKEND"  # numpy | cupy | auto; a profile's env may set it
 ENV_HF_TOKEN = "HF_TOKEN"  # from the profile's or the spec's Secret
 ENV_JOB_UID = "AUGMENT_JOB_UID"  # the CR's uid: names a sharded job's staging branches
+# The pod's CPU limit in whole CPUs (limits.cpu; the node's allocatable CPUs when the
+# profile sets none): a ceiling on the runner's codec threads, with the cgroup's quota.
+ENV_CPU_LIMIT = "AUGMENT_CPU_LIMIT"
+# The video engines of the profile's GPU nodes (docs/design.md, Video codecs): the codecs
+# NVDEC decodes and NVENC encodes there, as video_codecs_value writes them. The runner
+# plans each camera's decode and encode from them (augment_runner/codec_plan.py).
+ENV_VIDEO_DECODE = "AUGMENT_VIDEO_DECODE"
+ENV_VIDEO_ENCODE = "AUGMENT_VIDEO_ENCODE"
 # Set by Kubernetes itself in each pod of an Indexed Job: the shard the pod augments.
 ENV_SHARD_INDEX = "JOB_COMPLETION_INDEX"
 # Kubernetes' default terminationMessagePath: what the runner writes there becomes the
 # pod's termination message, which the operator copies into the CR's status.message.
 TERMINATION_LOG_PATH = "/dev/termination-log"
+
+
+def video_codecs_value(codecs: frozenset[str] | set[str] | list[str]) -> str:
+    """A set of codec names (FFmpeg's: h264, hevc, av1) as one environment value."""
+    return ",".join(sorted(codecs))
+
+
+def video_codecs(value: str | None) -> frozenset[str]:
+    """The codecs an ENV_VIDEO_* value names; unset or empty: none."""
+    return frozenset(part.strip().lower() for part in (value or "").split(",") if part.strip())
+
 
 # ---- the runner's exit code ----
 EXIT_OK = 0
@@ -137,6 +156,9 @@ PROGRESS_DONE = "episodesDone"
 PROGRESS_TOTAL = "episodesTotal"
 PROGRESS_PERCENT = "percent"
 PROGRESS_TEXT = "text"  # for `kubectl get`
+# How the runner decodes and encodes each camera's video, and why (one line per
+# camera): written once the runner has planned them (augment_runner/codec_plan.py).
+STATUS_VIDEO_PLAN = "videoPlan"
 
 
 def progress_status(done: int, total: int, *, finished: bool = False) -> dict[str, Any]:
@@ -182,6 +204,11 @@ def shards_status(
                             SHARDS_TEXT: f"{done}/{total}"}}
 
 
+def video_plan_status(lines: list[str]) -> dict[str, Any]:
+    """The status patch saying how each camera's video is decoded and encoded."""
+    return {STATUS_VIDEO_PLAN: "; ".join(lines)}
+
+
 def started_status(source_revision: str, output_dataset_id: str) -> dict[str, Any]:
     """The status patch once the source is downloaded: what is read, where it goes."""
     return {STATUS_SOURCE_REVISION: source_revision, STATUS_OUTPUT_DATASET_ID: output_dataset_id}
@@ -190,3 +217,10 @@ def started_status(source_revision: str, output_dataset_id: str) -> dict[str, An
 def output_status(output_revision: str) -> dict[str, Any]:
     """The status patch once the output is pushed: the Hub commit holding it."""
     return {STATUS_OUTPUT_REVISION: output_revision}
+
+
+# ---- the output dataset: files the runner writes and the API serves ----
+# The contact sheet of a source episode and its augmented copies, at the top of the output
+# (the dataset card shows it; GET /v1/augmentation/{id}/preview serves it).
+OUTPUT_PREVIEW_PATH = "preview.png"
+OUTPUT_PREVIEW_MEDIA_TYPE = "image/png"

@@ -164,6 +164,9 @@ def status_schema() -> dict[str, Any]:
                     "text": {"type": "string", "description": "For `kubectl get`"},
                 },
             },
+            "videoPlan": {"type": "string",
+                          "description": "How the runner decodes and encodes each camera's "
+                                         "video, and why"},
             "jobName": {"type": "string"},
             "outputDatasetId": {"type": "string"},
             "outputRevision": {"type": "string"},
@@ -185,6 +188,7 @@ def printer_columns() -> list[dict[str, Any]]:
         {"name": "Output", "type": "string", "jsonPath": ".status.outputDatasetId",
          "priority": 1},
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+        {"name": "Video", "type": "string", "jsonPath": ".status.videoPlan", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

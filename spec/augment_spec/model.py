@@ -48,7 +48,9 @@ GENERATIVE_DISABLED = "generative augmentation (Cosmos Transfer2.5) is currently
 TRANSFORM_NAMES = [t.value for t in Transform]
 
 # A Hub repo id: "name" or "namespace/name" (Hub rules: letters, digits, '-', '_', '.').
-HUB_REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+_HUB_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+HUB_REPO_ID_PATTERN = rf"^{_HUB_NAME}(/{_HUB_NAME})?$"
+HUB_NAMESPACE_PATTERN = rf"^{_HUB_NAME}$"  # the namespace (user or organisation) part
 # Lowercase RFC 1123 label: a Kubernetes Secret name.
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 

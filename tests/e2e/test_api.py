@@ -22,13 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+from api_process import api_process
 from fastapi.testclient import TestClient
 from pydantic.alias_generators import to_camel
 
 from augment_api.app import create_app
 from augment_api.settings import Settings
 from augment_api.store import idempotent_name
-from augment_dev.cluster import EmbeddedCluster, free_port
+from augment_dev.cluster import EmbeddedCluster
 from augment_dev.kube import get_json, wait_for
 from augment_spec.contract import (
     ANNOTATION_CANCEL,
@@ -513,6 +514,37 @@ def test_delete_requests_cancel_and_refuses_finished_jobs(api: TestClient,
     assert job["completed_at"].startswith("2025-01-02")
 
 
+def post_event(cluster: EmbeddedCluster, namespace: str, cr: dict[str, Any], reason: str,
+               when: str) -> None:
+    """A core v1 Event about `cr`, as the operator (kopf) posts one."""
+    meta = cr["metadata"]
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:10]}"},
+        "involvedObject": {"apiVersion": cr["apiVersion"], "kind": cr["kind"],
+                           "name": meta["name"], "namespace": namespace, "uid": meta["uid"]},
+        "type": "Normal", "reason": reason, "message": f"job is {reason}",
+        "firstTimestamp": when, "lastTimestamp": when, "count": 1,
+        "source": {"component": "augment-operator"},
+    }))
+
+
+def test_events_lists_the_events_about_that_job_only(api: TestClient, cluster: EmbeddedCluster,
+                                                    namespace: str) -> None:
+    mine, other = create(api, name="with events"), create(api, name="other")
+    cr = cr_by_uid(cluster, namespace, mine)
+    post_event(cluster, namespace, cr, "Running", "2025-01-02T03:05:00Z")
+    post_event(cluster, namespace, cr, "Pending", "2025-01-02T03:04:00Z")
+    post_event(cluster, namespace, cr_by_uid(cluster, namespace, other), "Failed",
+               "2025-01-02T03:06:00Z")
+    r = api.get(f"/v1/augmentation/{mine}/events", headers=A)
+    assert r.status_code == 200, r.text
+    assert [(e["reason"], e["message"], e["last_seen"]) for e in r.json()["items"]] == [
+        ("Pending", "job is Pending", "2025-01-02T03:04:00Z"),
+        ("Running", "job is Running", "2025-01-02T03:05:00Z")]
+    assert api.get(f"/v1/augmentation/{mine}/events", headers=B).status_code == 404
+
+
 # ---------- limits and documents ----------
 def test_oversized_body_is_413(shared_api: TestClient, cluster: EmbeddedCluster,
                                module_namespace: str) -> None:
@@ -578,35 +610,11 @@ def test_openapi_command_documents_the_seed_contract() -> None:
 
 # ---------- the real server ----------
 @pytest.fixture
-def served(cluster: EmbeddedCluster, crd: None, namespace: str,
-           keys_file: Path) -> Iterator[str]:
+def served(cluster: EmbeddedCluster, crd: None, namespace: str, keys_file: Path,
+           tmp_path: Path) -> Iterator[str]:
     """`augment api` as a process on a free port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "augment_cli.main", "api", "--port", str(port),
-         "--namespace", namespace, "--api-keys", str(keys_file),
-         "--kubeconfig", str(cluster.kubeconfig), "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"augment api exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, timeout=30, interval=0.2, what="augment api to listen")
+    with api_process(cluster.kubeconfig, namespace, keys_file, tmp_path / "api.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_served_api_is_ready_and_idempotent_under_concurrency(

@@ -13,8 +13,6 @@ import contextlib
 import hashlib
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,9 +25,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from api_process import api_process
 
 from augment_api.settings import Settings
-from augment_dev.cluster import EmbeddedCluster, free_port
+from augment_dev.cluster import EmbeddedCluster
 from augment_dev.kube import install_crd, wait_for
 from augment_dev.pki import CertificateAuthority
 
@@ -175,36 +174,11 @@ def serve_api(kubeconfig: Path, namespace: str, keys_file: Path,
               *flags: str) -> Iterator[httpx.Client]:
     """`augment api` on a free port, and one client for it (a client per request would
     spend the test's CPU on TLS set-up); the server's log is kubeconfig's path + .log."""
-    port = free_port()
-    log = kubeconfig.with_suffix(".log")
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "augment_cli.main", "api", "--port", str(port),
-             "--namespace", namespace, "--api-keys", str(keys_file), "--kubeconfig",
-             str(kubeconfig), "--log-level", "warning", *flags],
-            stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"augment api exited: {log.read_text()}")
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, timeout=30, interval=0.2, what="augment api to listen")
-        with httpx.Client(base_url=url, timeout=60,
-                          limits=httpx.Limits(max_connections=100)) as client:
-            yield client
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with (api_process(kubeconfig, namespace, keys_file, kubeconfig.with_suffix(".log"),
+                      *flags) as url,
+          httpx.Client(base_url=url, timeout=60,
+                       limits=httpx.Limits(max_connections=100)) as client):
+        yield client
 
 
 def timed(api: httpx.Client, method: str, path: str,

@@ -24,7 +24,8 @@ EXAMPLE = Path("examples/augmentationjob.yaml")
 @pytest.fixture(scope="module")
 def stack(cluster: EmbeddedCluster) -> Iterator[Stack]:
     cluster.kubectl("apply", "-f", "crds/augmentationjobs.augment.dev.yaml")
-    options = StackOptions(namespace="e2e", release="e2e", api=False)
+    options = StackOptions(namespace="e2e", release="e2e", api=False,
+                           hub_token_secrets=("not-a-token",))
     with Stack(cluster, options) as running:
         source = Path(tempfile.mkdtemp(prefix="src-")) / "pick-place"
         make_lerobot_v3(source, episodes=3, frames=16, codec="libx264")

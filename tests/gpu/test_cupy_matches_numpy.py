@@ -18,20 +18,13 @@ import uuid
 import numpy as np
 import pytest
 from toy_transform import INVERT
+from transform_cases import ALL, ORDERS
 
 from augment_runner import backend
 from augment_runner.transforms import REGISTRY, Augmenter, CopyParams, sample_copy_params
 from augment_spec.model import AugmentationSpec, Transform
 
 CUPY = next((m for m in backend.available_modules() if backend.is_cupy(m)), None)
-ALL = (Transform.lighting, Transform.noise, Transform.blur, Transform.occlusion)
-ORDERS = [
-    *((t,) for t in ALL),
-    ALL,
-    ALL[::-1],
-    (Transform.noise, Transform.lighting),
-    (Transform.blur, Transform.lighting, Transform.occlusion, Transform.noise),
-]
 SHAPES = [(4, 96, 128), (2, 240, 320), (3, 37, 53), (1, 5, 4)]  # blocks, odd sizes, tiny
 
 

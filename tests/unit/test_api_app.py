@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from augment_api.errors import BadGateway, Invalid, Unavailable
 from augment_api.models import Shards, job_from_cr
 from augment_api.store import idempotent_name, request_hash, translate
+from augment_spec.contract import video_plan_status
 from augment_spec.model import AugmentationSpec
 
 
@@ -174,3 +175,12 @@ def test_a_sharded_jobs_view_counts_its_shards() -> None:
     assert view.shards == Shards(total=4, done=1, running=2, failed=0, failed_pods=1)
     assert view.spec is not None and view.spec.shards == 4
     assert job_from_cr({**cr, "status": {}}).shards is None
+
+
+def test_a_jobs_view_says_how_its_videos_are_coded() -> None:
+    line = "observation.images.top: nvdec-cpu (h264), the node has no NVENC"
+    cr = {"metadata": {"uid": str(uuid.uuid4()), "name": "pick", "namespace": "lab"},
+          "spec": {"projectId": PROJECT, "datasetId": "lab/pick"},
+          "status": {"phase": "Running", **video_plan_status([line])}}
+    assert job_from_cr(cr).video_plan == line
+    assert job_from_cr({**cr, "status": {}}).video_plan is None  # not planned yet

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,8 @@ from augment_api.settings import ENV_VARS, Settings
 from augment_dev import chart
 from augment_operator import check_values
 from augment_operator.config import OperatorConfig, load_config
+from augment_spec.model import AugmentationSpec
+from augment_spec.policy import DENIED, HubPolicy, load_policy
 
 VALUES = chart.CHART / "values.yaml"
 
@@ -70,3 +73,74 @@ def test_a_file_without_the_markers_is_refused(tmp_path: Path,
     path.write_text("profiles: {}\n")
     assert check_values.main(["--values", str(path)]) == 1
     assert "BEGIN profiles" in capsys.readouterr().err
+
+
+def api_pod(values: dict[str, Any]) -> dict[str, Any]:
+    (deployment,) = [d for d in chart.of_kind(chart.template(values), "Deployment")
+                     if d["metadata"]["name"] == "augment-api"]
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+@pytest.mark.parametrize(("values", "secret", "key"), [
+    ({}, "augment-hub-token", "token"),
+    ({"api": {"hubToken": {"secretName": "preview-reader", "secretKey": "hf"}}},
+     "preview-reader", "hf"),
+], ids=["the-runners-token", "its-own"])
+def test_the_api_reads_previews_with_a_mounted_optional_hub_token(
+        values: dict[str, Any], secret: str, key: str) -> None:
+    pod = api_pod(values)
+    (container,) = pod["containers"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "hub-token"]
+    assert volume["secret"] == {"secretName": secret, "optional": True,
+                                "items": [{"key": key, "path": "token"}]}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "hub-token"]
+    token_file = Path(mount["mountPath"]) / "token"
+    assert f"--hub-token-file={token_file}" in container["args"]
+
+
+def test_the_api_gets_the_extra_environment() -> None:
+    pod = api_pod({"api": {"env": {"HF_ENDPOINT": "https://hub.internal"}}})
+    (container,) = pod["containers"]
+    assert {"name": "HF_ENDPOINT", "value": "https://hub.internal"} in container["env"]
+
+
+# ---------- the Hub policy ----------
+POLICY_PROJECT = "0b5c6f0e-8a53-4a0c-9a43-7a3f0f0f2c11"
+
+
+def rendered_policy(values: dict[str, Any], folder: Path) -> HubPolicy:
+    """The policy file the chart mounts into both components, as they load it."""
+    (config_map,) = [d for d in chart.of_kind(chart.template(values), "ConfigMap")
+                     if "policy.yaml" in d.get("data", {})]
+    path = folder / "policy.yaml"
+    path.write_text(config_map["data"]["policy.yaml"])
+    return load_policy(path)
+
+
+def test_the_chart_as_shipped_refuses_every_job_until_projects_are_listed(
+        tmp_path: Path) -> None:
+    spec = AugmentationSpec.model_validate({"project_id": POLICY_PROJECT,
+                                            "dataset_id": "robotics-lab/pick"})
+    assert rendered_policy({}, tmp_path).denial(spec, "augment") == \
+        f"{DENIED} project {POLICY_PROJECT} has no entry in the Hub policy"
+    listed = {"hubPolicy": {"projects": [{"id": POLICY_PROJECT,
+                                          "hubNamespaces": ["robotics-lab"]}]}}
+    assert rendered_policy(listed, tmp_path).denial(spec, "augment") is None
+
+
+def test_the_operator_and_the_api_both_read_the_charts_policy() -> None:
+    for values, config_map in (({}, "augment-hub-policy"),
+                               ({"hubPolicy": {"existingConfigMap": "mine"}}, "mine")):
+        for deployment in chart.of_kind(chart.template(values), "Deployment"):
+            pod = deployment["spec"]["template"]["spec"]
+            assert "--policy=/etc/augment-policy/policy.yaml" in \
+                chart.container_argv(deployment, pod["containers"][0]["name"])
+            assert {"name": "hub-policy", "configMap": {"name": config_map}} in pod["volumes"]
+    unchecked = chart.template({"hubPolicy": {"enabled": False}})
+    assert not [d for d in chart.of_kind(unchecked, "ConfigMap")
+                if "policy.yaml" in d.get("data", {})]
+    for deployment in chart.of_kind(unchecked, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert not any(a.startswith("--policy") for a in
+                       chart.container_argv(deployment, pod["containers"][0]["name"]))

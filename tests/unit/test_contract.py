@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from augment_operator.config import OperatorConfig
 from augment_operator.jobs import RUNNER_CONTAINER, build_job
 from augment_operator.status import decide, status_patch
 from augment_runner import cli as runner_cli
+from augment_runner.codec_plan import declared_engines
+from augment_runner.cpu_budget import pod_cpus
 from augment_runner.hub import resolve_token
 from augment_runner.pod import PodEnv
 from augment_runner.transforms.numpy_engine import _thread_count
@@ -62,7 +65,12 @@ WIRE = {
     "LABEL_KUEUE_QUEUE": "kueue.x-k8s.io/queue-name",
     "LABEL_KUEUE_PRIORITY": "kueue.x-k8s.io/priority-class",
     "LABEL_KUEUE_JOB_UID": "kueue.x-k8s.io/job-uid",
+    "ENV_CPU_LIMIT": "AUGMENT_CPU_LIMIT", "ENV_VIDEO_DECODE": "AUGMENT_VIDEO_DECODE",
+    "ENV_VIDEO_ENCODE": "AUGMENT_VIDEO_ENCODE", "STATUS_VIDEO_PLAN": "videoPlan",
+    "OUTPUT_PREVIEW_PATH": "preview.png", "OUTPUT_PREVIEW_MEDIA_TYPE": "image/png",
 }
+# What the kubelet gives a resourceFieldRef to a limit the container does not set.
+NODE_ALLOCATABLE_CPU = "16"
 # Set by the operator for the libraries the runner uses, not read by our code.
 LIBRARY_ENV = {"HOME", "HF_HOME"}
 
@@ -120,7 +128,10 @@ def kubelet_env(job: dict[str, Any], secrets: dict[tuple[str, str], str]) -> dic
         elif "resourceFieldRef" in source:
             ref = source["resourceFieldRef"]
             assert ref["containerName"] == container["name"]
-            env[entry["name"]] = container["resources"]["requests"][ref["resource"].split(".")[1]]
+            kind, resource = ref["resource"].split(".")
+            amount = container["resources"].get(kind, {}).get(resource)
+            assert amount is not None or (kind, resource) == ("limits", "cpu"), ref
+            env[entry["name"]] = amount or NODE_ALLOCATABLE_CPU
         else:
             ref = source["secretKeyRef"]
             env[entry["name"]] = secrets[(ref["name"], ref["key"])]
@@ -155,7 +166,14 @@ def test_the_runner_reads_what_the_operators_job_sets(monkeypatch: pytest.Monkey
     # The runner's one-line failure is the pod's termination message the operator reads.
     assert pod.termination_log == Path(container["terminationMessagePath"])
     assert _thread_count(frames=100) == int(container["resources"]["requests"]["cpu"])
+    # Codec threads: the request, below the node's cores, the pod setting no limit.
+    requested = int(container["resources"]["requests"]["cpu"])
+    assert pod_cpus(os.environ, None, usable_cores=64) == requested
     assert resolve_token() == "hf_secret"
+    # The video engines the runner plans with are the profile's.
+    profile = OperatorConfig().profile_for(AugmentationType.deterministic)
+    assert declared_engines(os.environ, gpu_name="NVIDIA H200") == \
+        profile.video_engines.engines()
 
 
 def test_outside_a_pod_nothing_is_set() -> None:
@@ -197,6 +215,7 @@ def status_writes() -> list[dict[str, Any]]:
         contract.progress_status(2, 5), contract.started_status("a" * 40, "lab/pick-aug"),
         contract.output_status("b" * 40), contract.shard_progress_status(3, 2, 5),
         contract.shards_status(4, 1, 2, 1, 3),
+        contract.video_plan_status(["top: cpu (av1), no NVDEC for av1"]),
         status_patch(cr, running, "pick-run", "lab/pick-aug"),
         status_patch(cr, done, "pick-run", "lab/pick-aug"),
     ]

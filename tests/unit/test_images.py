@@ -31,6 +31,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from augment_api.dashboard import UI_FILES
 from augment_cli.main import SUBCOMMANDS, build_parser
 from augment_dev import chart, images
 from augment_operator.config import OperatorConfig
@@ -265,6 +266,8 @@ def test_the_build_context_makes_a_distribution_of_every_product_module(
                for package, folder in PYPROJECT["tool"]["setuptools"]["package-dir"].items()
                for path in (ROOT / folder).rglob("*.py") if "__pycache__" not in path.parts}
     assert built == product
+    files = {path.relative_to(lib).as_posix() for path in lib.rglob("*") if path.is_file()}
+    assert {f"augment_api/ui/{name}" for name in UI_FILES} <= files  # the dashboard's
     (entry_points,) = egg.glob("*.egg-info/entry_points.txt")
     assert entry_points.read_text().split() == [
         "[console_scripts]", "augment", "=", PYPROJECT["project"]["scripts"]["augment"]]

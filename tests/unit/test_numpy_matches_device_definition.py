@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from transform_cases import ALL, ORDERS
 
 from augment_runner.transforms import (
     Augmenter,
@@ -34,14 +35,6 @@ from augment_runner.transforms.noise import BLOCK, _noise_scale
 from augment_runner.transforms.occlusion import OCCLUSION_FILL
 from augment_spec.model import AugmentationSpec, Transform
 
-ALL = (Transform.lighting, Transform.noise, Transform.blur, Transform.occlusion)
-ORDERS = [
-    *((t,) for t in ALL),
-    ALL,
-    ALL[::-1],
-    (Transform.noise, Transform.lighting),
-    (Transform.blur, Transform.lighting, Transform.occlusion, Transform.noise),
-]
 SHAPES = [(2, 96, 128), (1, 240, 320), (3, 37, 53), (1, 5, 4)]  # blocks, odd sizes, tiny
 F32 = np.float32
 MASK64 = (1 << 64) - 1

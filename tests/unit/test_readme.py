@@ -59,12 +59,18 @@ COVERED: list[tuple[str, str]] = [
      "concurrency serves `augment api`; tests/e2e/test_chart.py runs it as the chart's pod"),
     (r"^curl -sS -X POST ", "tests/e2e/test_api.py::test_idempotency_key_returns_the_same_job; "
      "tests/e2e/test_demo.py"),
+    (r'^curl -sS "\$API/v1/augmentation/\$JOB/events"', "tests/e2e/test_api.py::"
+     "test_events_lists_the_events_about_that_job_only"),
     (r'^curl -sS "\$API/v1/augmentation/\$JOB"', "tests/e2e/test_chart.py::"
      "test_a_job_submitted_through_the_api_succeeds; tests/e2e/test_demo.py"),
     (r'^curl -sS "\$API/v1/augmentation\?', "tests/e2e/test_api.py::"
      "test_list_paginates_newest_first_and_filters"),
+    (r'^curl -sS -o preview.png "\$API/v1/augmentation/\$JOB/preview"', "tests/unit/"
+     "test_api_preview.py::test_serves_the_sheet_of_the_published_commit, from the local Hub"),
     (r"^curl -sS -X DELETE ", "tests/e2e/test_api.py::"
      "test_delete_requests_cancel_and_refuses_finished_jobs"),
+    (r"augment jobs ", "tests/e2e/test_jobs_cli.py runs each action against the API on the "
+     "embedded cluster; tests/unit/test_jobs_cli.py against the API app"),
     (r"^kubectl (-n argocd patch|apply -n argocd) ", "tests/unit/test_argocd_health.py: the "
      "patch's and the Applications' content (no Argo CD here)"),
     (r"^kubectl ", "tests/e2e/test_chart.py::test_readme_kubectl_commands_run_on_the_cluster"),
@@ -144,8 +150,12 @@ def test_make_runs_the_development_tools_from_augment_dev(target: str) -> None:
 
 # ---- augment ----
 
-def help_text(subcommand: str) -> str:
-    result = subprocess.run([AUGMENT, subcommand, "--help"], capture_output=True, text=True,
+# Subcommands made of actions (`augment jobs list`): the action's help lists its flags.
+NESTED = {"jobs"}
+
+
+def help_text(*subcommand: str) -> str:
+    result = subprocess.run([AUGMENT, *subcommand, "--help"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -157,9 +167,10 @@ def test_augment_commands_exist_and_accept_their_flags() -> None:
     for argv in shown:
         assert argv[1] in SUBCOMMANDS, argv
         build_parser(argv[1]).parse_args(argv[1:])  # SystemExit(2) on a bad flag or value
-        listed = help_text(argv[1])
+        command = argv[1:3] if argv[1] in NESTED else argv[1:2]
+        listed = help_text(*command)
         for flag in (a.split("=")[0] for a in argv[2:] if a.startswith("--")):
-            assert flag in listed, f"{flag} not in `augment {argv[1]} --help`"
+            assert flag in listed, f"{flag} not in `augment {' '.join(command)} --help`"
 
 
 def run_augment(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -241,6 +252,8 @@ def curl_request(argv: list[str]) -> tuple[str, str, dict[str, str], str | None]
             headers[name.strip()] = value.strip()
         elif word in ("-d", "--data"):
             body = next(words)
+        elif word in ("-o", "--output"):
+            next(words)  # the file the answer is saved to
         elif not word.startswith("-"):
             url = word
     return method or ("POST" if body else "GET"), url, headers, body

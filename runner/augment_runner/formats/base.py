@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from ..codec_plan import VideoPlans
 from ..errors import AugmentError, DatasetError
 from ..shards import Shard, ShardParts
 from ..stats import Stats
@@ -233,6 +234,12 @@ class DatasetReader(ABC):
         return {}
 
     @cached_property
+    def video_plans(self) -> VideoPlans:
+        """How each video camera is decoded and encoded (codec_plan.py); the pipeline
+        fills it, and a camera it has no plan for goes through the CPU."""
+        return VideoPlans()
+
+    @cached_property
     def computed_stats(self) -> dict[int, dict[str, Stats]]:
         """Per episode index: statistics the source lacks, computed from its frames."""
         return {}
@@ -348,6 +355,9 @@ def load_info(root: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_INFO if key not in info]
     if missing:
         raise DatasetError(f"meta/info.json lacks {', '.join(missing)}; the metadata is corrupt")
+    fps = info["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0:
+        raise DatasetError(f"meta/info.json gives fps {fps!r}, not a positive number; fix it")
     check_features(info["features"], "meta/info.json")
     return info
 

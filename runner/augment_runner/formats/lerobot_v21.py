@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import stats as stats_mod
+from ..codec_plan import FrameWriter
 from ..errors import DatasetError
-from ..video import VideoEncoder, decode_episode
 from .base import (
     Camera,
     DatasetWriter,
@@ -78,6 +78,9 @@ class LeRobotV21Reader(LeRobotReader):
         if not self.episodes:
             raise DatasetError("the dataset has no episodes (meta/episodes.jsonl lists none); "
                                "record at least one episode before augmenting")
+        # Read now: a broken file is an input error, found before any work rather than in
+        # the output that copies it.
+        self.total_tasks = len(load_jsonl(self.root / "meta/tasks.jsonl", "meta/tasks.jsonl"))
         if [ep.index for ep in self.episodes] != list(range(len(self.episodes))):
             raise DatasetError("meta/episodes.jsonl does not list episodes 0..N-1 once each")
         if len(self.episodes) != self.info["total_episodes"]:
@@ -125,10 +128,12 @@ class LeRobotV21Reader(LeRobotReader):
     def decode_frames(
         self, episode: SourceEpisode, camera: Camera, batch_frames: int
     ) -> Iterator[np.ndarray]:
-        return decode_episode(
+        return self.video_plans.decode(
+            camera.key,
             self.video_file(episode, camera),
             fps=self.fps,
             num_frames=episode.length,
+            start_s=0.0,
             batch_frames=batch_frames,
             grey=camera.channels == 1,
         )
@@ -227,7 +232,7 @@ class LeRobotV21Writer(DatasetWriter):
         episodes = self.plan.total_episodes
         info["total_episodes"] = episodes
         info["total_frames"] = self.plan.total_frames
-        info["total_tasks"] = len(load_jsonl(self.output / "meta/tasks.jsonl", "meta/tasks.jsonl"))
+        info["total_tasks"] = self.reader.total_tasks  # meta/tasks.jsonl is the source's
         if "total_videos" in info or any(c.storage == "video" for c in self.reader.cameras):
             info["total_videos"] = episodes * sum(c.storage == "video" for c in self.reader.cameras)
         if "total_chunks" in info:
@@ -253,7 +258,7 @@ class V21EpisodeWriter(LeRobotEpisodeWriter):
         path = writer.output / writer.reader.path_of(writer.reader.info["data_path"], index)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._rows = pq.ParquetWriter(path, writer.schema, compression="snappy")
-        self._encoders: list[VideoEncoder] = []
+        self._encoders: list[FrameWriter] = []
 
     def write_rows(self, batch: pa.RecordBatch) -> None:
         self._rows.write_batch(batch)
@@ -271,8 +276,11 @@ class V21EpisodeWriter(LeRobotEpisodeWriter):
         shutil.copyfile(self.writer.reader.video_file(self.record.source, camera), target)
         return True
 
-    def open_frames(self, camera: Camera) -> VideoEncoder:
-        encoder = VideoEncoder(self._video_path(camera), self.writer.reader.video_format(camera))
+    def open_frames(self, camera: Camera) -> FrameWriter:
+        reader = self.writer.reader
+        encoder = reader.video_plans.encoder(
+            camera.key, self._video_path(camera), reader.video_format(camera)
+        )
         self._encoders.append(encoder)
         return encoder
 

@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .. import stats as stats_mod
+from ..codec_plan import FrameWriter
 from ..errors import DatasetError
 from ..shards import Shard, ShardParts
-from ..video import EpisodeCut, VideoConcatenator, VideoEncoder, cut_episode, decode_episode
+from ..video import EpisodeCut, VideoConcatenator, cut_episode
 from .base import (
     Camera,
     DatasetWriter,
@@ -93,6 +93,17 @@ class LeRobotV3Reader(LeRobotReader):
             for r in self.rows
         ]
         self._check_episodes()
+        self.total_tasks = self._count_tasks()
+
+    def _count_tasks(self) -> int:
+        """The rows of meta/tasks.parquet, read now: a broken file is an input error, found
+        before any work rather than in the output that copies it."""
+        try:
+            return int(pq.read_metadata(self.root / "meta/tasks.parquet").num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            raise DatasetError(
+                f"cannot read meta/tasks.parquet ({exc}); re-download the dataset"
+            ) from None
 
     def _load_episode_table(self) -> pa.Table:
         files = sorted((self.root / "meta/episodes").glob("*/*.parquet"))
@@ -180,7 +191,8 @@ class LeRobotV3Reader(LeRobotReader):
         self, episode: SourceEpisode, camera: Camera, batch_frames: int
     ) -> Iterator[np.ndarray]:
         row = self.rows[episode.index]
-        return decode_episode(
+        return self.video_plans.decode(
+            camera.key,
             self.video_file(episode, camera),
             fps=self.fps,
             num_frames=episode.length,
@@ -464,8 +476,7 @@ class LeRobotV3Writer(DatasetWriter):
         info = self.info
         info["total_episodes"] = self.plan.total_episodes
         info["total_frames"] = self.plan.total_frames
-        tasks = pd.read_parquet(self.output / "meta/tasks.parquet")
-        info["total_tasks"] = len(tasks)
+        info["total_tasks"] = self.reader.total_tasks  # meta/tasks.parquet is the source's
         info["splits"] = {"train": f"0:{self.plan.total_episodes}"}
         write_json(self.output / "meta/info.json", info)
 
@@ -496,7 +507,7 @@ class V3EpisodeWriter(LeRobotEpisodeWriter):
         )
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
-        self._encoders: dict[str, VideoEncoder | EpisodeCut] = {}
+        self._encoders: dict[str, FrameWriter | EpisodeCut] = {}
 
     def write_rows(self, batch: pa.RecordBatch) -> None:
         self._pending.append(batch)
@@ -538,9 +549,11 @@ class V3EpisodeWriter(LeRobotEpisodeWriter):
         safe = camera.key.replace("/", "_")
         return self.writer.staging / f"segment-{self.slot}-{safe}.mp4"
 
-    def open_frames(self, camera: Camera) -> VideoEncoder:
-        fmt = self.writer.reader.video_format(camera)
-        encoder = VideoEncoder(self._segment_path(camera), fmt, faststart=False)
+    def open_frames(self, camera: Camera) -> FrameWriter:
+        reader = self.writer.reader
+        encoder = reader.video_plans.encoder(
+            camera.key, self._segment_path(camera), reader.video_format(camera), faststart=False
+        )
         self._encoders[camera.key] = encoder
         return encoder
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from augment_spec.contract import ENV_THREADS
 
+from ..cpu_budget import this_pod_cpus
 from .base import BAND_ELEMENTS, Apply, Box, Fill, FrameStep, Pointwise, Separable
 
 _MAX_THREADS = 8
@@ -20,14 +21,10 @@ _WORKER_PREFIX = "augment-numpy"
 
 
 def _thread_count(frames: int) -> int:
-    """Worker threads: AUGMENT_THREADS, else the usable cores (capped), <= frames."""
+    """Worker threads: AUGMENT_THREADS, else the process's CPUs (its cgroup quota and
+    usable cores: cpu_budget.py, capped), <= frames."""
     env = os.environ.get(ENV_THREADS, "").strip()
-    if env:
-        wanted = int(env)
-    elif hasattr(os, "sched_getaffinity"):
-        wanted = min(len(os.sched_getaffinity(0)), _MAX_THREADS)
-    else:
-        wanted = min(os.cpu_count() or 1, _MAX_THREADS)
+    wanted = int(env) if env else min(this_pod_cpus(), _MAX_THREADS)
     return max(1, min(wanted, frames))
 
 
