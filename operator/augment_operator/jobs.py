@@ -13,6 +13,7 @@ from typing import Any
 from augment_operator.config import GpuProfile, OperatorConfig, Queue
 from augment_spec.contract import (
     ANNOTATION_JOB,
+    ANNOTATION_KUEUE_MIN_PARALLELISM,
     API_VERSION,
     ENV_CPU_LIMIT,
     ENV_HF_TOKEN,
@@ -189,7 +190,8 @@ def build_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
     """The runner Job: one pod, or with spec.shards > 1 an Indexed Job of one pod per
     shard (Kubernetes gives each pod its index, JOB_COMPLETION_INDEX), each shard retried
     on its own (backoffLimitPerIndex); a shard that keeps failing fails the Job at once.
-    With a queue, Kueue admits the shards together: the pods of `parallelism` at once."""
+    With a queue, Kueue admits the shards together: `parallelism` pods at once, or as
+    few as one where the quota is short."""
     job = _job(cr, spec, profile, config, job_name(cr["metadata"]["name"]),
                ["augment", "run"], profile.resources)
     if spec.shards > 1:
@@ -202,6 +204,11 @@ def build_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
             "backoffLimitPerIndex": profile.backoff_limit,
             "maxFailedIndexes": 0,
         })
+        if job_spec.get("suspend"):
+            # A queue whose quota is short of `parallelism` GPUs would hold the job
+            # forever; Kueue may instead admit fewer shards at once (the rest wait their
+            # turn inside the Job, as beyond maxParallelShards).
+            job["metadata"]["annotations"][ANNOTATION_KUEUE_MIN_PARALLELISM] = "1"
     return job
 
 

@@ -70,6 +70,9 @@ KUEUE_WORKLOADS = "workloads"  # Kueue's record of one Job's admission, owned by
 LABEL_KUEUE_QUEUE = f"{KUEUE_GROUP}/queue-name"  # the LocalQueue (in the Job's namespace)
 LABEL_KUEUE_PRIORITY = f"{KUEUE_GROUP}/priority-class"  # a WorkloadPriorityClass
 LABEL_KUEUE_JOB_UID = f"{KUEUE_GROUP}/job-uid"  # Kueue's, on a Workload: its Job's uid
+# On an Indexed Job: Kueue may admit it with fewer pods at once (down to this many) when
+# the quota is short of its parallelism; every index still runs.
+ANNOTATION_KUEUE_MIN_PARALLELISM = f"{KUEUE_GROUP}/job-min-parallelism"
 
 
 # ---- annotations on a CR ----

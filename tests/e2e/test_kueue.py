@@ -146,3 +146,20 @@ def test_cancelling_a_queued_job_removes_its_workload(stack: Stack) -> None:
     wait_for(lambda: not workloads(stack, job), timeout=60,
              what="Kueue to remove the Workload")
     assert stack.pods_of("held") == []  # it never ran
+
+
+def test_a_sharded_job_fits_a_smaller_quota_and_merges_through_the_queue(stack: Stack) -> None:
+    # Two shards, one GPU of quota: Kueue admits one shard at a time instead of none.
+    stack.apply(job_cr("sharded", shards=2))
+    cr = stack.wait_phase("sharded", {"Succeeded", "Failed"}, timeout=420)
+    assert cr["status"]["phase"] == "Succeeded", cr["status"].get("message")
+    assert cr["status"]["shards"]["done"] == 2
+    shards, merge = sorted(stack.jobs_of("sharded"), key=lambda j: j["metadata"]["name"])[::-1]
+    assert shards["spec"]["completions"] == 2 and shards["spec"]["parallelism"] == 1
+    for job in (shards, merge):
+        assert job["metadata"]["labels"][LABEL_KUEUE_QUEUE] == "gpu"
+        (admitted,) = workloads(stack, job)
+        assert {c["type"]: c["status"] for c in admitted["status"]["conditions"]}[
+            "Admitted"] == "True"
+    (assignment,) = workloads(stack, shards)[0]["status"]["admission"]["podSetAssignments"]
+    assert assignment["count"] == 1

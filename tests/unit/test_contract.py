@@ -65,6 +65,7 @@ WIRE = {
     "LABEL_KUEUE_QUEUE": "kueue.x-k8s.io/queue-name",
     "LABEL_KUEUE_PRIORITY": "kueue.x-k8s.io/priority-class",
     "LABEL_KUEUE_JOB_UID": "kueue.x-k8s.io/job-uid",
+    "ANNOTATION_KUEUE_MIN_PARALLELISM": "kueue.x-k8s.io/job-min-parallelism",
     "ENV_CPU_LIMIT": "AUGMENT_CPU_LIMIT", "ENV_VIDEO_DECODE": "AUGMENT_VIDEO_DECODE",
     "ENV_VIDEO_ENCODE": "AUGMENT_VIDEO_ENCODE", "STATUS_VIDEO_PLAN": "videoPlan",
     "OUTPUT_PREVIEW_PATH": "preview.png", "OUTPUT_PREVIEW_MEDIA_TYPE": "image/png",

@@ -22,6 +22,7 @@ from augment_operator.status import (
     status_patch,
 )
 from augment_spec.contract import (
+    ANNOTATION_KUEUE_MIN_PARALLELISM,
     LABEL_KUEUE_PRIORITY,
     LABEL_KUEUE_QUEUE,
     Phase,
@@ -102,10 +103,16 @@ def test_both_jobs_of_a_sharded_job_wait_in_its_queue() -> None:
     cfg = config(queueName="gpu")
     sharded = spec(shards=4)
     profile = cfg.profile_for(AugmentationType.deterministic)
-    for job in (build_job(cr(), sharded, profile, cfg),
-                build_finalize_job(cr(), sharded, profile, cfg)):
+    shards, merge = (build_job(cr(), sharded, profile, cfg),
+                     build_finalize_job(cr(), sharded, profile, cfg))
+    for job in (shards, merge):
         assert job["spec"]["suspend"] is True
         assert job["metadata"]["labels"][LABEL_KUEUE_QUEUE] == "gpu"
+    # A quota short of 4 GPUs admits fewer shards at once instead of none.
+    assert shards["metadata"]["annotations"][ANNOTATION_KUEUE_MIN_PARALLELISM] == "1"
+    assert ANNOTATION_KUEUE_MIN_PARALLELISM not in merge["metadata"]["annotations"]
+    unqueued = build_job(cr(), sharded, profile, OperatorConfig())
+    assert ANNOTATION_KUEUE_MIN_PARALLELISM not in unqueued["metadata"]["annotations"]
 
 
 def test_queue_names_must_be_kueue_names_that_fit_a_label(tmp_path: Path) -> None:
