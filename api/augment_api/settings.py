@@ -50,8 +50,8 @@ class Settings(BaseModel):
         default=50, ge=1, description="Requests an API key may make at once before its "
         "rate applies")
     project_job_quota: int = Field(
-        default=20, ge=0, description="Unfinished (Pending or Running) jobs a project may "
-        "have; creating one more: 429 with Retry-After. 0: no limit")
+        default=20, ge=0, description="Unfinished (Pending, Queued or Running) jobs a project "
+        "may have; creating one more: 429 with Retry-After. 0: no limit")
 
     hub_token_file: Path | None = Field(
         default=None, description="File (a mounted Secret) holding the Hub token the "

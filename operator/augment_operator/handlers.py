@@ -42,6 +42,7 @@ from augment_operator.status import (
     shard_failure,
     shard_status,
     status_patch,
+    suspended,
 )
 from augment_spec.contract import (
     ANNOTATION_JOB,
@@ -130,7 +131,7 @@ class Reconciler:
         else:
             decision = decide(cr, runner.job, runner.pods, spec_error, profile_error,
                               runner_can_write=can_write, at=at, limits=limits,
-                              policy_error=policy_error)
+                              workload=runner.workload, policy_error=policy_error)
         if decision.final:  # before the phase is written: from then on it is trusted
             self.kube.delete_access(namespace, account)
         if spec is not None and profile is not None:
@@ -177,7 +178,11 @@ class Reconciler:
         if job is not None and not self._owns(cr, job):
             self.kube.delete_job(namespace, name)
             job = None
-        return Child(job, self.kube.job_pods(namespace, name) if job else [])
+        if job is None:
+            return Child(None)
+        # Only a suspended Job waits for Kueue: only then is its Workload worth a read.
+        workload = self.kube.job_workload(namespace, job) if suspended(job) else None
+        return Child(job, self.kube.job_pods(namespace, name), workload)
 
     def _create(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec,
                 profile: GpuProfile) -> None:

@@ -25,6 +25,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # ---- .status.phase ----
 class Phase(StrEnum):
     Pending = "Pending"
+    # The runner Job waits, suspended, for Kueue to admit it (the spec or its defaults name
+    # a queue: docs/design.md, Queues); the message says why Kueue has not admitted it yet.
+    Queued = "Queued"
     Running = "Running"
     Succeeded = "Succeeded"
     Failed = "Failed"
@@ -58,6 +61,18 @@ def job_label_value(cr_name: str) -> str:
     digest = hashlib.sha256(cr_name.encode()).hexdigest()[:10]
     return f"{cr_name[:LABEL_VALUE_MAX - 11]}-{digest}"
 
+
+
+# ---- Kueue (kueue.x-k8s.io), on a runner Job that goes through a queue ----
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta2"
+KUEUE_WORKLOADS = "workloads"  # Kueue's record of one Job's admission, owned by the Job
+LABEL_KUEUE_QUEUE = f"{KUEUE_GROUP}/queue-name"  # the LocalQueue (in the Job's namespace)
+LABEL_KUEUE_PRIORITY = f"{KUEUE_GROUP}/priority-class"  # a WorkloadPriorityClass
+LABEL_KUEUE_JOB_UID = f"{KUEUE_GROUP}/job-uid"  # Kueue's, on a Workload: its Job's uid
+# On an Indexed Job: Kueue may admit it with fewer pods at once (down to this many) when
+# the quota is short of its parallelism; every index still runs.
+ANNOTATION_KUEUE_MIN_PARALLELISM = f"{KUEUE_GROUP}/job-min-parallelism"
 
 
 # ---- annotations on a CR ----

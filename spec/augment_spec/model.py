@@ -54,6 +54,10 @@ HUB_NAMESPACE_PATTERN = rf"^{_HUB_NAME}$"  # the namespace (user or organisation
 # Lowercase RFC 1123 label: a Kubernetes Secret name.
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
+# A Kueue object's name that fits a label value (at most 63 characters): a LocalQueue,
+# a WorkloadPriorityClass.
+KUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
+
 # Most runner pods one job is spread over (docs/design.md, Scale out).
 MAX_SHARDS = 256
 
@@ -205,6 +209,18 @@ class AugmentationSpec(BaseModel):
         "picks it from the dataset's size (its Hub meta/info.json: frames x cameras x "
         "copies over the GPU profile's shardCameraFrames, at most its episodes and the "
         "profile's maxParallelShards; 1 when the size cannot be read)",
+    )
+    queue_name: str | None = Field(
+        default=None, max_length=63, pattern=KUEUE_NAME_PATTERN,
+        description="Kueue LocalQueue (in the job's namespace) the runner Job waits in: it is "
+        "created suspended and runs once Kueue admits it; meanwhile the phase is Queued. "
+        "Default: the operator's queue for the namespace, else the GPU profile's; none: the "
+        "Job starts at once",
+    )
+    workload_priority_class: str | None = Field(
+        default=None, max_length=63, pattern=KUEUE_NAME_PATTERN,
+        description="Kueue WorkloadPriorityClass of the job in its queue (only with a queue); "
+        "default: the GPU profile's",
     )
     hf_token_secret_name: str | None = Field(
         default=None, max_length=253, pattern=SECRET_NAME_PATTERN,

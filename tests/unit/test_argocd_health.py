@@ -65,6 +65,10 @@ CASES = {
     "Pending": (job({"phase": "Pending", "message": "waiting for a GPU node: 0/3 nodes are "
                      "available"}),
                 "Progressing", "Pending: waiting for a GPU node: 0/3 nodes are available"),
+    "Queued": (job({"phase": "Queued", "message": "queued in Kueue LocalQueue gpu: Pending: "
+                    "insufficient unused quota for nvidia.com/gpu in flavor gpu, 1 more needed"}),
+               "Progressing", "Queued: queued in Kueue LocalQueue gpu: Pending: insufficient "
+               "unused quota for nvidia.com/gpu in flavor gpu, 1 more needed"),
     "Running": (job({"phase": "Running", "progress": progress(2, 5),
                      "message": "the runner is augmenting the dataset"}),
                 "Progressing", "Running 40% (2/5): the runner is augmenting the dataset"),

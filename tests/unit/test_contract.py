@@ -61,6 +61,12 @@ WIRE = {
     "STATUS_SHARD_PROGRESS": "shardProgress", "STATUS_SHARDS": "shards",
     "SHARDS_TOTAL": "total", "SHARDS_DONE": "done", "SHARDS_RUNNING": "running",
     "SHARDS_FAILED": "failed", "SHARDS_FAILED_PODS": "failedPods", "SHARDS_TEXT": "text",
+    # Kueue's own names (kueue.x-k8s.io, v0.17): a change there is a change here.
+    "KUEUE_GROUP": "kueue.x-k8s.io", "KUEUE_VERSION": "v1beta2", "KUEUE_WORKLOADS": "workloads",
+    "LABEL_KUEUE_QUEUE": "kueue.x-k8s.io/queue-name",
+    "LABEL_KUEUE_PRIORITY": "kueue.x-k8s.io/priority-class",
+    "LABEL_KUEUE_JOB_UID": "kueue.x-k8s.io/job-uid",
+    "ANNOTATION_KUEUE_MIN_PARALLELISM": "kueue.x-k8s.io/job-min-parallelism",
     "ENV_CPU_LIMIT": "AUGMENT_CPU_LIMIT", "ENV_VIDEO_DECODE": "AUGMENT_VIDEO_DECODE",
     "ENV_VIDEO_ENCODE": "AUGMENT_VIDEO_ENCODE", "STATUS_VIDEO_PLAN": "videoPlan",
     "OUTPUT_PREVIEW_PATH": "preview.png", "OUTPUT_PREVIEW_MEDIA_TYPE": "image/png",
@@ -82,7 +88,7 @@ def test_every_value_is_pinned() -> None:
 
 def test_phases_and_which_are_final() -> None:
     assert [p.value for p in contract.Phase] == [
-        "Pending", "Running", "Succeeded", "Failed", "Cancelled"]
+        "Pending", "Queued", "Running", "Succeeded", "Failed", "Cancelled"]
     assert sorted(contract.TERMINAL_PHASES) == ["Cancelled", "Failed", "Succeeded"]
     assert contract.phase_of({}) is contract.Phase.Pending
     assert contract.phase_of({"status": {"phase": "Failed"}}) is contract.Phase.Failed
