@@ -180,7 +180,7 @@ def test_runner_pods_may_reach_dns_the_hub_and_the_api_server_only() -> None:
     assert runner_policies(rendered(runner={"networkPolicy": {"enabled": False}})) == {}
 
 
-def test_the_api_may_only_read_watch_create_and_patch_jobs() -> None:
+def test_the_api_may_only_read_watch_create_and_patch_jobs_and_list_events() -> None:
     manifests = rendered()
     bindings = chart.of_kind(manifests, "RoleBinding") + \
         chart.of_kind(manifests, "ClusterRoleBinding")
@@ -191,7 +191,8 @@ def test_the_api_may_only_read_watch_create_and_patch_jobs() -> None:
                       for role in chart.of_kind(manifests, "Role")
                       if role["metadata"]["name"] == "augment-api"]
     assert api_role_rules == [[(["augment.dev"], ["augmentationjobs"],
-                                ["create", "get", "list", "patch", "watch"])]] * 2
+                                ["create", "get", "list", "patch", "watch"]),
+                               ([""], ["events"], ["list"])]] * 2
 
 
 @pytest.mark.parametrize(("setting", "where"), [
