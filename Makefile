@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml dev/pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,bench]' -e ./dev
 	touch $(STAMP)
 
-binaries: $(STAMP)  ## build (once, cached) the Kubernetes control plane and helm
+binaries: $(STAMP)  ## build (once, cached) the Kubernetes control plane, helm and Kueue
 	$(BIN)/python -m augment_dev.binaries
 
 judge: $(STAMP)  ## build (once, cached) the judges of our output: LeRobot 0.4.4 (v3.0) with lerobot-doctor, LeRobot 0.3.3 (v2.1)

@@ -1,15 +1,16 @@
 """`make bench`: every benchmark in one run, on one machine, written side by side.
 
-    python -m bench.run [--quick] [--only transforms,pipeline,operator,api,images]
+    python -m bench.run [--quick] [--only transforms,pipeline,operator,api,images,scaling]
                         [--merge] [--out DIR]
 
 Writes DIR/results.json (everything measured), DIR/results.md (targets first, then
 ratios, then absolute figures and the machine) and DIR/results.png, and prints the
 markdown. DIR defaults to bench/. The operator and API benchmarks share one embedded
 control plane (no pod executor). A benchmark that fails is recorded with its error and
-the others still run; the exit status is then 1. --merge keeps the other sections of
-DIR/results.json (say, `--only images --merge` after `make images`); the report names
-the sections measured later than the rest.
+the others still run; the exit status is then 1. The scaling benchmark starts a control
+plane of its own, with the pod executor, the chart and the local Hub. --merge keeps the
+other sections of DIR/results.json (say, `--only images --merge` after `make images`);
+the report names the sections measured later than the rest.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import bench_api, bench_images, bench_operator, bench_pipeline, bench_transforms
+from bench import (
+    bench_api,
+    bench_images,
+    bench_operator,
+    bench_pipeline,
+    bench_scaling,
+    bench_transforms,
+)
 from bench.common import (
     bench_cluster,
     git_commit,
@@ -33,7 +41,7 @@ from bench.common import (
     usable_cores,
 )
 
-SECTIONS = ("transforms", "pipeline", "operator", "api", "images")
+SECTIONS = ("transforms", "pipeline", "operator", "api", "images", "scaling")
 BENCH_DIR = Path(__file__).resolve().parent
 
 
@@ -81,10 +89,22 @@ def run_all(only: list[str], quick: bool) -> dict[str, Any]:
         run_on_cluster(results, cluster_benches, quick)
     if "images" in only:
         guarded(results, "images", lambda: bench_images.run(results, quick))
+    if "scaling" in only:
+        pipeline = results.get("pipeline") or recorded("pipeline")
+        guarded(results, "scaling", lambda: bench_scaling.run(results, quick, pipeline=pipeline))
     results["machine"]["load_average_end"] = load_average()
     results["machine"]["realtime_processes_end"] = realtime_processes()
     results["seconds_total"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def recorded(section: str) -> dict[str, Any] | None:
+    """A section of the recorded bench/results.json, when this run does not measure it."""
+    try:
+        found = json.loads((BENCH_DIR / "results.json").read_text()).get(section)
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def run_on_cluster(results: dict, names: list[str], quick: bool) -> None:
@@ -391,12 +411,41 @@ def md_images(r: dict) -> list[str]:
             "without CuPy and the CUDA wheels, which `make test` runs."]
 
 
+def md_scaling(r: dict) -> list[str]:
+    cfg, paper = r["config"], r["paper"]
+    rows = [[row["shards"], row["wall_s"], row["speedup_vs_1"], row["finalize_s"] or "—",
+             f"{round(100 * row['finalize_share'])}%" if row["finalize_s"] else "—",
+             ", ".join(str(s) for s in row["runner_pods_s"])] for row in r["runs"]]
+    lines = [
+        f"## Scaling ({cfg['episodes']} episodes of {cfg['frames']} frames "
+        f"{cfg['width']}x{cfg['height']}, {cfg['copies']} copies, embedded cluster, pods as "
+        f"processes on {r['cores']} cores)", "",
+        *table(["shards", "wall s", "speed-up vs 1", "finalize s", "finalize share",
+                "shard pods s (slowest first)"], rows), "",
+        f"wall = `kubectl apply` to Succeeded; every pod shares the machine's {r['cores']} "
+        "cores, so N shards cannot run N times faster here: the rows show the cost of "
+        "sharding (pod starts, staging commits, the merge), not its gain on N GPU nodes.",
+    ]
+    if "error" in paper:
+        return [*lines, "", f"On paper: not computed ({paper['error']})."]
+    d = paper["dataset"]
+    return [*lines, "",
+            f"On paper, {d['episodes']} episodes x {d['frames_per_episode']} frames x "
+            f"{d['cameras']} cameras at 480p, {d['copies']} copies, on {d['nodes']} L4 nodes: "
+            f"{paper['per_camera_frame_ms']} ms per camera frame (measured, transforms on the "
+            f"GPU) x {paper['camera_frames']} camera frames = {paper['augment_s']} s of "
+            f"augmenting per node, + {paper['finalize_s']} s finalize = "
+            f"**{paper['total_s']} s** ({paper['one_node_s']} s on one node); Hub transfers "
+            "not included (bench/README.md)."]
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Benchmark results", "", "Written by `make bench` (`python -m bench.run`); "
              "see bench/README.md for what each figure means.", ""]  # fmt: skip
     lines += md_targets(results)
     writers = {"transforms": md_transforms, "pipeline": md_pipeline,
-               "operator": md_operator, "api": md_api, "images": md_images}  # fmt: skip
+               "operator": md_operator, "api": md_api, "images": md_images,
+               "scaling": md_scaling}  # fmt: skip
     for name in results["sections"]:
         section = results.get(name, {})
         lines.append("")

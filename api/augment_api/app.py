@@ -30,6 +30,7 @@ from augment_api.routes import health, jobs
 from augment_api.settings import Settings
 from augment_api.store import JobStore
 from augment_spec.model import validation_messages
+from augment_spec.policy import PolicyFile, PolicySource
 
 DESCRIPTION = """\
 Augment robot-learning datasets on GPUs. Each job is an `AugmentationJob` custom
@@ -124,9 +125,11 @@ def _lifespan(informer: Informer | None) -> Any:
 
 
 def create_app(settings: Settings, *, store: JobStore | None = None,
-               keys: KeySource | None = None, cache: JobCache | None = None) -> FastAPI:
+               keys: KeySource | None = None, cache: JobCache | None = None,
+               policy: PolicySource | None = None) -> FastAPI:
     """The API over `store`; reads come from `cache`, which an informer fed by the store
-    keeps current while the app runs, unless the caller passes a cache it fills itself."""
+    keeps current while the app runs, unless the caller passes a cache it fills itself.
+    `policy` (default: settings.policy_file's, if any) is the Hub policy creates meet."""
     store = store or JobStore.from_settings(settings)
     informer = None
     if cache is None:
@@ -144,6 +147,9 @@ def create_app(settings: Settings, *, store: JobStore | None = None,
         # No keys file: every request is refused (fail closed) rather than open.
         keys = KeyRingFile(settings.api_keys_file) if settings.api_keys_file else KeyRing([])
     app.state.keys = keys
+    if policy is None and settings.policy_file is not None:
+        policy = PolicyFile(settings.policy_file)
+    app.state.policy = policy
     app.include_router(jobs)
     app.include_router(health)
     mount_dashboard(app)

@@ -5,7 +5,7 @@
 Flags fall back to AUGMENT_* variables (augment_api.settings.ENV_VARS). Inside a pod the
 service account's in-cluster config is used; elsewhere --kubeconfig, $KUBECONFIG or
 ~/.kube/config. The keys file format is described in augment_api.auth and
-examples/api-keys.yaml.
+examples/api-keys.yaml; the Hub policy's (--policy) in augment_spec.policy.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from augment_api.auth import KeyRingFile
 from augment_api.settings import Settings
 from augment_api.store import JobStore, kube_client
+from augment_spec.policy import PolicyFile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(env AUGMENT_NAMESPACE, default: default)")
     parser.add_argument("--api-keys", type=Path, metavar="FILE",
                         help="YAML file of API key digests (env AUGMENT_API_KEYS_FILE)")
+    parser.add_argument("--policy", type=Path, metavar="FILE",
+                        help="Hub policy YAML: the Hub namespaces and token Secrets each "
+                             "project may use (env AUGMENT_POLICY_FILE; none: no checks)")
     parser.add_argument("--kubeconfig", type=Path,
                         help="kubeconfig to use instead of the in-cluster config")
     parser.add_argument("--max-body-bytes", type=int,
@@ -57,6 +61,7 @@ def main(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env(namespace=args.namespace, api_keys_file=args.api_keys,
+                                     policy_file=args.policy,
                                      kubeconfig=args.kubeconfig,
                                      max_body_bytes=args.max_body_bytes,
                                      rate_limit_per_s=args.rate_limit,
@@ -71,11 +76,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         keys = KeyRingFile(settings.api_keys_file)
+        policy = PolicyFile(settings.policy_file) if settings.policy_file else None
         client = kube_client(settings)  # fail fast on a missing or broken kubeconfig
     except Exception as exc:  # KeyFileError, ConfigException...: one line, no traceback
         print(f"augment api: {exc}", file=sys.stderr)
         return 2
     store = JobStore(settings.namespace, lambda: client, settings.kube_timeout_s)
-    app = create_app(settings, store=store, keys=keys)
+    app = create_app(settings, store=store, keys=keys, policy=policy)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -69,7 +69,8 @@ class AugmentationJobStatus(BaseModel):
     name: str = Field(description="Name of the AugmentationJob resource (for kubectl)")
     namespace: str
     project_id: UUID | None = Field(description="Project the job belongs to")
-    status: Phase = Field(description="Phase: Pending until the operator picks the job up")
+    status: Phase = Field(description="Phase: Pending until the operator picks the job up; "
+                          "Queued while it waits in a Kueue queue (the message says why)")
     message: str | None = Field(default=None, description="Latest message from the operator")
     cancel_requested: bool = Field(
         default=False, description="A cancel was requested (the operator stops the job)")

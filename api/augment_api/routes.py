@@ -37,6 +37,7 @@ from augment_spec.contract import (
     phase_of,
 )
 from augment_spec.model import GENERATIVE_DISABLED, AugmentationSpec, AugmentationType
+from augment_spec.policy import HubPolicy, PolicySource
 
 GENERATIVE_DISABLED_HINT = f"{GENERATIVE_DISABLED}; use augmentation_type=deterministic"
 # Visible ASCII: the key is stored as an annotation value and hashed into the CR name.
@@ -59,6 +60,17 @@ async def get_quota(request: Request) -> ProjectQuota:
     return quota
 
 
+async def get_policy(request: Request) -> HubPolicy | None:
+    """The Hub policy as it is now (re-read when its file changed); None: none applies."""
+    source: PolicySource | None = request.app.state.policy
+    return source.current() if source is not None else None
+
+
+async def get_namespace(request: Request) -> str:
+    namespace: str = request.app.state.settings.namespace
+    return namespace
+
+
 async def get_previews(request: Request) -> PreviewReader:
     previews: PreviewReader = request.app.state.previews
     return previews
@@ -76,6 +88,8 @@ Cache = Annotated[JobCache, Depends(get_cache)]
 Quota = Annotated[ProjectQuota, Depends(get_quota)]
 Previews = Annotated[PreviewReader, Depends(get_previews)]
 Caller = Annotated[Principal, Depends(rate_limited)]
+Policy = Annotated[HubPolicy | None, Depends(get_policy)]
+Namespace = Annotated[str, Depends(get_namespace)]
 
 jobs = APIRouter(prefix="/v1/augmentation", tags=["augmentation"], route_class=JsonBodyRoute)
 health = APIRouter(tags=["health"])
@@ -92,6 +106,19 @@ def visible_entry(cache: JobCache, principal: Principal, job_id: UUID) -> Entry:
     if entry is None or not principal.may_use(entry.project):
         raise NotFound(f"augmentation job {job_id} not found")
     return entry
+
+
+def require_policy(policy: HubPolicy | None, spec: AugmentationSpec, namespace: str) -> None:
+    """403 when the Hub policy forbids the job's Hub namespaces or token Secret; the
+    operator refuses the same job made any other way (docs/design.md, Hub policy)."""
+    denial = policy.denial(spec, namespace) if policy is not None else None
+    if denial is not None:
+        raise Forbidden(denial)
+
+
+CREATE_FORBIDDEN = ("The API key may not use this project, or the Hub policy forbids the "
+                    "job: its output or source Hub namespace, or its hf_token_secret_name, "
+                    "is not allowed for the project")
 
 
 def visible_job(cache: JobCache, principal: Principal, job_id: UUID) -> dict[str, Any]:
@@ -136,7 +163,8 @@ def admission(quota: ProjectQuota, cache: JobCache, project_id: UUID,
         200: {"model": AugmentationResponse,
               "description": "An earlier request with this Idempotency-Key and the same body "
                              "created the job; it is returned again"},
-        **error_responses(400, 401, 403, 409, 413, 422, 429, 502, 503),
+        **error_responses(400, 401, 403, 409, 413, 422, 429, 502, 503,
+                          describe={403: CREATE_FORBIDDEN}),
     },
 )
 def create_job(
@@ -145,6 +173,8 @@ def create_job(
     store: Store,
     cache: Cache,
     quota: Quota,
+    policy: Policy,
+    namespace: Namespace,
     response: Response,
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", max_length=255, pattern=IDEMPOTENCY_KEY_PATTERN,
@@ -159,10 +189,15 @@ def create_job(
     the augmentation type. Generative augmentation (Cosmos Transfer2.5) is currently
     disabled and returns 400.
 
+    The Hub policy names, per project, the Hub namespaces a job may write its output to
+    and read its source from, and the Secrets `hf_token_secret_name` may name: a job
+    outside it is a 403, and nothing is created.
+
     A project may have a limited number of unfinished jobs (429 beyond it). A 503 means
     the job may or may not have been created: retry with the same Idempotency-Key.
     """
     require_project(caller, spec.project_id)
+    require_policy(policy, spec, namespace)
     if spec.augmentation_type is AugmentationType.generative:
         raise BadRequest(GENERATIVE_DISABLED_HINT)
     with admission(quota, cache, spec.project_id, idempotency_key):

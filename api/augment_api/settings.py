@@ -16,6 +16,7 @@ NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 ENV_VARS = {
     "namespace": "AUGMENT_NAMESPACE",
     "api_keys_file": "AUGMENT_API_KEYS_FILE",
+    "policy_file": "AUGMENT_POLICY_FILE",
     "max_body_bytes": "AUGMENT_MAX_BODY_BYTES",
     "kube_timeout_s": "AUGMENT_KUBE_TIMEOUT_S",
     "rate_limit_per_s": "AUGMENT_RATE_LIMIT_PER_S",
@@ -32,6 +33,9 @@ class Settings(BaseModel):
                            description="Namespace the API creates and reads AugmentationJobs in")
     api_keys_file: Path | None = Field(
         default=None, description="YAML file (or mounted Secret) of API key digests")
+    policy_file: Path | None = Field(
+        default=None, description="YAML Hub policy (augment_spec.policy): the Hub "
+        "namespaces and token Secrets each project may use; none: nothing is checked")
     kubeconfig: Path | None = Field(
         default=None, description="kubeconfig to use outside a cluster; default: in-cluster")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024,
@@ -46,8 +50,8 @@ class Settings(BaseModel):
         default=50, ge=1, description="Requests an API key may make at once before its "
         "rate applies")
     project_job_quota: int = Field(
-        default=20, ge=0, description="Unfinished (Pending or Running) jobs a project may "
-        "have; creating one more: 429 with Retry-After. 0: no limit")
+        default=20, ge=0, description="Unfinished (Pending, Queued or Running) jobs a project "
+        "may have; creating one more: 429 with Retry-After. 0: no limit")
 
     hub_token_file: Path | None = Field(
         default=None, description="File (a mounted Secret) holding the Hub token the "

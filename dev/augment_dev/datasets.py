@@ -256,10 +256,12 @@ def make_lerobot_v3(
     size: tuple[int, int] = (48, 64),
     fps: int = 10,
     tasks: Sequence[str] = DEFAULT_TASKS,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
-    """A LeRobot v3.0 dataset: one data file, one video file per camera."""
+    """A LeRobot v3.0 dataset: one data file, one video file per camera (8-bit frames in
+    the videos' `pix_fmt`, e.g. yuv420p10le for 10-bit AV1)."""
     root = Path(path)
-    fmt = VideoFormat(CODEC_NAMES[codec], "yuv420p", fps, size[1], size[0])
+    fmt = VideoFormat(CODEC_NAMES[codec], pix_fmt, fps, size[1], size[0])
     made = _make_episodes(episodes, frames, fps, tasks, cameras, image_cameras, size, True)
     features = _features(cameras, image_cameras, size, {k: _video_info(fmt) for k in cameras})
     used_tasks = list(tasks[: min(len(tasks), episodes)])

@@ -20,35 +20,50 @@ class CertFiles:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    """PKCS#8, but an RSA key as PKCS#1 ("RSA PRIVATE KEY"), the form Go's
+    x509.ParsePKCS1PrivateKey reads (Kueue's certificate rotator reads its CA's so)."""
+    traditional = isinstance(key, rsa.RSAPrivateKey)
     return key.private_bytes(
         serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
+        serialization.PrivateFormat.TraditionalOpenSSL if traditional
+        else serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
 
 
 class CertificateAuthority:
-    def __init__(self, folder: Path, name: str = "augment-dev-cluster-ca") -> None:
+    """`days`: how long its certificates are valid; `names`: DNS names of the CA's own
+    certificate (Kueue's certificate rotator accepts a CA only under its name); `rsa_key`:
+    an RSA key instead of an elliptic-curve one (that rotator reads no other)."""
+
+    def __init__(self, folder: Path, name: str = "augment-dev-cluster-ca", *, days: int = 7,
+                 names: tuple[str, ...] = (), rsa_key: bool = False) -> None:
         self.folder = folder
+        self.days = days
         folder.mkdir(parents=True, exist_ok=True)
-        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048) if rsa_key
+            else ec.generate_private_key(ec.SECP256R1()))
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = dt.datetime.now(dt.UTC)
-        self.cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(subject)
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=7))
+            .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(False, False, False, False, False, True, True, False, False),
                 critical=True,
             )
-            .sign(self.key, hashes.SHA256())
         )
+        if names:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        self.cert = builder.sign(self.key, hashes.SHA256())
         self.files = self._write("ca", self.cert, self.key)
 
     def _write(self, stem: str, cert: x509.Certificate, key) -> CertFiles:
@@ -82,7 +97,7 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=7))
+            .not_valid_after(now + dt.timedelta(days=self.days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )

@@ -15,7 +15,8 @@ from augment_dev import REPO_ROOT
 README = REPO_ROOT / "README.md"
 # Files a command names that the README has its reader write (they are not in the
 # repository): the tests that run such a command write one of their own.
-USER_FILES = {"api-keys.yaml": "the API keys the reader generates (README, Helm)"}
+USER_FILES = {"api-keys.yaml": "the API keys the reader generates (README, Helm)",
+              "hub-policy.yaml": "the Hub policy the reader writes (README, Helm)"}
 CONSOLE_BLOCK = re.compile(r"^```console\n(.*?)^```", re.M | re.S)
 
 

@@ -38,6 +38,8 @@ class StackOptions:
     operator_replicas: int = 1
     api: bool = True
     project_ids: tuple[str, ...] = ()
+    # Secrets jobs may name as their Hub token, besides the operator's default one.
+    hub_token_secrets: tuple[str, ...] = ()
     extra_values: dict[str, Any] = field(default_factory=dict)
     from_images: bool = False
 
@@ -110,6 +112,11 @@ class Stack:
             "api": {"enabled": self.options.api, "replicas": 1, "port": self.api_port,
                     "apiKeys": keys, "env": runner_env},
             "runner": {"env": runner_env},
+            # The chart's Hub policy is on, as in production: every project may use the
+            # local Hub's one user, which owns every dataset of the demo and the tests.
+            "hubPolicy": {"projects": [{
+                "id": "*", "hubNamespaces": [HUB_USER],
+                "hubTokenSecrets": list(self.options.hub_token_secrets)}]},
             "podDisruptionBudget": {"enabled": True},
         }
         return deep_merge(base, self.options.extra_values)

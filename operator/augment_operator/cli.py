@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 from augment_operator.config import ConfigError, load_config
 from augment_operator.handlers import Reconciler, register
 from augment_operator.kube import load_kube_config
+from augment_spec.policy import PolicyError, PolicyFile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=env("AUGMENT_OPERATOR_CONFIG"),
                         help="operator config YAML: GPU profiles and runner settings "
                              "(env AUGMENT_OPERATOR_CONFIG; default: built-in profiles)")
+    parser.add_argument("--policy", type=Path, default=env("AUGMENT_POLICY_FILE"),
+                        help="Hub policy YAML: the Hub namespaces and token Secrets each "
+                             "project may use, re-read when it changes (env "
+                             "AUGMENT_POLICY_FILE; default: none, nothing is checked)")
     parser.add_argument("--namespace", action="append", default=None,
                         help="namespace to watch (repeatable; env AUGMENT_WATCH_NAMESPACES, "
                              "comma-separated; default: all namespaces)")
@@ -59,14 +64,15 @@ def main(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
+        policy = PolicyFile(args.policy) if args.policy else None
+    except (ConfigError, PolicyError) as exc:
         print(f"augment operator: {exc}")
         return 2
     load_kube_config()
     namespaces = args.namespace or [
         n for n in os.environ.get("AUGMENT_WATCH_NAMESPACES", "").split(",") if n]
     registry = kopf.OperatorRegistry()
-    register(Reconciler(config), registry)
+    register(Reconciler(config, policy=policy), registry)
     kopf.on.startup(registry=registry)(lambda settings, **_: configure_kopf(settings))
     # Same credentials as our own client: in-cluster ServiceAccount, else kubeconfig.
     kopf.on.login(registry=registry)(kopf.login_via_client)

@@ -7,15 +7,18 @@ class (deterministic) and keeps generative augmentation disabled.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from augment_spec.model import (
     GENERATIVE_DISABLED,
+    KUEUE_NAME_PATTERN,
     MAX_SHARDS,
+    AugmentationSpec,
     AugmentationType,
     validation_messages,
 )
@@ -25,6 +28,7 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 SMALL_INFERENCE_GPUS = ["NVIDIA-L4", "NVIDIA-A10G", "Tesla-T4", "NVIDIA-L40S"]
 LARGE_GPUS = ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H200", "NVIDIA-A100-SXM4-80GB"]
 GENERATIVE_DISABLED_HINT = f"{GENERATIVE_DISABLED}; use augmentationType: deterministic"
+KueueName = Annotated[str, Field(pattern=KUEUE_NAME_PATTERN, max_length=63)]
 
 
 class _Strict(BaseModel):
@@ -102,10 +106,20 @@ class GpuProfile(_Strict):
     start_timeout_seconds: int = Field(default=600, ge=10, alias="startTimeoutSeconds")
     # A sharded job's pods running at once (the spec's shards beyond it wait their turn).
     max_parallel_shards: int = Field(default=8, ge=1, le=MAX_SHARDS, alias="maxParallelShards")
+    # A spec without `shards` gets one shard per this many camera frames written
+    # (frames x cameras x copies; augment_operator/sizing.py). 300,000 is about 55 minutes
+    # of one L4 at the measured cost of a 480p camera frame (bench/README.md).
+    shard_camera_frames: int = Field(default=300_000, ge=1, alias="shardCameraFrames")
     # Default: none, so every camera is planned on the CPU until the profile says more.
     video_engines: VideoEnginesConfig = Field(default_factory=VideoEnginesConfig,
                                               alias="videoEngines")
     env: dict[str, str] = Field(default_factory=dict)
+    # Kueue (docs/design.md, Queues): the LocalQueue a job of this profile waits in when
+    # its spec names none and its namespace has none in OperatorConfig.namespace_queues,
+    # and its WorkloadPriorityClass. Unset: no queue, the Job starts at once.
+    queue_name: KueueName | None = Field(default=None, alias="queueName")
+    workload_priority_class: KueueName | None = Field(default=None,
+                                                      alias="workloadPriorityClass")
 
 
 def _preferring(products: list[str], **fields: Any) -> GpuProfile:
@@ -144,9 +158,30 @@ class OperatorConfig(_Strict):
     profiles: dict[AugmentationType, GpuProfile] = Field(default_factory=default_profiles)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     resync_seconds: float = Field(default=10, gt=0, alias="resyncSeconds")
+    # Kueue LocalQueue per namespace, for jobs whose spec names none: it wins over the
+    # GPU profile's queueName (a team's namespace, a team's queue).
+    namespace_queues: dict[str, KueueName] = Field(default_factory=dict,
+                                                   alias="namespaceQueues")
 
     def profile_for(self, kind: AugmentationType) -> GpuProfile:
         return self.profiles.get(kind) or default_profiles()[kind]
+
+    def queue_for(self, namespace: str, spec: AugmentationSpec) -> Queue | None:
+        """The Kueue queue a job's runner Jobs wait in: the spec's, else the namespace's,
+        else the GPU profile's; None: no queue, the Jobs start at once."""
+        profile = self.profile_for(spec.augmentation_type)
+        name = spec.queue_name or self.namespace_queues.get(namespace) or profile.queue_name
+        if not name:
+            return None
+        return Queue(name, spec.workload_priority_class or profile.workload_priority_class)
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A Kueue LocalQueue, and the WorkloadPriorityClass to wait in it with."""
+
+    name: str
+    priority_class: str | None = None
 
 
 class ConfigError(ValueError):

@@ -21,14 +21,17 @@ import kopf
 from augment_operator import metrics
 from augment_operator.config import GpuProfile, OperatorConfig
 from augment_operator.jobs import (
+    build_cleanup_job,
     build_finalize_job,
     build_job,
+    cleanup_job_name,
     finalize_job_name,
     job_name,
     runner_access,
     runner_account_name,
 )
 from augment_operator.kube import CONCURRENT_CALLS, Kube
+from augment_operator.sizing import auto_shards, hub_endpoint, planned_shards, read_size
 from augment_operator.status import (
     Action,
     Child,
@@ -37,9 +40,11 @@ from augment_operator.status import (
     decide,
     decide_sharded,
     differs,
+    needs_cleanup,
     shard_failure,
     shard_status,
     status_patch,
+    suspended,
 )
 from augment_spec.contract import (
     ANNOTATION_JOB,
@@ -57,6 +62,7 @@ from augment_spec.contract import (
 )
 from augment_spec.crd import spec_from_cr
 from augment_spec.model import AugmentationSpec, SpecError
+from augment_spec.policy import PolicySource
 
 log = logging.getLogger("augment.operator")
 
@@ -133,9 +139,11 @@ def _older(cr: dict[str, Any], than: dict[str, Any] | None) -> bool:
 
 
 class Reconciler:
-    def __init__(self, config: OperatorConfig, kube: Kube | None = None) -> None:
+    def __init__(self, config: OperatorConfig, kube: Kube | None = None,
+                 policy: PolicySource | None = None) -> None:
         self.config = config
         self.kube = kube or Kube()
+        self.policy = policy  # None: no Hub policy is enforced
         self.phase_book = metrics.PhaseBook()
         self.echoes = Echoes()
         self.bodies = Bodies()
@@ -216,33 +224,41 @@ class Reconciler:
     def _reconcile(self, cr: dict[str, Any]) -> Decision:
         namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
         spec, spec_error = self._parse(cr)
+        policy_error = self._policy_error(spec, namespace)
+        spec = self._with_project_token(spec)
         profile = self.config.profile_for(spec.augmentation_type) if spec else None
         profile_error = self._profile_error(spec, profile)
         jname = job_name(name)
         runner = self._child(cr, jname)
+        if spec is not None and profile is not None:
+            spec = self._sized(cr, spec, profile, runner.job)
         account = runner_account_name(cr)
         # Only a terminal phase needs the check: any other is rewritten from the Jobs anyway.
         can_write = phase_of(cr) in TERMINAL_PHASES and self.kube.access_granted(namespace,
                                                                                  account)
         at, limits = dt.datetime.now(dt.UTC), self._limits(profile)
-        sharded = spec is not None and spec.shards > 1
+        sharded = spec is not None and spec.shard_count > 1
         if sharded:
             finalize = self._child(cr, finalize_job_name(name))
             decision = decide_sharded(cr, runner, finalize, spec_error, profile_error,
-                                      runner_can_write=can_write, at=at, limits=limits)
+                                      runner_can_write=can_write, at=at, limits=limits,
+                                      policy_error=policy_error)
             if not decision.recorded and spec is not None:
-                decision.extra.update(shard_status(cr, runner, spec.shards))
+                decision.extra.update(shard_status(cr, runner, spec.shard_count))
         else:
             decision = decide(cr, runner.job, runner.pods, spec_error, profile_error,
-                              runner_can_write=can_write, at=at, limits=limits)
+                              runner_can_write=can_write, at=at, limits=limits,
+                              workload=runner.workload, policy_error=policy_error)
         if decision.final:  # before the phase is written: from then on it is trusted
             self.kube.delete_access(namespace, account)
         # Independent writes go out together; the label patch is the only one of its kind.
         self.concurrently(lambda: self._create(cr, decision, spec, profile),
-                               lambda: self._label(cr, spec))
+                          lambda: self._label(cr, spec))
         self._write_status(cr, decision, jname, spec)
         if sharded:
             self._announce_shard_failure(cr, decision, runner)
+            if spec is not None and profile is not None:
+                self._clean_up(cr, decision, spec, profile, runner, finalize)
         # After the phase: were the operator stopped in between, the Jobs still there are
         # what makes the next reconcile decide (and write) the same thing again.
         if decision.action is Action.delete_job:
@@ -255,8 +271,29 @@ class Reconciler:
         """A CR as our write left it: its watch event will be an echo, and until then a
         Job's or pod's event is reconciled from it."""
         meta = cr["metadata"]
-        self.echoes.made("cr", meta["namespace"], meta["name"], meta["resourceVersion"])
+        if meta.get("resourceVersion"):
+            self.echoes.made("cr", meta["namespace"], meta["name"], meta["resourceVersion"])
         self.bodies.seen(cr, "MODIFIED")
+
+    def _sized(self, cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
+               runner_job: dict[str, Any] | None) -> AugmentationSpec:
+        """The spec with its number of shards: the spec's own, the one chosen before, or
+        for a job still to start one chosen now from the dataset's size (sizing.py). The
+        Jobs get this spec, so their pods never see `shards` unset."""
+        if spec.shards is not None:
+            return spec
+        shards = planned_shards(cr.get("status") or {}, runner_job)
+        if shards is None and phase_of(cr) in TERMINAL_PHASES:
+            shards = 1  # ended before any Job: nothing will run
+        if shards is None:
+            endpoint = hub_endpoint(self.config.runner.env, profile)
+            size = read_size(spec.dataset_id, spec.source_revision, endpoint)
+            shards = auto_shards(size, spec, profile)
+            log.info("%s/%s: %d shard(s) for %s (%s)", cr["metadata"]["namespace"],
+                     cr["metadata"]["name"], shards, spec.dataset_id,
+                     "size unknown" if size is None else
+                     f"{size.episodes} episodes, {size.frames} frames, {size.cameras} cameras")
+        return spec.model_copy(update={"shards": shards})
 
     def _child(self, cr: dict[str, Any], name: str) -> Child:
         """The CR's Job of this name and its pods; one an earlier CR of the same name left
@@ -271,7 +308,11 @@ class Reconciler:
         if job is not None and not self._owns(cr, job):
             self.kube.delete_job(namespace, name)
             job = None
-        return Child(job, self.kube.job_pods(namespace, name) if job else [])
+        if job is None:
+            return Child(None)
+        # Only a suspended Job waits for Kueue: only then is its Workload worth a read.
+        workload = self.kube.job_workload(namespace, job) if suspended(job) else None
+        return Child(job, self.kube.job_pods(namespace, name), workload)
 
     def _create(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec | None,
                 profile: GpuProfile | None) -> None:
@@ -282,7 +323,7 @@ class Reconciler:
         # The runner's account, Role and RoleBinding at once (a binding may name a Role
         # not made yet); all before the Job, whose pods need their account to exist.
         self.concurrently(*(partial(self.kube.create_access_object, obj)
-                                 for obj in runner_access(cr)))
+                            for obj in runner_access(cr)))
         job = self.kube.create_job(build(cr, spec, profile, self.config))
         meta = job["metadata"]
         if not self._owns(cr, job):
@@ -292,7 +333,15 @@ class Reconciler:
                      meta["namespace"], cr["metadata"]["name"], meta["name"])
             self.kube.delete_job(meta["namespace"], meta["name"])
             return
-        self.echoes.made("job", meta["namespace"], meta["name"], meta["resourceVersion"])
+        if meta.get("resourceVersion"):
+            self.echoes.made("job", meta["namespace"], meta["name"], meta["resourceVersion"])
+
+    def _clean_up(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec,
+                  profile: GpuProfile, runner: Child, finalize: Child) -> None:
+        """A sharded job that failed or was cancelled leaves no staging branch behind."""
+        cleanup = self._child(cr, cleanup_job_name(cr["metadata"]["name"]))
+        if needs_cleanup(cr, decision, runner, finalize, cleanup):
+            self.kube.create_job(build_cleanup_job(cr, spec, profile, self.config))
 
     def _announce_shard_failure(self, cr: dict[str, Any], decision: Decision,
                                 runner: Child) -> None:
@@ -312,6 +361,21 @@ class Reconciler:
             return spec_from_cr(cr.get("spec") or {}), None
         except SpecError as exc:
             return None, f"invalid spec: {exc}"
+
+    def _policy_error(self, spec: AugmentationSpec | None, namespace: str) -> str | None:
+        """Why the Hub policy forbids the job, checked here too because `kubectl apply`
+        and Argo CD never pass through the API (docs/design.md, Hub policy)."""
+        if spec is None or self.policy is None:
+            return None
+        return self.policy.current().denial(spec, namespace)
+
+    def _with_project_token(self, spec: AugmentationSpec | None) -> AugmentationSpec | None:
+        """The spec whose runner uses its project's default Hub token Secret, when it
+        names none and the policy gives the project one."""
+        if spec is None or self.policy is None or spec.hf_token_secret_name is not None:
+            return spec
+        secret = self.policy.current().default_secret(spec.project_id)
+        return spec.model_copy(update={"hf_token_secret_name": secret}) if secret else spec
 
     @staticmethod
     def _profile_error(spec: AugmentationSpec | None, profile: GpuProfile | None) -> str | None:

@@ -1,6 +1,7 @@
 """What an AugmentationJob becomes: batch/v1 Jobs (one runner pod on the profile's GPU
 nodes, or for a sharded spec an Indexed Job of one runner pod per shard, then a finalize
-Job that merges and publishes them: docs/design.md, Scale out) and the runners' own
+Job that merges and publishes them, or a cleanup Job that deletes their staging branches
+when the job failed or was cancelled: docs/design.md, Scale out) and the runners' own
 credentials, a ServiceAccount bound to a Role that may read and patch this CR's status
 and nothing else. All of it is owned by the CR, so deleting the CR removes it."""
 
@@ -10,9 +11,10 @@ import hashlib
 import json
 from typing import Any
 
-from augment_operator.config import GpuProfile, OperatorConfig
+from augment_operator.config import GpuProfile, OperatorConfig, Queue
 from augment_spec.contract import (
     ANNOTATION_JOB,
+    ANNOTATION_KUEUE_MIN_PARALLELISM,
     API_VERSION,
     ENV_CPU_LIMIT,
     ENV_HF_TOKEN,
@@ -29,6 +31,8 @@ from augment_spec.contract import (
     GROUP,
     KIND,
     LABEL_JOB,
+    LABEL_KUEUE_PRIORITY,
+    LABEL_KUEUE_QUEUE,
     LABEL_MANAGED_BY,
     LABEL_PROJECT,
     MANAGED_BY_OPERATOR,
@@ -55,6 +59,11 @@ def finalize_job_name(cr_name: str) -> str:
     return _child_name(cr_name, "merge")
 
 
+def cleanup_job_name(cr_name: str) -> str:
+    """The cleanup Job of a sharded job that failed or was cancelled (same rules)."""
+    return _child_name(cr_name, "clean")
+
+
 def _child_name(cr_name: str, suffix: str) -> str:
     """At most 60 characters (a label value holds 63)."""
     if len(cr_name) <= 59 - len(suffix):
@@ -78,6 +87,17 @@ def job_labels(cr: dict[str, Any], spec: AugmentationSpec | None = None) -> dict
     }
     if spec is not None:
         labels[LABEL_PROJECT] = str(spec.project_id)
+    return labels
+
+
+def queue_labels(queue: Queue | None) -> dict[str, str]:
+    """The labels that hand a Job to Kueue: its LocalQueue, and its WorkloadPriorityClass
+    when one is named. None: no labels, Kueue (installed or not) leaves the Job alone."""
+    if queue is None:
+        return {}
+    labels = {LABEL_KUEUE_QUEUE: queue.name}
+    if queue.priority_class:
+        labels[LABEL_KUEUE_PRIORITY] = queue.priority_class
     return labels
 
 
@@ -173,30 +193,55 @@ def pod_security(config: OperatorConfig) -> tuple[dict[str, Any], dict[str, Any]
 
 def build_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
               config: OperatorConfig) -> dict[str, Any]:
-    """The runner Job: one pod, or with spec.shards > 1 an Indexed Job of one pod per
+    """The runner Job: one pod, or with more than one shard an Indexed Job of one pod per
     shard (Kubernetes gives each pod its index, JOB_COMPLETION_INDEX), each shard retried
-    on its own (backoffLimitPerIndex); a shard that keeps failing fails the Job at once."""
+    on its own (backoffLimitPerIndex); a shard that keeps failing fails the Job at once.
+    With a queue, Kueue admits the shards together: `parallelism` pods at once, or as
+    few as one where the quota is short."""
     job = _job(cr, spec, profile, config, job_name(cr["metadata"]["name"]),
                ["augment", "run"], profile.resources)
-    if spec.shards > 1:
+    if spec.shard_count > 1:
         job_spec = job["spec"]
         del job_spec["backoffLimit"]  # counted per index instead
         job_spec.update({
             "completionMode": "Indexed",
-            "completions": spec.shards,
-            "parallelism": min(spec.shards, profile.max_parallel_shards),
+            "completions": spec.shard_count,
+            "parallelism": min(spec.shard_count, profile.max_parallel_shards),
             "backoffLimitPerIndex": profile.backoff_limit,
             "maxFailedIndexes": 0,
         })
+        if job_spec.get("suspend"):
+            # A queue whose quota is short of `parallelism` GPUs would hold the job
+            # forever; Kueue may instead admit fewer shards at once (the rest wait their
+            # turn inside the Job, as beyond maxParallelShards).
+            job["metadata"]["annotations"][ANNOTATION_KUEUE_MIN_PARALLELISM] = "1"
     return job
 
 
 def build_finalize_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
                        config: OperatorConfig) -> dict[str, Any]:
     """The finalize Job of a sharded job: `augment merge` in the runner image, once every
-    shard is done. It merges files and needs no GPU, so it asks for none."""
+    shard is done. It merges files and needs no GPU, so it asks for none. It waits in the
+    shards' queue too (their Workload is finished by then, its quota free again): where
+    Kueue manages every Job, one without a queue would never be admitted."""
     return _job(cr, spec, profile, config, finalize_job_name(cr["metadata"]["name"]),
                 ["augment", "merge"], _without_gpus(profile.resources))
+
+
+def build_cleanup_job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
+                      config: OperatorConfig) -> dict[str, Any]:
+    """The cleanup Job of a sharded job that failed or was cancelled: `augment merge
+    --discard` deletes its staging branches on the Hub. It runs after the job's phase is
+    written, when the runners' credentials are gone, and needs none: it runs as the
+    namespace's default account without a token. It is kept until the CR is deleted (no
+    TTL), so that a finished cleanup is never started again."""
+    job = _job(cr, spec, profile, config, cleanup_job_name(cr["metadata"]["name"]),
+               ["augment", "merge", "--discard"], _without_gpus(profile.resources))
+    job["spec"].pop("ttlSecondsAfterFinished", None)
+    pod_spec = job["spec"]["template"]["spec"]
+    del pod_spec["serviceAccountName"]
+    pod_spec["automountServiceAccountToken"] = False
+    return job
 
 
 def _without_gpus(resources: dict[str, Any]) -> dict[str, Any]:
@@ -237,13 +282,14 @@ def _job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
         pod_spec["runtimeClassName"] = profile.runtime_class_name
     if profile.priority_class_name:
         pod_spec["priorityClassName"] = profile.priority_class_name
-    return {
+    queue = config.queue_for(cr["metadata"]["namespace"], spec)
+    job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": name,
             "namespace": cr["metadata"]["namespace"],
-            "labels": labels,
+            "labels": {**labels, **queue_labels(queue)},
             "annotations": job_annotations(cr),
             "ownerReferences": [owner_reference(cr)],
         },
@@ -256,3 +302,8 @@ def _job(cr: dict[str, Any], spec: AugmentationSpec, profile: GpuProfile,
                          "spec": pod_spec},
         },
     }
+    if queue is not None:
+        # Kueue unsuspends a queued Job when it admits it; created running, its pods
+        # would start before Kueue could account for them.
+        job["spec"]["suspend"] = True
+    return job

@@ -8,7 +8,15 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from augment_spec.contract import GROUP, PLURAL, VERSION
+from augment_spec.contract import (
+    GROUP,
+    KUEUE_GROUP,
+    KUEUE_VERSION,
+    KUEUE_WORKLOADS,
+    LABEL_KUEUE_JOB_UID,
+    PLURAL,
+    VERSION,
+)
 
 
 def load_kube_config() -> None:
@@ -97,6 +105,25 @@ class Kube:
         if existing is None:
             raise RuntimeError(f"job {job['metadata']['name']} vanished while adopting it")
         return existing
+
+    def job_workload(self, namespace: str, job: dict[str, Any]) -> dict[str, Any] | None:
+        """The Kueue Workload a Job owns; None when there is none yet, or when Kueue (its
+        CRD) is not installed or the operator may not read Workloads: the status then says
+        less, and nothing else changes."""
+        uid = job["metadata"]["uid"]
+        try:
+            found: Any = self.custom.list_namespaced_custom_object(  # a JSON dict
+                KUEUE_GROUP, KUEUE_VERSION, namespace, KUEUE_WORKLOADS,
+                label_selector=f"{LABEL_KUEUE_JOB_UID}={uid}")
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
+        for workload in found.get("items") or []:
+            owners = workload["metadata"].get("ownerReferences") or []
+            if any(o.get("uid") == uid for o in owners):
+                return dict(workload)
+        return None
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:

@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any
 
 from augment_spec.contract import (
+    LABEL_KUEUE_QUEUE,
     PROGRESS_TOTAL,
     SHARDS_FAILED_PODS,
     STATUS_COMPLETION_TIME,
@@ -36,7 +37,7 @@ from augment_spec.contract import (
     summed_progress,
 )
 
-NO_JOB_REASONS = frozenset({"InvalidSpec", "ProfileDisabled"})
+NO_JOB_REASONS = frozenset({"InvalidSpec", "ProfileDisabled", "PolicyDenied"})
 # Container waiting reasons that mean the pod cannot start as it is, unlike the
 # ContainerCreating of a pull in progress; the kubelet keeps retrying all of them.
 START_PROBLEMS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
@@ -72,10 +73,12 @@ class Decision:
 
 @dataclass(frozen=True)
 class Child:
-    """One of the CR's Jobs (None: not there) and its pods."""
+    """One of the CR's Jobs (None: not there), its pods, and while the Job waits in a
+    Kueue queue, the Workload Kueue keeps for it (None: none, or Kueue not installed)."""
 
     job: dict[str, Any] | None
     pods: list[dict[str, Any]] = field(default_factory=list)
+    workload: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -211,14 +214,19 @@ def waited(pod: dict[str, Any], since: str | None, at: dt.datetime) -> float:
 def decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]],
            spec_error: str | None, profile_error: str | None, *,
            runner_can_write: bool = False, at: dt.datetime | None = None,
-           limits: StartLimits = StartLimits()) -> Decision:
+           limits: StartLimits = StartLimits(), policy_error: str | None = None,
+           workload: dict[str, Any] | None = None) -> Decision:
     """The phase the CR should show. `runner_can_write`: the runner's credentials still
-    exist, so a terminal phase in the status may be the runner's and is not trusted."""
+    exist, so a terminal phase in the status may be the runner's and is not trusted.
+    `policy_error`: the Hub policy forbids the job, which then gets no Job (one already
+    made, under an earlier policy, runs on). `workload`: Kueue's Workload of a suspended
+    Job, which says why it waits."""
     recorded = _recorded(cr, [job], runner_can_write)
     if recorded is not None:
         return recorded
-    decision = _decide(cr, job, pods, spec_error, profile_error,
-                       at or dt.datetime.now(dt.UTC), limits, publishes=True)
+    decision = _decide(cr, Child(job, pods, workload), spec_error, profile_error,
+                       at or dt.datetime.now(dt.UTC), limits, publishes=True,
+                       policy_error=policy_error)
     return _reached(decision, pods)
 
 
@@ -242,11 +250,12 @@ def _reached(decision: Decision, pods: list[dict[str, Any]]) -> Decision:
     return decision
 
 
-def _decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]],
-            spec_error: str | None, profile_error: str | None, at: dt.datetime,
-            limits: StartLimits, *, publishes: bool) -> Decision:
+def _decide(cr: dict[str, Any], runner: Child, spec_error: str | None,
+            profile_error: str | None, at: dt.datetime, limits: StartLimits, *,
+            publishes: bool, policy_error: str | None = None) -> Decision:
     """`publishes`: this Job's completion is the output on the Hub (a sharded job's
     shards only stage theirs: its finalize Job publishes)."""
+    job, pods = runner.job, runner.pods
     # What the Job did wins over a cancel that came too late to stop it.
     finished = job_finished(job) if job else None
     if finished and finished[0] == "Complete" and (publishes or not cancel_requested(cr)):
@@ -259,11 +268,15 @@ def _decide(cr: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str,
         return Decision(Phase.Failed, "InvalidSpec", spec_error)
     if profile_error:
         return Decision(Phase.Failed, "ProfileDisabled", profile_error)
+    if job is None and policy_error:
+        return Decision(Phase.Failed, "PolicyDenied", policy_error)
     if job is None:
         return Decision(Phase.Pending, "CreatingJob", "creating the runner Job",
                         action=Action.create_job)
     if running(pods):
         return Decision(Phase.Running, "Running", "the runner is augmenting the dataset")
+    if suspended(job):  # its pods are gone, or going (Kueue took the quota back)
+        return queued(job, runner.workload)
     if succeeded(pods):
         # The pod is done but the Job controller has not marked the Job Complete yet.
         return Decision(Phase.Running, "Finishing", "the runner finished; the Job is completing")
@@ -292,7 +305,8 @@ def _cancel(cr: dict[str, Any], job: dict[str, Any] | None,
 def decide_sharded(cr: dict[str, Any], shards: Child, finalize: Child,
                    spec_error: str | None, profile_error: str | None, *,
                    runner_can_write: bool = False, at: dt.datetime | None = None,
-                   limits: StartLimits = StartLimits()) -> Decision:
+                   limits: StartLimits = StartLimits(),
+                   policy_error: str | None = None) -> Decision:
     """A sharded job (docs/design.md, Scale out): the Indexed Job of its shards runs as a
     single job's runner Job does; once it completes, its finalize Job decides."""
     recorded = _recorded(cr, [shards.job, finalize.job], runner_can_write)
@@ -301,8 +315,9 @@ def decide_sharded(cr: dict[str, Any], shards: Child, finalize: Child,
     if finalize.job is not None:
         decision = _decide_finalize(cr, finalize)
     else:
-        decision = _decide(cr, shards.job, shards.pods, spec_error, profile_error,
-                           at or dt.datetime.now(dt.UTC), limits, publishes=False)
+        decision = _decide(cr, shards, spec_error, profile_error,
+                           at or dt.datetime.now(dt.UTC), limits, publishes=False,
+                           policy_error=policy_error)
         if decision.reason == "Completed":
             decision = Decision(Phase.Running, "Merging",
                                 "every shard is done; starting the merge",
@@ -321,7 +336,26 @@ def _decide_finalize(cr: dict[str, Any], finalize: Child) -> Decision:
         return _failed(finished[1], finalize.pods, "the merge failed")
     if cancel_requested(cr):
         return _cancel(cr, finalize.job, finalize.pods)
+    if suspended(finalize.job) and not running(finalize.pods):
+        decision = queued(finalize.job, finalize.workload)
+        decision.message = f"every shard is done; the merge is {decision.message}"
+        return decision
     return Decision(Phase.Running, "Merging", "merging the shards and publishing the dataset")
+
+
+def needs_cleanup(cr: dict[str, Any], decision: Decision, shards: Child, finalize: Child,
+                  cleanup: Child) -> bool:
+    """Whether to start the cleanup Job of a sharded job (docs/design.md, Scale out): it
+    failed or was cancelled after its runner Job was made (so shards may have staged
+    output), no cleanup Job exists yet, and no shard or finalize pod is still alive (one
+    terminating could still push to its branch after the cleanup)."""
+    if decision.phase not in (Phase.Failed, Phase.Cancelled) or cleanup.job is not None:
+        return False
+    if not (cr.get("status") or {}).get(STATUS_JOB_NAME) and shards.job is None:
+        return False  # refused before any Job (invalid spec, disabled profile)
+    alive = [p for p in shards.pods + finalize.pods
+             if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    return not alive
 
 
 def shard_status(cr: dict[str, Any], shards: Child, total: int) -> dict[str, Any]:
@@ -368,6 +402,42 @@ def _newest_failed_index(pods: list[dict[str, Any]]) -> str | None:
     return annotations.get("batch.kubernetes.io/job-completion-index")
 
 
+def suspended(job: dict[str, Any]) -> bool:
+    """A Job that makes no pods until someone (Kueue, when it admits it) unsuspends it."""
+    return bool((job.get("spec") or {}).get("suspend"))
+
+
+def queued(job: dict[str, Any], workload: dict[str, Any] | None) -> Decision:
+    """A Job suspended in a Kueue queue, and why, in Kueue's words (its Workload's
+    conditions). Kueue reports no position here: only its visibility API has one."""
+    queue = (job["metadata"].get("labels") or {}).get(LABEL_KUEUE_QUEUE)
+    where = f"queued in Kueue LocalQueue {queue}" if queue else "suspended"
+    if workload is None:
+        return Decision(Phase.Queued, "Queued",
+                        f"{where}: waiting for Kueue to take the Job in (no Workload yet)")
+    return Decision(Phase.Queued, "Queued", f"{where}: {_kueue_says(workload)}")
+
+
+def _kueue_says(workload: dict[str, Any]) -> str:
+    """Why Kueue holds the Workload back, from its conditions, the most telling first: an
+    eviction (preempted, then queued again), an admission not yet acted on, else the
+    QuotaReserved False that says what is short ("couldn't assign flavors to pod set
+    main: insufficient unused quota for nvidia.com/gpu in flavor ..., 1 more needed")."""
+    conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions")
+                  or []}
+    evicted = conditions.get("Evicted") or {}
+    if evicted.get("status") == "True":
+        return f"evicted ({evicted.get('reason')}): {evicted.get('message', '')}".strip(": ")
+    admitted = conditions.get("Admitted") or {}
+    if admitted.get("status") == "True":
+        return "admitted by Kueue; the Job is about to start"
+    reserved = conditions.get("QuotaReserved") or {}
+    if reserved.get("status") == "False":
+        said = reserved.get("message") or reserved.get("reason") or "no quota reserved"
+        return f"{reserved.get('reason') or 'Pending'}: {said}"
+    return "waiting for Kueue to admit the Workload"
+
+
 def _waiting(pods: list[dict[str, Any]], at: dt.datetime, limits: StartLimits) -> Decision:
     """A Job whose pod does not run yet: why, and whether it waited too long."""
     waiting = unschedulable_reason(pods)
@@ -396,7 +466,8 @@ def conditions_for(decision: Decision, generation: int,
     """Ready / Scheduled conditions; lastTransitionTime moves only when the status flips."""
     ready = "True" if decision.phase is Phase.Succeeded else (
         "False" if decision.phase in TERMINAL_PHASES else "Unknown")
-    scheduled = "False" if decision.reason in ("Unschedulable", "ScheduleTimeout") else (
+    scheduled = "False" if decision.reason in ("Queued", "Unschedulable",
+                                               "ScheduleTimeout") else (
         "True" if decision.phase in (Phase.Running, Phase.Succeeded)
         or decision.reason in ("CannotStart", "StartTimeout") else "Unknown")
     wanted = {"Ready": ready, "Scheduled": scheduled}

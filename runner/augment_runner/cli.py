@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from augment_spec.contract import (
+    ENV_CHECKPOINT_EPISODES,
     ENV_SHARD_INDEX,
     ENV_SPEC,
     EXIT_BAD_INPUT,
@@ -62,8 +63,8 @@ from .hub import (
     upload_dataset,
 )
 from .pod import PodEnv
-from .shards import Shard
-from .staging import push_shard, shard_on_branch, staging_branch
+from .shards import CHECKPOINT_EPISODES, Shard
+from .staging import ShardJob, download_shard_source, stage_shard, staging_branch
 
 # A local run belongs to no project; the spec still needs a project id.
 LOCAL_PROJECT_ID = str(uuid.UUID(int=0))
@@ -183,12 +184,9 @@ def _run(args: argparse.Namespace) -> int:
     if push_to:
         _check_push(spec, push_to, token, source_id)
     if push_to and shard is not None and branch is not None:
-        staged = shard_on_branch(spec, push_to, branch, shard, token)
-        if staged is not None:  # a retry: this shard is done
-            done = len(staged.episodes)
-            status.report_shard_progress(shard.index, done, done)
-            print(f"shard {shard} is already on {push_to}@{branch}; nothing to do")
-            return EXIT_OK
+        return _run_staged(ShardJob(spec, shard, push_to, branch, token,
+                                    _checkpoint_episodes(pod), args.batch_frames),
+                           pod, source_id, local_source)
     workdir = pod.workdir or Path(tempfile.mkdtemp(prefix="augment-"))
     owns_workdir = pod.workdir is None
     output = (args.output or workdir / "output").resolve()
@@ -199,7 +197,10 @@ def _run(args: argparse.Namespace) -> int:
             source, revision = local_source, spec.source_revision
         else:
             source = workdir / "source"
-            revision = download_dataset(src, source, spec.source_revision, token)
+            if shard is None:
+                revision = download_dataset(src, source, spec.source_revision, token)
+            else:  # only the shard's episodes' files
+                revision = download_shard_source(src, source, spec.source_revision, token, shard)
         if push_to:
             status.report_started(revision or "local", push_to)
         result = augment_dataset(
@@ -218,10 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"output: {result.output}")
         if result.preview is not None:
             print(f"preview: {result.preview}")
-        if push_to and shard is not None and branch is not None:
-            commit = push_shard(result.output, spec, push_to, branch, shard, token, source_id)
-            print(f"staged: {push_to}@{branch} ({commit})")
-        elif push_to:
+        if push_to:
             commit = upload_dataset(
                 result.output,
                 push_to,
@@ -243,6 +241,40 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_staged(job: ShardJob, pod: PodEnv, source_id: str | None,
+                local_source: Path | None) -> int:
+    """A sharded job's pod: its shard staged piece by piece on its branch (staging.py)."""
+    workdir = pod.workdir or Path(tempfile.mkdtemp(prefix="augment-"))
+    try:
+        staged = stage_shard(
+            job, workdir, source_id, local_source,
+            started=lambda revision: status.report_started(revision, job.repo_id),
+            progress=_progress(job.shard),
+        )
+    finally:
+        shutil.rmtree(workdir / "source", ignore_errors=True)
+        if pod.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    made = staged.pieces - staged.found
+    if staged.found:
+        print(f"shard {job.shard}: {staged.found} of {staged.pieces} piece(s) already on "
+              f"{job.repo_id}@{job.branch}, not made again")
+    print(f"shard {job.shard}: {staged.episodes} source episode(s); staged {made} piece(s) "
+          f"on {job.repo_id}@{job.branch}")
+    return EXIT_OK
+
+
+def _checkpoint_episodes(pod: PodEnv) -> int:
+    if pod.checkpoint_episodes is None:
+        return CHECKPOINT_EPISODES
+    if not pod.checkpoint_episodes.isdigit() or int(pod.checkpoint_episodes) < 1:
+        raise AugmentError(
+            f"{ENV_CHECKPOINT_EPISODES}={pod.checkpoint_episodes!r} is not a number of "
+            f"episodes (1 or more); fix the GPU profile's env"
+        )
+    return int(pod.checkpoint_episodes)
+
+
 def _shard(
     flag: str | None, spec: AugmentationSpec, pod: PodEnv, in_pod: bool
 ) -> Shard | None:
@@ -250,14 +282,14 @@ def _shard(
     index Kubernetes gave the pod (docs/design.md, Scale out); None: the whole job."""
     if flag:
         return Shard.parse(flag)
-    if not in_pod or spec.shards == 1:
+    if not in_pod or spec.shard_count == 1:
         return None
     if pod.shard_index is None or not pod.shard_index.isdigit():
         raise AugmentError(
             f"the spec asks for {spec.shards} shards but {ENV_SHARD_INDEX} does not say which "
             f"this pod runs: run them as an Indexed Job, or pass --shard K/N"
         )
-    return Shard(int(pod.shard_index), spec.shards)
+    return Shard(int(pod.shard_index), spec.shard_count)
 
 
 def _staging_branch(shard: Shard | None, pod: PodEnv) -> str | None:

@@ -12,6 +12,7 @@ they keep failing, the error is a ``HubUnavailable``, which a later try of the J
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -110,8 +111,10 @@ def download_dataset(
     token: str | None = None,
     *,
     retry: Retry = RETRY,
+    select: Callable[[set[str]], set[str]] | None = None,
 ) -> str:
-    """Download dataset ``repo_id`` at ``revision`` (default: main) into ``dest``.
+    """Download dataset ``repo_id`` at ``revision`` (default: main) into ``dest``; with
+    ``select``, only the files it picks from the commit's file list (a shard's, say).
 
     The revision is resolved to a commit sha first and that sha is downloaded, so the files
     all come from one commit even if the branch moves meanwhile. Afterwards ``dest`` holds
@@ -127,6 +130,9 @@ def download_dataset(
         if sha is None:
             raise HubError(f"dataset '{repo_id}' has no commit to download")
         expected = {path: f.size for path, f in hub.files(repo_id, sha).items()}
+        if select is not None:
+            picked = select(set(expected))
+            expected = {path: size for path, size in expected.items() if path in picked}
         hub(
             snapshot_download,
             repo_id,
@@ -135,6 +141,8 @@ def download_dataset(
             local_dir=dest,
             endpoint=hub.api.endpoint,
             token=hub.token or False,
+            # Exact paths, their glob characters escaped: the client matches with fnmatch.
+            allow_patterns=None if select is None else [glob.escape(p) for p in expected],
         )
     local = _local_files(dest)
     for rel in sorted(set(local) - set(expected)):
@@ -190,6 +198,8 @@ def upload_dataset(
     batch_bytes: int = BATCH_BYTES,
     retry: Retry = RETRY,
     branch: str | None = None,
+    prefix: str | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> str:
     """Make dataset ``repo_id``'s main branch hold ``folder``'s files, in one atomic commit.
 
@@ -207,7 +217,10 @@ def upload_dataset(
 
     With ``branch`` (a sharded job's staging branch, docs/design.md, Scale out), the same
     checks run on main, the branch is made from main if missing, and the commit goes to
-    the branch, whose files then are exactly ``folder``'s: main is not touched.
+    the branch, whose files then are exactly ``folder``'s: main is not touched. With
+    ``prefix``, ``folder``'s files go under that folder of the repo, and with ``keep``,
+    the remote files it accepts stay (a piece of a shard committed beside the pieces
+    staged before it).
     """
     _check_not_source(repo_id, source_repo_id)
     folder = Path(folder)
@@ -233,8 +246,10 @@ def upload_dataset(
             parent = hub(hub.api.dataset_info, repo_id, revision=branch).sha
             remote = set(hub.files(repo_id, parent)) if parent is not None else set()
             ours = True  # a staging branch holds nothing but what this job put there
-        additions = [CommitOperationAdd(rel, str(path)) for rel, path in sorted(local.items())]
-        doomed = remote - set(local) - {".gitattributes"} if ours else set()
+        where = {(f"{prefix}/{rel}" if prefix else rel): path for rel, path in local.items()}
+        additions = [CommitOperationAdd(rel, str(path)) for rel, path in sorted(where.items())]
+        kept = {p for p in remote if keep(p)} if keep is not None else set()
+        doomed = remote - set(where) - kept - {".gitattributes"} if ours else set()
         total = sum(op.upload_info.size for op in additions)
         if len(additions) > batch_files or total > batch_bytes:
             for batch in _batches(additions, batch_files, batch_bytes):

@@ -9,7 +9,8 @@ codes and the one-line failure are `augment run`'s.
 
 Without folders, in a sharded job's finalize pod (AUGMENT_SPEC, AUGMENT_JOB_UID and
 AUGMENT_WORKDIR set by the operator), it merges the shards from their staging branches
-and publishes the dataset in one commit (staging.py).
+and publishes the dataset in one commit (staging.py). With --discard, in the cleanup pod
+of a sharded job that failed or was cancelled, it deletes the job's staging branches.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", type=Path, metavar="DIR",
         help="folder to write the merged dataset into (must not exist or be empty)",
     )
+    parser.add_argument(
+        "--discard", action="store_true",
+        help="in a failed or cancelled sharded job's cleanup pod: delete its staging branches",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -46,6 +51,10 @@ def main(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from .merge import merge_shards
 
+    if args.discard:
+        if args.shards or args.output is not None:
+            raise AugmentError("--discard takes no shard folders and no --output")
+        return _finalize(discard=True)
     if not args.shards:
         return _finalize()
     if args.output is None:
@@ -57,7 +66,8 @@ def _merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _finalize() -> int:
+def _finalize(*, discard: bool = False) -> int:
+    from .staging import discard as discard_staging
     from .staging import finalize
 
     token = resolve_token()
@@ -69,9 +79,13 @@ def _finalize() -> int:
             "sharded job's finalize step and needs its pod's environment"
         )
     spec = parse_spec(given)
+    if discard:
+        removed = discard_staging(spec, pod.job_uid, token)
+        print(f"{spec.target_dataset_id}: {removed} staging branch(es) of this job deleted")
+        return EXIT_OK
     commit = finalize(spec, pod.job_uid, pod.workdir, token, status.report_output)
     if commit is None:
         print(f"{spec.target_dataset_id}: an earlier try published this job; staging removed")
     else:
-        print(f"pushed: {spec.target_dataset_id}@{commit} ({spec.shards} shards merged)")
+        print(f"pushed: {spec.target_dataset_id}@{commit} ({spec.shard_count} shards merged)")
     return EXIT_OK

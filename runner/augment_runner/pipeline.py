@@ -151,6 +151,7 @@ def augment_dataset(
     cameras = select_cameras(
         reader.cameras, spec.augment_cameras, source, grey=spec.augment_grey_cameras
     )
+    refuse_high_bit_depth(reader, cameras)
     covered = _covered(reader, shard)
     planned = plan_videos(reader, spec.copies_per_episode())
     if video_report is not None and planned:
@@ -281,6 +282,25 @@ def select_cameras(
             f"augment_grey_cameras, a depth map never)"
         )
     return [c for c in cameras if c.key in set(wanted)]
+
+
+def refuse_high_bit_depth(reader: DatasetReader, cameras: list[Camera]) -> None:
+    """The transforms compute on 8-bit frames (docs/design.md, Transforms): a copy of a
+    10-bit video camera would be 8-bit pixels in a 10-bit file, a silent loss, so such a
+    camera is refused before any work. Cameras left out are copied packet for packet,
+    whatever their bit depth."""
+    if not isinstance(reader, LeRobotReader):  # the only format with video cameras
+        return
+    for camera in cameras:
+        if camera.storage != "video":
+            continue
+        fmt = reader.video_format(camera)
+        if fmt.bit_depth > 8:
+            raise DatasetError(
+                f"camera {camera.key!r} is {fmt.bit_depth}-bit video ({fmt.pix_fmt}) and the "
+                f"transforms compute on 8 bits; leave it out of augment_cameras (it is then "
+                f"copied unchanged) or re-encode it to 8 bits (yuv420p)"
+            )
 
 
 def check_valid(staging: Path) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from augment_spec.contract import (
+    ENV_CHECKPOINT_EPISODES,
     ENV_JOB_NAME,
     ENV_JOB_NAMESPACE,
     ENV_JOB_UID,
@@ -33,6 +34,7 @@ class PodEnv:
     termination_log: Path | None = None  # where the one-line failure goes
     job_uid: str | None = None  # the AugmentationJob's uid (names a sharded job's branches)
     shard_index: str | None = None  # in a sharded job's runner pods: the pod's shard
+    checkpoint_episodes: str | None = None  # episodes per piece a sharded pod stages
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> PodEnv:
@@ -49,4 +51,5 @@ class PodEnv:
         return cls(spec_json=get(ENV_SPEC), job_name=get(ENV_JOB_NAME),
                    job_namespace=get(ENV_JOB_NAMESPACE), workdir=path(ENV_WORKDIR),
                    termination_log=path(ENV_TERMINATION_LOG), job_uid=get(ENV_JOB_UID),
-                   shard_index=get(ENV_SHARD_INDEX))
+                   shard_index=get(ENV_SHARD_INDEX),
+                   checkpoint_episodes=get(ENV_CHECKPOINT_EPISODES))

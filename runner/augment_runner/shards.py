@@ -26,7 +26,16 @@ from . import stats as stats_mod
 from .errors import AugmentError
 
 SHARD_MANIFEST = "shard.json"
+# Source episodes a sharded job's pod augments between two checkpoints (a piece: pieces),
+# unless the pod's environment says otherwise (contract.ENV_CHECKPOINT_EPISODES).
+CHECKPOINT_EPISODES = 10
 MANIFEST_VERSION = 1
+
+
+def not_splittable(kind: str, remedy: str) -> AugmentError:
+    """The one-line refusal of a source that cannot be split (only LeRobot v3.0 can)."""
+    return AugmentError(f"{kind} datasets cannot be split into shards (LeRobot v3.0 can): "
+                        f"{remedy}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,21 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+def pieces(shard: Shard, total: int, per_piece: int) -> list[Shard]:
+    """The pieces a shard's pod stages one commit at a time, so that a retried pod
+    finds the finished ones (docs/design.md, Scale out): each shard of n is split into
+    b pieces of at most about `per_piece` of the `total` source episodes, and piece i of
+    shard k is shard k*b+i of n*b. As ceil(k*total/n) = ceil(k*b*total/(n*b)), shard k's
+    pieces hold exactly its episodes, in order, and the n*b pieces of all shards are one
+    split of the source that `augment merge` puts together like any other."""
+    if per_piece < 1:
+        raise AugmentError(f"a piece holds at least one episode, not {per_piece}")
+    largest = len(Shard(0, shard.count).episodes(total))
+    per_shard = max(1, -(-largest // per_piece))  # ceil
+    return [Shard(shard.index * per_shard + i, shard.count * per_shard)
+            for i in range(per_shard)]
 
 
 @dataclass

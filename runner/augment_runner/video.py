@@ -80,6 +80,16 @@ class VideoFormat:
     def encoder(self) -> str:
         return encoder_for(self.codec)
 
+    @property
+    def bit_depth(self) -> int:
+        """Bits per sample of the pixel format (8 for yuv420p, 10 for yuv420p10le)."""
+        try:
+            return max(c.bits for c in av.VideoFormat(self.pix_fmt).components)
+        except ValueError:  # a name this FFmpeg does not know
+            raise VideoError(
+                f"unknown pixel format {self.pix_fmt!r}; re-encode the videos to yuv420p"
+            ) from None
+
 
 def threaded_options(encoder: str, options: dict[str, str], threads: int) -> dict[str, str]:
     """`options` with the encoder's own thread setting where it ignores FFmpeg's

@@ -25,6 +25,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # ---- .status.phase ----
 class Phase(StrEnum):
     Pending = "Pending"
+    # The runner Job waits, suspended, for Kueue to admit it (the spec or its defaults name
+    # a queue: docs/design.md, Queues); the message says why Kueue has not admitted it yet.
+    Queued = "Queued"
     Running = "Running"
     Succeeded = "Succeeded"
     Failed = "Failed"
@@ -60,6 +63,18 @@ def job_label_value(cr_name: str) -> str:
 
 
 
+# ---- Kueue (kueue.x-k8s.io), on a runner Job that goes through a queue ----
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta2"
+KUEUE_WORKLOADS = "workloads"  # Kueue's record of one Job's admission, owned by the Job
+LABEL_KUEUE_QUEUE = f"{KUEUE_GROUP}/queue-name"  # the LocalQueue (in the Job's namespace)
+LABEL_KUEUE_PRIORITY = f"{KUEUE_GROUP}/priority-class"  # a WorkloadPriorityClass
+LABEL_KUEUE_JOB_UID = f"{KUEUE_GROUP}/job-uid"  # Kueue's, on a Workload: its Job's uid
+# On an Indexed Job: Kueue may admit it with fewer pods at once (down to this many) when
+# the quota is short of its parallelism; every index still runs.
+ANNOTATION_KUEUE_MIN_PARALLELISM = f"{KUEUE_GROUP}/job-min-parallelism"
+
+
 # ---- annotations on a CR ----
 ANNOTATION_IDEMPOTENCY = f"{GROUP}/idempotency-key"
 ANNOTATION_REQUEST_HASH = f"{GROUP}/request-hash"
@@ -93,6 +108,9 @@ ENV_THREADS = "AUGMENT_THREADS"  # transform threads (the pod sees the node's co
 ENV_BACKEND = "AUGMENT_BACKEND"  # numpy | cupy | auto; a profile's env may set it
 ENV_HF_TOKEN = "HF_TOKEN"  # from the profile's or the spec's Secret
 ENV_JOB_UID = "AUGMENT_JOB_UID"  # the CR's uid: names a sharded job's staging branches
+# Source episodes per checkpoint of a sharded job's pod (a piece committed to its staging
+# branch); unset: the runner's default. A profile's env may set it, the same for every pod.
+ENV_CHECKPOINT_EPISODES = "AUGMENT_CHECKPOINT_EPISODES"
 # The pod's CPU limit in whole CPUs (limits.cpu; the node's allocatable CPUs when the
 # profile sets none): a ceiling on the runner's codec threads, with the cgroup's quota.
 ENV_CPU_LIMIT = "AUGMENT_CPU_LIMIT"

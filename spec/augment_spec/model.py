@@ -48,9 +48,15 @@ GENERATIVE_DISABLED = "generative augmentation (Cosmos Transfer2.5) is currently
 TRANSFORM_NAMES = [t.value for t in Transform]
 
 # A Hub repo id: "name" or "namespace/name" (Hub rules: letters, digits, '-', '_', '.').
-HUB_REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+_HUB_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+HUB_REPO_ID_PATTERN = rf"^{_HUB_NAME}(/{_HUB_NAME})?$"
+HUB_NAMESPACE_PATTERN = rf"^{_HUB_NAME}$"  # the namespace (user or organisation) part
 # Lowercase RFC 1123 label: a Kubernetes Secret name.
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+# A Kueue object's name that fits a label value (at most 63 characters): a LocalQueue,
+# a WorkloadPriorityClass.
+KUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
 
 # Most runner pods one job is spread over (docs/design.md, Scale out).
 MAX_SHARDS = 256
@@ -195,11 +201,26 @@ class AugmentationSpec(BaseModel):
         default=None, max_length=255,
         description="Source revision (branch, tag or commit) to augment; default: main",
     )
-    shards: int = Field(
-        default=1, ge=1, le=MAX_SHARDS,
+    shards: int | None = Field(
+        default=None, ge=1, le=MAX_SHARDS,
         description="Runner pods the episodes are spread over (contiguous ranges, as an "
         "Indexed Job); a final step merges their output and publishes it in one commit, the "
-        "same dataset as one pod writes. 1: one pod does everything",
+        "same dataset as one pod writes. 1: one pod does everything. Unset: the operator "
+        "picks it from the dataset's size (its Hub meta/info.json: frames x cameras x "
+        "copies over the GPU profile's shardCameraFrames, at most its episodes and the "
+        "profile's maxParallelShards; 1 when the size cannot be read)",
+    )
+    queue_name: str | None = Field(
+        default=None, max_length=63, pattern=KUEUE_NAME_PATTERN,
+        description="Kueue LocalQueue (in the job's namespace) the runner Job waits in: it is "
+        "created suspended and runs once Kueue admits it; meanwhile the phase is Queued. "
+        "Default: the operator's queue for the namespace, else the GPU profile's; none: the "
+        "Job starts at once",
+    )
+    workload_priority_class: str | None = Field(
+        default=None, max_length=63, pattern=KUEUE_NAME_PATTERN,
+        description="Kueue WorkloadPriorityClass of the job in its queue (only with a queue); "
+        "default: the GPU profile's",
     )
     hf_token_secret_name: str | None = Field(
         default=None, max_length=253, pattern=SECRET_NAME_PATTERN,
@@ -231,6 +252,11 @@ class AugmentationSpec(BaseModel):
     @property
     def target_dataset_id(self) -> str:
         return self.output_dataset_id or f"{self.dataset_id}-augmented"
+
+    @property
+    def shard_count(self) -> int:
+        """The shards this spec runs as: unset is one, but where the operator chose."""
+        return self.shards or 1
 
     def copies_per_episode(self) -> int:
         """Augmented episodes made from each source episode (docs/design.md, Modes)."""

@@ -36,6 +36,7 @@ from augment_runner.hub import download_dataset
 from augment_runner.validate import validate_dataset
 from augment_spec.contract import TERMINAL_PHASES
 from augment_spec.model import AugmentationType, parse_spec
+from augment_spec.policy import ProjectPolicy
 
 ROOT = chart.REPO_ROOT
 CRD = "augmentationjobs.augment.dev.yaml"
@@ -179,7 +180,7 @@ def test_runner_pods_may_reach_dns_the_hub_and_the_api_server_only() -> None:
     assert runner_policies(rendered(runner={"networkPolicy": {"enabled": False}})) == {}
 
 
-def test_the_api_may_only_read_watch_create_and_patch_jobs() -> None:
+def test_the_api_may_only_read_watch_create_and_patch_jobs_and_list_events() -> None:
     manifests = rendered()
     bindings = chart.of_kind(manifests, "RoleBinding") + \
         chart.of_kind(manifests, "ClusterRoleBinding")
@@ -190,7 +191,8 @@ def test_the_api_may_only_read_watch_create_and_patch_jobs() -> None:
                       for role in chart.of_kind(manifests, "Role")
                       if role["metadata"]["name"] == "augment-api"]
     assert api_role_rules == [[(["augment.dev"], ["augmentationjobs"],
-                                ["create", "get", "list", "patch", "watch"])]] * 2
+                                ["create", "get", "list", "patch", "watch"]),
+                               ([""], ["events"], ["list"])]] * 2
 
 
 @pytest.mark.parametrize(("setting", "where"), [
@@ -201,6 +203,8 @@ def test_the_api_may_only_read_watch_create_and_patch_jobs() -> None:
     ("profiles.deterministic.backoffLimit=eleven", "/profiles/deterministic/backoffLimit"),
     ("runner.runAsUser=0", "/runner/runAsUser': minimum"),
     ("operater.replicas=1", "'operater'"),
+    ("hubPolicy.projects[0].id=team-a", "/hubPolicy/projects/0/id"),
+    ("hubPolicy.projects[0].hubNamespace=x", "'hubNamespace'"),
 ])
 def test_a_wrong_value_fails_with_a_readable_schema_error(
         setting: str, where: str) -> None:
@@ -219,6 +223,15 @@ def test_schema_types_each_gpu_profile_field_like_the_operator() -> None:
     for name, field in model.items():
         for bound, key in (("minimum", "minimum"), ("maximum", "maximum")):
             assert profile[name].get(key) == field.get(bound), name
+
+
+def test_schema_types_each_hub_policy_field_like_the_policy_model() -> None:
+    """values.schema.json's Hub policy entry and augment_spec.policy list the same fields."""
+    schema = json.loads((chart.CHART / "values.schema.json").read_text())
+    entry = schema["definitions"]["hubProject"]
+    model = ProjectPolicy.model_json_schema(by_alias=True)
+    assert set(entry["properties"]) == set(model["properties"])
+    assert entry["required"] == model["required"]
 
 
 # ---- a real install: two operator replicas, the API, a job end to end ----
@@ -388,12 +401,17 @@ def readme_kubectl_commands() -> list[list[str]]:
 
 
 def user_file(name: str, folder: Path) -> Path:
-    """A file the README has its reader write: an API key of this test's own."""
-    assert name == "api-keys.yaml", f"no test writes {name} ({USER_FILES[name]})"
+    """A file the README has its reader write: an API key, a Hub policy of this test's own."""
     digest = hashlib.sha256(uuid.uuid4().hex.encode()).hexdigest()
+    written = {
+        "api-keys.yaml": {"keys": [{"name": "team-a", "sha256": digest,
+                                    "projects": [PROJECT]}]},
+        "hub-policy.yaml": {"projects": [{"id": PROJECT, "hubNamespaces": ["robotics-lab"],
+                                          "readHubNamespaces": ["lerobot"]}]},
+    }
+    assert name in written, f"no test writes {name} ({USER_FILES[name]})"
     path = folder / name
-    path.write_text(yaml.safe_dump({"keys": [{"name": "team-a", "sha256": digest,
-                                              "projects": [PROJECT]}]}))
+    path.write_text(yaml.safe_dump(written[name]))
     return path
 
 

@@ -24,7 +24,8 @@ EXAMPLE = Path("examples/augmentationjob.yaml")
 @pytest.fixture(scope="module")
 def stack(cluster: EmbeddedCluster) -> Iterator[Stack]:
     cluster.kubectl("apply", "-f", "crds/augmentationjobs.augment.dev.yaml")
-    options = StackOptions(namespace="e2e", release="e2e", api=False)
+    options = StackOptions(namespace="e2e", release="e2e", api=False,
+                           hub_token_secrets=("not-a-token",))
     with Stack(cluster, options) as running:
         source = Path(tempfile.mkdtemp(prefix="src-")) / "pick-place"
         make_lerobot_v3(source, episodes=3, frames=16, codec="libx264")
@@ -170,3 +171,30 @@ def test_two_shards_publish_what_one_pod_publishes(
     columns = stack.cluster.kubectl("get", "augjob", "two-shards", "-n", stack.namespace,
                                     "-o", "wide").stdout
     assert "2/2" in columns and "100% (3/3)" in columns
+
+
+def test_a_failed_sharded_job_leaves_no_staging_branch(stack: Stack) -> None:
+    """Both shards stage, then the finalize step's commit to main is refused (403: bad
+    input, no retry): the job fails, and its cleanup Job deletes the staging branches."""
+    output = "robotics-lab/pick-place-refused"
+    stack.hub.fail_next(rf"^POST /api/datasets/{output}/commit/main$", 403)
+    stack.apply(example_manifest(outputDatasetId=output, shards=2, augmentSeed=99)
+                | {"metadata": {"name": "refused-merge"}})
+    cr = stack.wait_phase("refused-merge", {"Succeeded", "Failed"}, timeout=300)
+    assert cr["status"]["phase"] == "Failed" and "403" in cr["status"]["message"]
+
+    def cleaned() -> dict | None:
+        jobs = {j["metadata"]["name"]: j for j in stack.jobs_of("refused-merge")}
+        clean = jobs.get("refused-merge-clean")
+        done = clean and (clean.get("status") or {}).get("succeeded")
+        return clean if done else None
+
+    clean = wait_for(cleaned, timeout=180, what="the cleanup Job to succeed")
+    assert clean["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "augment", "merge", "--discard"]
+    assert list(stack.hub.store.refs("dataset", output)["branches"]) == ["main"]
+    assert stack.hub.pending_failures() == 0  # the refused commit was the finalize's
+    # A terminal job is not cleaned twice: the Job stays (no TTL) and is not made again.
+    time.sleep(4)
+    assert [j["metadata"]["name"] for j in stack.jobs_of("refused-merge")].count(
+        "refused-merge-clean") == 1

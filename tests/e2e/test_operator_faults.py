@@ -35,7 +35,7 @@ SOURCE = "robotics-lab/faults-src"
 def stack(cluster: EmbeddedCluster) -> Iterator[Stack]:
     cluster.kubectl("apply", "-f", "crds/augmentationjobs.augment.dev.yaml")
     options = StackOptions(namespace="faults", release="faults", api=False,
-                           extra_values=FAULTS)
+                           extra_values=FAULTS, hub_token_secrets=("absent-token",))
     with Stack(cluster, options) as running:
         source = Path(tempfile.mkdtemp(prefix="src-")) / "faults"
         make_lerobot_v3(source, episodes=2, frames=8, codec="libx264")

@@ -57,10 +57,10 @@ SHAPES: dict[str, Shape] = {
                                 "video_files_size_in_mb": 0.001}),
     "grey_image": Shape(videos=("observation.images.top",),
                         grey_images=("observation.images.depth",)),
-    # x265 (in PyAV's wheel) corrupts its heap on frames as small as 32x48: 64x64 it is.
-    # No hevc shape: LeRobot 0.4.4 writes hevc (its vcodec="hevc") that its own reader
-    # then refuses (frame timestamps off by a frame, pyav backend), at 15 and 30 fps.
     "h264_15fps": Shape(videos=("observation.images.top",), fps=15),
+    # x265 (in PyAV's wheel) corrupts its heap on frames as small as 32x48: 64x64 it is.
+    # LeRobot 0.4.4's reader cannot read this, its own HEVC: see the corpus test's HEVC.
+    "hevc_30fps": Shape(videos=("observation.images.top",), size=(64, 64), vcodec="hevc"),
     "two_sessions": Shape(videos=("observation.images.top",), episodes=(5, 6, 7), sessions=2,
                           extras=True),
     "mixed_extras": Shape(videos=("observation.images.top",), images=("observation.images.wrist",),

@@ -24,6 +24,7 @@ from augment_spec.contract import (
     progress_status,
 )
 from augment_spec.crd import spec_from_cr
+from augment_spec.policy import HubPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "deploy" / "argocd"
@@ -64,6 +65,10 @@ CASES = {
     "Pending": (job({"phase": "Pending", "message": "waiting for a GPU node: 0/3 nodes are "
                      "available"}),
                 "Progressing", "Pending: waiting for a GPU node: 0/3 nodes are available"),
+    "Queued": (job({"phase": "Queued", "message": "queued in Kueue LocalQueue gpu: Pending: "
+                    "insufficient unused quota for nvidia.com/gpu in flavor gpu, 1 more needed"}),
+               "Progressing", "Queued: queued in Kueue LocalQueue gpu: Pending: insufficient "
+               "unused quota for nvidia.com/gpu in flavor gpu, 1 more needed"),
     "Running": (job({"phase": "Running", "progress": progress(2, 5),
                      "message": "the runner is augmenting the dataset"}),
                 "Progressing", "Running 40% (2/5): the runner is augmenting the dataset"),
@@ -150,3 +155,14 @@ def test_jobs_application_syncs_the_job_folder_after_the_chart() -> None:
         assert wave(manifest) > wave(chart_app)
         spec = spec_from_cr(manifest["spec"])  # the model the API and CRD come from
         assert spec.target_dataset_id != spec.dataset_id
+
+
+def test_the_chart_applications_hub_policy_allows_the_synced_jobs() -> None:
+    chart_app, jobs_app = application("chart"), application("jobs")
+    values = chart_app["spec"]["source"]["helm"]["valuesObject"]
+    policy = HubPolicy.model_validate(values["hubPolicy"])
+    namespace = jobs_app["spec"]["destination"]["namespace"]
+    for path in sorted((ROOT / jobs_app["spec"]["source"]["path"]).glob("*.yaml")):
+        spec = spec_from_cr(yaml.safe_load(path.read_text())["spec"])
+        assert policy.denial(spec, namespace) is None, path.name
+        assert policy.denial(spec, "elsewhere") is not None

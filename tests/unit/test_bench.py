@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import bench.common
-from bench import bench_api, bench_operator, bench_pipeline, bench_transforms, run
+from bench import (
+    bench_api,
+    bench_operator,
+    bench_pipeline,
+    bench_scaling,
+    bench_transforms,
+    run,
+)
 from bench.common import bench_cluster, latency_summary, verdict
 
 TINY_TRANSFORMS = bench_transforms.CpuConfig(batch=2, reps=1, resolutions={"480p": (24, 32)})
@@ -201,7 +209,7 @@ def test_api_bench_answers_every_request(cluster_results):
 
 
 # The images section is built and reported by tests/images/test_built_images.py.
-SECTIONS_BUT_IMAGES = [s for s in run.SECTIONS if s != "images"]
+SECTIONS_BUT_IMAGES = [s for s in run.SECTIONS if s not in ("images", "scaling")]  # own runs
 
 
 @pytest.mark.e2e
@@ -240,3 +248,30 @@ def test_merge_keeps_the_other_sections_and_dates_the_new_ones() -> None:
     assert set(out["measured_later"]) == {"images", "api"}
     assert out["measured_later"]["images"]["date_utc"] == machine["date_utc"]
     assert out["measured_later"]["api"]["load_average_1_5_15"] == [1.0, 2.0, 3.0]  # its own
+
+
+def test_the_scaling_estimate_follows_the_measured_per_frame_cost() -> None:
+    """The on-paper figure of the scaling benchmark, from a pipeline result and the
+    measured finalize time (no cluster here: the runs are given)."""
+    pipeline = {"config": {"frames": 300, "copies": 3},
+                "codecs": {"libx264": {"seconds": {"pipeline": 16.0, "transforms": 7.0,
+                                                   "decode": 0.9}}}}
+    runs = [{"shards": 1, "wall_s": 60.0, "finalize_s": 0.0, "output_episodes": 192},
+            {"shards": 4, "wall_s": 50.0, "finalize_s": 9.6, "output_episodes": 192}]
+    paper = bench_scaling.PaperDataset()
+    est = bench_scaling.estimate(pipeline, runs, paper)
+    # (16 - 7) / 300 s per camera frame for 3 copies, as the paper's 3 copies.
+    assert est["per_camera_frame_ms"] == 30.0
+    assert est["camera_frames"] == 1000 * 300 * 3
+    assert est["augment_s"] == round(900_000 * 0.03 / 8)
+    assert est["finalize_s"] == round(9.6 / 192 * 4000)  # per output episode
+    assert est["total_s"] == est["augment_s"] + est["finalize_s"]
+    # Fewer copies: the encode part shrinks, decoding stays.
+    two = bench_scaling.estimate(pipeline, runs, bench_scaling.PaperDataset(copies=2))
+    assert two["per_camera_frame_ms"] == round((0.003 + 0.027 * 2 / 3) * 1000, 1)
+    assert "error" in bench_scaling.estimate(None, runs)
+    scaling = {"config": asdict(bench_scaling.QUICK), "cores": 2, "paper": est,
+               "runs": [{**r, "finalize_share": r["finalize_s"] / r["wall_s"],
+                         "runner_pods_s": [30.0], "speedup_vs_1": 1.0} for r in runs]}
+    text = "\n".join(run.md_scaling(scaling))
+    assert "| 4 | 50.0 | 1.0 | 9.6 | 19% |" in text and f"**{est['total_s']} s**" in text

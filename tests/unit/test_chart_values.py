@@ -13,6 +13,8 @@ from augment_api.settings import ENV_VARS, Settings
 from augment_dev import chart
 from augment_operator import check_values
 from augment_operator.config import OperatorConfig, load_config
+from augment_spec.model import AugmentationSpec
+from augment_spec.policy import DENIED, HubPolicy, load_policy
 
 VALUES = chart.CHART / "values.yaml"
 
@@ -101,3 +103,44 @@ def test_the_api_gets_the_extra_environment() -> None:
     pod = api_pod({"api": {"env": {"HF_ENDPOINT": "https://hub.internal"}}})
     (container,) = pod["containers"]
     assert {"name": "HF_ENDPOINT", "value": "https://hub.internal"} in container["env"]
+
+
+# ---------- the Hub policy ----------
+POLICY_PROJECT = "0b5c6f0e-8a53-4a0c-9a43-7a3f0f0f2c11"
+
+
+def rendered_policy(values: dict[str, Any], folder: Path) -> HubPolicy:
+    """The policy file the chart mounts into both components, as they load it."""
+    (config_map,) = [d for d in chart.of_kind(chart.template(values), "ConfigMap")
+                     if "policy.yaml" in d.get("data", {})]
+    path = folder / "policy.yaml"
+    path.write_text(config_map["data"]["policy.yaml"])
+    return load_policy(path)
+
+
+def test_the_chart_as_shipped_refuses_every_job_until_projects_are_listed(
+        tmp_path: Path) -> None:
+    spec = AugmentationSpec.model_validate({"project_id": POLICY_PROJECT,
+                                            "dataset_id": "robotics-lab/pick"})
+    assert rendered_policy({}, tmp_path).denial(spec, "augment") == \
+        f"{DENIED} project {POLICY_PROJECT} has no entry in the Hub policy"
+    listed = {"hubPolicy": {"projects": [{"id": POLICY_PROJECT,
+                                          "hubNamespaces": ["robotics-lab"]}]}}
+    assert rendered_policy(listed, tmp_path).denial(spec, "augment") is None
+
+
+def test_the_operator_and_the_api_both_read_the_charts_policy() -> None:
+    for values, config_map in (({}, "augment-hub-policy"),
+                               ({"hubPolicy": {"existingConfigMap": "mine"}}, "mine")):
+        for deployment in chart.of_kind(chart.template(values), "Deployment"):
+            pod = deployment["spec"]["template"]["spec"]
+            assert "--policy=/etc/augment-policy/policy.yaml" in \
+                chart.container_argv(deployment, pod["containers"][0]["name"])
+            assert {"name": "hub-policy", "configMap": {"name": config_map}} in pod["volumes"]
+    unchecked = chart.template({"hubPolicy": {"enabled": False}})
+    assert not [d for d in chart.of_kind(unchecked, "ConfigMap")
+                if "policy.yaml" in d.get("data", {})]
+    for deployment in chart.of_kind(unchecked, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert not any(a.startswith("--policy") for a in
+                       chart.container_argv(deployment, pod["containers"][0]["name"]))

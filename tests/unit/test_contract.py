@@ -57,9 +57,16 @@ WIRE = {
     "PROGRESS_DONE": "episodesDone", "PROGRESS_TOTAL": "episodesTotal",
     "PROGRESS_PERCENT": "percent", "PROGRESS_TEXT": "text",
     "ENV_JOB_UID": "AUGMENT_JOB_UID", "ENV_SHARD_INDEX": "JOB_COMPLETION_INDEX",
+    "ENV_CHECKPOINT_EPISODES": "AUGMENT_CHECKPOINT_EPISODES",
     "STATUS_SHARD_PROGRESS": "shardProgress", "STATUS_SHARDS": "shards",
     "SHARDS_TOTAL": "total", "SHARDS_DONE": "done", "SHARDS_RUNNING": "running",
     "SHARDS_FAILED": "failed", "SHARDS_FAILED_PODS": "failedPods", "SHARDS_TEXT": "text",
+    # Kueue's own names (kueue.x-k8s.io, v0.17): a change there is a change here.
+    "KUEUE_GROUP": "kueue.x-k8s.io", "KUEUE_VERSION": "v1beta2", "KUEUE_WORKLOADS": "workloads",
+    "LABEL_KUEUE_QUEUE": "kueue.x-k8s.io/queue-name",
+    "LABEL_KUEUE_PRIORITY": "kueue.x-k8s.io/priority-class",
+    "LABEL_KUEUE_JOB_UID": "kueue.x-k8s.io/job-uid",
+    "ANNOTATION_KUEUE_MIN_PARALLELISM": "kueue.x-k8s.io/job-min-parallelism",
     "ENV_CPU_LIMIT": "AUGMENT_CPU_LIMIT", "ENV_VIDEO_DECODE": "AUGMENT_VIDEO_DECODE",
     "ENV_VIDEO_ENCODE": "AUGMENT_VIDEO_ENCODE", "STATUS_VIDEO_PLAN": "videoPlan",
     "OUTPUT_PREVIEW_PATH": "preview.png", "OUTPUT_PREVIEW_MEDIA_TYPE": "image/png",
@@ -81,7 +88,7 @@ def test_every_value_is_pinned() -> None:
 
 def test_phases_and_which_are_final() -> None:
     assert [p.value for p in contract.Phase] == [
-        "Pending", "Running", "Succeeded", "Failed", "Cancelled"]
+        "Pending", "Queued", "Running", "Succeeded", "Failed", "Cancelled"]
     assert sorted(contract.TERMINAL_PHASES) == ["Cancelled", "Failed", "Succeeded"]
     assert contract.phase_of({}) is contract.Phase.Pending
     assert contract.phase_of({"status": {"phase": "Failed"}}) is contract.Phase.Failed
@@ -139,9 +146,11 @@ def test_the_operator_sets_only_contract_variables() -> None:
     names = {e["name"] for e in container["env"]}
     ours = {v for k, v in WIRE.items() if k.startswith("ENV_")}
     assert names - LIBRARY_ENV <= ours
-    # Every variable but the backend (a profile's `env` may set it) and the shard index
-    # (Kubernetes sets it in an Indexed Job's pods) comes from the Job.
-    assert ours - names == {contract.ENV_BACKEND, contract.ENV_SHARD_INDEX}
+    # Every variable but the backend and the checkpoint size (a profile's `env` may set
+    # them) and the shard index (Kubernetes sets it in an Indexed Job's pods) comes from
+    # the Job.
+    assert ours - names == {contract.ENV_BACKEND, contract.ENV_CHECKPOINT_EPISODES,
+                            contract.ENV_SHARD_INDEX}
 
 
 def test_the_runner_reads_what_the_operators_job_sets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,10 @@ import pytest
 
 from augment_operator.config import ConfigError, OperatorConfig, load_config
 from augment_operator.jobs import (
+    build_cleanup_job,
     build_finalize_job,
     build_job,
+    cleanup_job_name,
     finalize_job_name,
     job_name,
     runner_access,
@@ -25,6 +27,7 @@ from augment_operator.status import (
     decide,
     decide_sharded,
     differs,
+    needs_cleanup,
     shard_failure,
     shard_status,
     status_patch,
@@ -498,3 +501,43 @@ def test_a_sharded_jobs_forged_result_is_ignored_and_a_recorded_one_kept() -> No
     assert (forged.phase, forged.recorded) == (Phase.Running, False)
     kept = decide_sharded(cr(status=FORGED), shards, Child(None), None, None)
     assert (kept.recorded, kept.action) == (True, Action.delete_job)
+
+
+def test_a_failed_or_cancelled_sharded_job_gets_one_cleanup_job_once_its_pods_are_gone() -> None:
+    ran = {"jobName": "pick-run"}
+    failed = decide_sharded(cr(status=ran), Child(indexed("0", "2", condition="Failed"),
+                                                  [pod("Failed", exit_code=2)]),
+                            Child(None), None, None)
+    assert needs_cleanup(cr(status=ran), failed, Child(indexed(condition="Failed"),
+                                                       [pod("Failed")]), Child(None), Child(None))
+    # A cleanup Job already there (running or done) is not made again.
+    assert not needs_cleanup(cr(status=ran), failed, Child(None), Child(None), Child(job()))
+    cancelled = decide_sharded(cr(status=ran, annotations=cancel_annotations()),
+                               Child(indexed(active=2), [pod("Running")]), Child(None),
+                               None, None)
+    assert cancelled.phase is Phase.Cancelled
+    # A shard pod still terminating could push after the cleanup: wait for it to go.
+    assert not needs_cleanup(cr(status=ran), cancelled, Child(indexed(), [pod("Running")]),
+                             Child(None), Child(None))
+    assert needs_cleanup(cr(status=ran), cancelled, Child(None), Child(None), Child(None))
+    # Nothing to clean: a success (the finalize step deleted the branches), or a job
+    # refused before any Job was made.
+    published = decide_sharded(cr(status=ran), Child(None), Child(job("Complete")), None, None)
+    assert not needs_cleanup(cr(status=ran), published, Child(None), Child(None), Child(None))
+    invalid = decide_sharded(cr(), Child(None), Child(None), "invalid spec: x", None)
+    assert not needs_cleanup(cr(), invalid, Child(None), Child(None), Child(None))
+
+
+def test_the_cleanup_job_discards_the_staging_branches_without_credentials_or_gpu() -> None:
+    config = OperatorConfig()
+    profile = config.profile_for(AugmentationType.deterministic)
+    cleanup = build_cleanup_job(cr(), sharded_spec(4), profile, config)
+    assert cleanup["metadata"]["name"] == cleanup_job_name("pick") == "pick-clean"
+    assert "ttlSecondsAfterFinished" not in cleanup["spec"]  # never made twice
+    pod_spec = cleanup["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod_spec  # the runners' account is gone by then
+    assert pod_spec["automountServiceAccountToken"] is False
+    (container,) = pod_spec["containers"]
+    assert container["command"] == ["augment", "merge", "--discard"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert len(cleanup_job_name("b" * 250)) <= 60

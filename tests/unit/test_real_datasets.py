@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +240,107 @@ def test_copies_carry_unaugmented_video_cameras_packet_for_packet(
         wrist = decoded_frames(out, made["episode_index"], WRIST)
         original = decoded_frames(source, made["source_episode_index"], WRIST)
         np.testing.assert_array_equal(wrist, original)  # not re-encoded: no grey level lost
+
+
+# ---------------------------------------------------------------- high bit depth
+
+TEN_BIT = "yuv420p10le"
+
+
+def deep_frames(path: Path) -> list[bytes]:
+    """Every frame of a video file as 16-bit RGB, in order: all of its bits."""
+    import av
+
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb48le").tobytes()
+                for frame in container.decode(video=0)]
+
+
+def test_a_10bit_video_camera_to_augment_exits_2_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = make_lerobot_v3(tmp_path / "src", episodes=2, frames=[5, 6], size=(32, 48),
+                             pix_fmt=TEN_BIT)
+    assert cli("--dataset", str(source), "--output", str(tmp_path / "out")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"'{TOP}' is 10-bit video ({TEN_BIT})" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no output, no staging
+
+
+@pytest.mark.parametrize("mode", ["copy", "inplace"])
+def test_a_10bit_video_camera_left_out_keeps_its_bits(tmp_path: Path, mode: str) -> None:
+    """Augmenting the image camera only: the 10-bit video camera of every episode is the
+    source's, all 10 bits of it, in a file of the source's pixel format."""
+    source = make_lerobot_v3(tmp_path / "src", episodes=2, frames=[5, 6], size=(32, 48),
+                             image_cameras=(SIDE,), pix_fmt=TEN_BIT)
+    out = tmp_path / "out"
+    run(source, out, augment_transforms="lighting", augment_cameras=[SIDE],
+        augment_dataset_mode=mode)
+    assert validate_dataset(out) == []
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["features"][TOP]["info"]["video.pix_fmt"] == TEN_BIT
+    reader = open_dataset(out)
+    top = next(c for c in reader.cameras if c.key == TOP)
+    assert reader.video_format(top).pix_fmt == TEN_BIT
+    before = deep_frames(next((source / "videos" / TOP).glob("*/*.mp4")))
+    after = [frame for path in sorted((out / "videos" / TOP).glob("*/*.mp4"))
+             for frame in deep_frames(path)]
+    assert len(after) == info["total_frames"]
+    assert set(after) == set(before)
+
+
+# ---------------------------------------------------------------- malformed sources
+
+
+def _first(root: Path, pattern: str) -> Path:
+    return sorted(root.glob(pattern))[0]
+
+
+def _edit_info(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    info = json.loads((root / "meta/info.json").read_text())
+    change(info)
+    (root / "meta/info.json").write_text(json.dumps(info))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# (source, how it is broken, a pattern the one line the runner prints must contain)
+MALFORMED: dict[str, tuple[str, Callable[[Path], None], str]] = {
+    "v3 missing video": ("v3", lambda r: _first(r, "videos/*/*/*.mp4").unlink(), "is missing"),
+    "v21 missing video": ("v21", lambda r: _first(r, "videos/*/*/*.mp4").unlink(),
+                          "is missing"),
+    # Where the cut falls in the stream decides which of the two the decoder meets first.
+    "v3 truncated video": ("v3", lambda r: _truncate(_first(r, "videos/*/*/*.mp4")),
+                           "the video is truncated|cannot decode"),
+    "v3 truncated data": ("v3", lambda r: _truncate(_first(r, "data/*/*.parquet")),
+                          "cannot read"),
+    "v21 truncated data": ("v21", lambda r: _truncate(_first(r, "data/*/*.parquet")),
+                           "cannot read"),
+    "v3 info without features": ("v3", lambda r: _edit_info(r, lambda i: i.pop("features")),
+                                 "lacks features"),
+    "v21 info without features": ("v21", lambda r: _edit_info(r, lambda i: i.pop("features")),
+                                  "lacks features"),
+    "v3 fps not a number": ("v3", lambda r: _edit_info(r, lambda i: i.update(fps="thirty")),
+                            "fps 'thirty', not a positive number"),
+    "v3 truncated tasks": ("v3", lambda r: _truncate(r / "meta/tasks.parquet"),
+                           "cannot read meta/tasks.parquet"),
+    "v21 broken tasks": ("v21", lambda r: (r / "meta/tasks.jsonl").write_text("{oops\n"),
+                         "src/meta/tasks.jsonl line 1 is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_source_exits_2_with_one_line(
+    sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    version, breaks, says = MALFORMED[case]
+    source = tmp_path / "src"
+    shutil.copytree(sources[version], source)
+    breaks(source)
+    assert cli("--dataset", str(source), "--output", str(tmp_path / "out")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(says, err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no output, no staging

@@ -52,7 +52,9 @@ def test_seed_bounds_are_enforced(field: str, value: object) -> None:
 
 @pytest.mark.parametrize("value", [0, 257, -1])
 def test_shards_run_from_1_to_256(value: int) -> None:
-    assert spec().shards == 1 and spec(shards=256).shards == 256
+    assert spec(shards=256).shards == 256
+    # Unset: the operator chooses (augment_operator/sizing.py); alone it is one pod.
+    assert (spec().shards, spec().shard_count, spec(shards=3).shard_count) == (None, 1, 3)
     with pytest.raises(SpecError, match="shards"):
         spec(shards=value)
 
@@ -154,7 +156,8 @@ def test_crd_schema_carries_defaults_bounds_and_rules() -> None:
                                       "maximum": 20, "type": "integer"}
     assert props["augmentMode"]["enum"] == ["stacked", "independent"]
     assert props["name"]["maxLength"] == 255
-    assert props["shards"] == {**props["shards"], "default": 1, "minimum": 1, "maximum": 256}
+    assert props["shards"] == {**props["shards"], "minimum": 1, "maximum": 256}
+    assert "default" not in props["shards"]  # unset: the operator picks it
     rules = version["schema"]["openAPIV3Schema"]["properties"]["spec"][
         "x-kubernetes-validations"]
     assert any(r["rule"] == "self == oldSelf" for r in rules)

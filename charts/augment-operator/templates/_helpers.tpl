@@ -21,3 +21,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "augment.image" -}}
 {{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
 {{- end -}}
+
+{{- define "augment.hubPolicyConfigMap" -}}
+{{- .Values.hubPolicy.existingConfigMap | default (printf "%s-hub-policy" (include "augment.fullname" .)) -}}
+{{- end -}}

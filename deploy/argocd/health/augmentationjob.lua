@@ -3,7 +3,8 @@
 --
 --   no status yet                  -> Progressing "waiting for the operator"
 --   status of an older generation  -> Progressing (the operator has not seen the edit)
---   Pending, Running               -> Progressing "Running 40% (2/5): <message>"
+--   Pending, Queued, Running       -> Progressing "Running 40% (2/5): <message>"
+--                                     (Queued: waiting in a Kueue queue, with Kueue's reason)
 --   Succeeded                      -> Healthy "Succeeded: <output dataset id>"
 --   Failed                         -> Degraded "Failed 40% (2/5): <runner's message>"
 --   Cancelled                      -> Degraded "Cancelled: cancelled on request"
@@ -53,7 +54,7 @@ if phase == "Succeeded" then
   else
     hs.message = "Succeeded"
   end
-elseif phase == "Pending" or phase == "Running" then
+elseif phase == "Pending" or phase == "Queued" or phase == "Running" then
   hs.status = "Progressing"
   hs.message = describe(phase, status)
 elseif phase == "Failed" or phase == "Cancelled" then

@@ -22,8 +22,8 @@ import pyarrow as pa
 from PIL import Image
 
 from ..codec_plan import VideoPlans
-from ..errors import AugmentError, DatasetError
-from ..shards import Shard, ShardParts
+from ..errors import DatasetError
+from ..shards import Shard, ShardParts, not_splittable
 from ..stats import Stats
 from ..video import VideoFormat, probe_video
 
@@ -258,10 +258,7 @@ class DatasetReader(ABC):
     ) -> DatasetWriter:
         """The writer of one shard (augment_runner/shards.py): the episodes of `shard`
         only, numbered as in the whole output, with what the merge needs."""
-        raise AugmentError(
-            f"{self.format_name} datasets cannot be split into shards yet (LeRobot v3.0 "
-            f"can); run without --shard"
-        )
+        raise not_splittable(self.format_name, "run without --shard")
 
 
 class LeRobotReader(DatasetReader):
@@ -355,6 +352,9 @@ def load_info(root: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_INFO if key not in info]
     if missing:
         raise DatasetError(f"meta/info.json lacks {', '.join(missing)}; the metadata is corrupt")
+    fps = info["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0:
+        raise DatasetError(f"meta/info.json gives fps {fps!r}, not a positive number; fix it")
     check_features(info["features"], "meta/info.json")
     return info
 

@@ -78,6 +78,9 @@ class LeRobotV21Reader(LeRobotReader):
         if not self.episodes:
             raise DatasetError("the dataset has no episodes (meta/episodes.jsonl lists none); "
                                "record at least one episode before augmenting")
+        # Read now: a broken file is an input error, found before any work rather than in
+        # the output that copies it.
+        self.total_tasks = len(load_jsonl(self.root / "meta/tasks.jsonl", "meta/tasks.jsonl"))
         if [ep.index for ep in self.episodes] != list(range(len(self.episodes))):
             raise DatasetError("meta/episodes.jsonl does not list episodes 0..N-1 once each")
         if len(self.episodes) != self.info["total_episodes"]:
@@ -229,7 +232,7 @@ class LeRobotV21Writer(DatasetWriter):
         episodes = self.plan.total_episodes
         info["total_episodes"] = episodes
         info["total_frames"] = self.plan.total_frames
-        info["total_tasks"] = len(load_jsonl(self.output / "meta/tasks.jsonl", "meta/tasks.jsonl"))
+        info["total_tasks"] = self.reader.total_tasks  # meta/tasks.jsonl is the source's
         if "total_videos" in info or any(c.storage == "video" for c in self.reader.cameras):
             info["total_videos"] = episodes * sum(c.storage == "video" for c in self.reader.cameras)
         if "total_chunks" in info:

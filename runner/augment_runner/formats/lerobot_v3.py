@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -94,6 +93,17 @@ class LeRobotV3Reader(LeRobotReader):
             for r in self.rows
         ]
         self._check_episodes()
+        self.total_tasks = self._count_tasks()
+
+    def _count_tasks(self) -> int:
+        """The rows of meta/tasks.parquet, read now: a broken file is an input error, found
+        before any work rather than in the output that copies it."""
+        try:
+            return int(pq.read_metadata(self.root / "meta/tasks.parquet").num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            raise DatasetError(
+                f"cannot read meta/tasks.parquet ({exc}); re-download the dataset"
+            ) from None
 
     def _load_episode_table(self) -> pa.Table:
         files = sorted((self.root / "meta/episodes").glob("*/*.parquet"))
@@ -151,7 +161,10 @@ class LeRobotV3Reader(LeRobotReader):
         )
 
     def data_schema(self) -> pa.Schema:
-        first = self.data_file(self.episodes[0])
+        # Every data file has the rows' schema; a shard's download holds only its own
+        # episodes' files (shard_file_filter), so the first one on disk is read.
+        files = (self.data_file(e) for e in self.episodes)
+        first = next((f for f in files if f.exists()), self.data_file(self.episodes[0]))
         try:
             return pq.read_schema(first)
         except (OSError, pa.ArrowException) as exc:
@@ -215,6 +228,27 @@ class LeRobotV3Reader(LeRobotReader):
         """The source files holding the episode's frames: its data file and videos."""
         videos = (self.video_file(episode, c) for c in self.cameras if c.storage == "video")
         return {self.data_file(episode), *videos}
+
+    def shard_file_filter(self, shard: Shard) -> Callable[[Path], bool]:
+        """Which of the dataset's files (paths under its root) shard `shard` reads or
+        copies: those outside data/ and videos/ (metadata: small, the same in every
+        shard), those holding the shard's episodes, and in shard 0 those holding no
+        episode: every file the unsplit output copies then comes from at least one
+        shard, and the merge unites them."""
+        episodes = self.episodes
+        covered = shard.episodes(len(episodes))
+        mine = set().union(*(self.episode_files(episodes[i]) for i in covered))
+        anyones = (
+            set().union(*(self.episode_files(e) for e in episodes)) if shard.index == 0 else None
+        )
+        bulky = (self.root / "data", self.root / "videos")
+
+        def wanted(path: Path) -> bool:
+            if not any(path.is_relative_to(folder) for folder in bulky):
+                return True
+            return path in mine or (anyones is not None and path not in anyones)
+
+        return wanted
 
     def create_writer(self, output: Path, keep_originals: bool, slots: int) -> LeRobotV3Writer:
         return LeRobotV3Writer(self, output, self.output_plan(keep_originals, slots))
@@ -300,27 +334,8 @@ class LeRobotV3Writer(DatasetWriter):
 
     @cached_property
     def _wanted(self) -> Callable[[Path], bool] | None:
-        """Which source files a shard copies (None: all). Those outside data/ and videos/
-        (metadata: small, the same in every shard), those holding the shard's episodes,
-        and in shard 0 those holding no episode: every file the unsplit output copies
-        then comes from at least one shard, and the merge unites them."""
-        if self.shard is None:
-            return None
-        episodes = self.reader.episodes
-        mine = set().union(*(self.reader.episode_files(episodes[i]) for i in self.covered))
-        anyones = (
-            set().union(*(self.reader.episode_files(e) for e in episodes))
-            if self.shard.index == 0
-            else None
-        )
-        bulky = (self.reader.root / "data", self.reader.root / "videos")
-
-        def wanted(path: Path) -> bool:
-            if not any(path.is_relative_to(folder) for folder in bulky):
-                return True
-            return path in mine or (anyones is not None and path not in anyones)
-
-        return wanted
+        """Which source files a shard copies (None: all): see shard_file_filter."""
+        return None if self.shard is None else self.reader.shard_file_filter(self.shard)
 
     def open_episode(self, slot: int, source: SourceEpisode) -> V3EpisodeWriter:
         return V3EpisodeWriter(self, slot, source)
@@ -466,8 +481,7 @@ class LeRobotV3Writer(DatasetWriter):
         info = self.info
         info["total_episodes"] = self.plan.total_episodes
         info["total_frames"] = self.plan.total_frames
-        tasks = pd.read_parquet(self.output / "meta/tasks.parquet")
-        info["total_tasks"] = len(tasks)
+        info["total_tasks"] = self.reader.total_tasks  # meta/tasks.parquet is the source's
         info["splits"] = {"train": f"0:{self.plan.total_episodes}"}
         write_json(self.output / "meta/info.json", info)
 
