@@ -4,7 +4,7 @@ The API's collaborators are doubles (tests/api_doubles.py has the pattern): `Ope
 stands in for the apiserver the store writes to and for the operator that moves jobs
 along, feeding the watch cache the API reads as the informer would. Each read of a job
 can move it one step along a script, so `watch` sees every step, whatever the machine's
-load. The end-to-end run on the embedded cluster is tests/e2e/test_jobs_cli.py.
+load. The end-to-end run on the embedded cluster is tests/e2e/test_jobs_client.py.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ COVERED: list[tuple[str, str]] = [
      "test_api_preview.py::test_serves_the_sheet_of_the_published_commit, from the local Hub"),
     (r"^curl -sS -X DELETE ", "tests/e2e/test_api.py::"
      "test_delete_requests_cancel_and_refuses_finished_jobs"),
-    (r"augment jobs ", "tests/e2e/test_jobs_cli.py runs each action against the API on the "
+    (r"augment jobs ", "tests/e2e/test_jobs_client.py runs each action against the API on the "
      "embedded cluster; tests/unit/test_jobs_cli.py against the API app"),
     (r"^kubectl (-n argocd patch|apply -n argocd) ", "tests/unit/test_argocd_health.py: the "
      "patch's and the Applications' content (no Argo CD here)"),
