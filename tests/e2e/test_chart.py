@@ -439,5 +439,6 @@ def test_readme_kubectl_commands_run_on_the_cluster(stack: Stack, tmp_path: Path
             stack.cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     shown = "\n".join(outputs)
     assert re.search(
-        r"NAME\s+TYPE\s+DATASET\s+PHASE\s+PROGRESS\s+SHARDS\s+OUTPUT\s+MESSAGE\s+AGE", shown)
+        r"NAME\s+TYPE\s+DATASET\s+PHASE\s+PROGRESS\s+SHARDS\s+OUTPUT\s+MESSAGE\s+VIDEO"
+        r"\s+AGE", shown)
     assert "pick-place-lighting" in shown and "NVIDIA-L4" in shown
