@@ -106,9 +106,10 @@ def evict(stack: Stack, pod: str) -> None:
 
 
 def test_an_evicted_runner_pod_is_replaced_without_using_a_retry(stack: Stack) -> None:
-    # The runner's first request to the source is held: the test evicts the pod while
-    # the runner is surely mid-job, however fast or loaded the machine is.
-    stack.hub.fail_next(rf"{SOURCE}", 503, retry_after="1", delay=60)
+    # The runner's first request to the source (its revision lookup; the operator's read
+    # of meta/info.json to size the job is another path) is held: the test evicts the pod
+    # while the runner is surely mid-job, however fast or loaded the machine is.
+    stack.hub.fail_next(rf"^GET /api/datasets/{SOURCE}(/|$)", 503, retry_after="1", delay=60)
     stack.apply(job_cr("evicted", outputDatasetId="robotics-lab/evicted-out"))
     wait_for(lambda: stack.hub.pending_failures() == 0, timeout=120,
              what="the runner's first request to the Hub")
