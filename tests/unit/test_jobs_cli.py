@@ -32,7 +32,7 @@ from api_doubles import EXAMPLE_KEYS, PROJECT, closed_port, job_cr
 
 from augment_api.app import create_app
 from augment_api.auth import load_key_ring
-from augment_api.cache import JobCache
+from augment_api.cache import Entry, JobCache
 from augment_api.errors import Conflict
 from augment_api.settings import Settings
 from augment_api.store import Created
@@ -61,14 +61,15 @@ class ScriptedCache(JobCache):
         super().__init__()
         self.scripts: dict[str, list[dict[str, Any]]] = {}
 
-    def get(self, uid: UUID) -> dict[str, Any] | None:
+    def entry(self, uid: UUID) -> Entry | None:
         script = self.scripts.get(str(uid))
         if script:
-            cr = copy.deepcopy(super().get(uid))
-            assert cr is not None
+            found = super().entry(uid)
+            assert found is not None
+            cr = copy.deepcopy(found.cr)
             cr["status"] = script.pop(0)
             self.apply({"type": "MODIFIED", "object": cr})
-        return super().get(uid)
+        return super().entry(uid)
 
 
 class Operator:
@@ -304,7 +305,7 @@ def test_watch_follows_the_job_to_success(api: Api, run: Any) -> None:
     api.operator.script(uid, step("Pending", 0, 0, "waiting for a GPU node"),
                         step("Running", 1), step("Running", 1), step("Running", 3),
                         step("Succeeded", 4, message="augmented 4 episodes"))
-    ran = run("watch", uid, "--interval", "0.01")
+    ran = run("watch", uid, "--interval", "0.01", "--timeout", "60")
     assert ran.code == jobs.EXIT_OK, ran.err
     # Not a terminal: one line per change, never the same line twice.
     assert ran.err.splitlines() == [
@@ -322,7 +323,7 @@ def test_watch_exits_non_zero_when_the_job_does_not_succeed(api: Api, run: Any, 
                                                             code: int) -> None:
     uid = api.operator.add()
     api.operator.script(uid, step("Running", 1), step(phase, 1, message="stopped"))
-    ran = run("watch", uid, "--interval", "0.01", "-o", "json")
+    ran = run("watch", uid, "--interval", "0.01", "--timeout", "60", "-o", "json")
     assert ran.code == code
     assert json.loads(ran.out)["status"] == phase
 
