@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -33,8 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from augment_api.errors import Unauthorized
 from augment_spec.model import validation_messages
-
-log = logging.getLogger(__name__)
+from augment_spec.reloading import ReloadingFile
 
 ALL_PROJECTS = "*"
 
@@ -131,32 +128,11 @@ def load_key_ring(path: Path) -> KeyRing:
         raise KeyFileError(f"API keys file {path} is invalid: {problems}") from None
 
 
-class KeyRingFile:
-    """A key ring re-read whenever its file changes (a Secret volume swaps a symlink)."""
+class KeyRingFile(ReloadingFile[KeyRing]):
+    """The API keys, re-read whenever their file changes."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stamp = self._stat()
-        self._ring = load_key_ring(path)  # fail fast at startup
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def current(self) -> KeyRing:
-        stamp = self._stat()
-        if stamp is not None and stamp != self._stamp:
-            try:
-                self._ring = load_key_ring(self.path)
-                log.info("reloaded API keys from %s", self.path)
-            except KeyFileError as exc:
-                # Keep the last good keys rather than lock every client out.
-                log.error("%s; keeping the previous keys", exc)
-            self._stamp = stamp
-        return self._ring
+        super().__init__(path, load_key_ring, KeyFileError, "the API keys")
 
 
 class KeySource(Protocol):

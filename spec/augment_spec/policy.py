@@ -32,8 +32,6 @@ the operator's administrator lists the projects.
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 from typing import Annotated, Literal, Protocol
 from uuid import UUID
@@ -47,8 +45,7 @@ from augment_spec.model import (
     AugmentationSpec,
     validation_messages,
 )
-
-log = logging.getLogger(__name__)
+from augment_spec.reloading import ReloadingFile
 
 ANY = "*"
 DENIED = "the Hub policy forbids this job:"
@@ -201,30 +198,8 @@ class PolicySource(Protocol):
     def current(self) -> HubPolicy: ...
 
 
-class PolicyFile:
-    """A policy re-read whenever its file changes (a ConfigMap volume swaps a symlink),
-    so an edited policy takes effect without a restart."""
+class PolicyFile(ReloadingFile[HubPolicy]):
+    """The Hub policy, re-read whenever its file changes."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stamp = self._stat()
-        self._policy = load_policy(path)  # fail fast at startup
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def current(self) -> HubPolicy:
-        stamp = self._stat()
-        if stamp is not None and stamp != self._stamp:
-            try:
-                self._policy = load_policy(self.path)
-                log.info("reloaded the Hub policy from %s", self.path)
-            except PolicyError as exc:
-                # Keep the last good policy: a broken edit must not open or stop everything.
-                log.error("%s; keeping the previous policy", exc)
-            self._stamp = stamp
-        return self._policy
+        super().__init__(path, load_policy, PolicyError, "the Hub policy")
