@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from augment_dev.binaries import ensure_binaries
+from augment_dev.lifecycle import Started
 from augment_dev.pki import CertFiles, CertificateAuthority, write_service_account_keys
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -135,7 +136,7 @@ class ClusterError(RuntimeError):
     pass
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(Started):
     """Start with `with EmbeddedCluster() as cluster:`; everything stops on exit."""
 
     def __init__(
@@ -158,17 +159,6 @@ class EmbeddedCluster:
         self.node_kubeconfigs: dict[str, Path] = {}
 
     # ---- lifecycle ----
-    def __enter__(self) -> EmbeddedCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
         started = time.monotonic()
         self.bin = ensure_binaries()

@@ -34,6 +34,7 @@ import yaml
 from augment_dev.binaries import ensure_kueue
 from augment_dev.cluster import ClusterError, EmbeddedCluster, die_with_parent, free_port
 from augment_dev.kube import get_json, wait_for
+from augment_dev.lifecycle import Started
 from augment_dev.pki import CertificateAuthority
 
 NAMESPACE = "kueue-system"
@@ -49,7 +50,7 @@ KEPT_GROUPS = {"batch", "kueue.x-k8s.io"}
 CERT_DAYS = 365
 
 
-class Kueue:
+class Kueue(Started):
     """`with Kueue(cluster):` Kueue's CRDs and webhooks installed, its controller running
     (stopped with the cluster, or on exit)."""
 
@@ -59,17 +60,6 @@ class Kueue:
         self.port = free_port()
         self.health_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Kueue:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

@@ -25,6 +25,7 @@ from augment_dev.cluster import EmbeddedCluster, free_port
 from augment_dev.hub import LocalHub
 from augment_dev.images import ImageRoot, pod_images
 from augment_dev.kube import get_json, wait_for
+from augment_dev.lifecycle import Started
 from augment_spec.contract import LABEL_JOB, job_label_value
 
 CHART = REPO_ROOT / "charts" / "augment-operator"
@@ -65,7 +66,7 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Stack:
+class Stack(Started):
     """Start with `with Stack(cluster, options) as stack:`; uninstalls on exit."""
 
     def __init__(self, cluster: EmbeddedCluster, options: StackOptions | None = None,
@@ -88,17 +89,6 @@ class Stack:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
-
-    def __enter__(self) -> Stack:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def values(self) -> dict[str, Any]:
         keys = [{"name": "e2e", "sha256": hashlib.sha256(self.api_key.encode()).hexdigest(),
