@@ -7,7 +7,7 @@ Three paths, best first (docs/design.md, Video codecs):
 - `nvdec-cpu`: NVDEC decodes, a CPU encoder (PyAV) encodes. For GPUs without NVENC
   (H100, H200, A100) or without NVENC for the output codec (AV1 before Ada).
 - `cpu`: PyAV both ways. Without PyNvVideoCodec or a CUDA device, for a codec the
-  node's NVDEC lacks (AV1 on Hopper, Turing), or for video that is not 8-bit 4:2:0.
+  node's NVDEC lacks (AV1 on Hopper, A100, Turing), or for video that is not 8-bit 4:2:0.
 
 The output keeps the source's codec, pixel format, size and fps whatever the path, as
 LeRobot's `merge_datasets` requires them equal across the datasets it merges.

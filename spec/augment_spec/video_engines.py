@@ -40,8 +40,9 @@ GPU_VIDEO_ENGINES: dict[str, VideoEngines] = {
     # Hopper (H100, H200): NVDEC for H.264 and HEVC, no AV1 decode; no NVENC at all.
     "H100": VideoEngines(frozenset({H264, HEVC})),
     "H200": VideoEngines(frozenset({H264, HEVC})),
-    # Ampere A100: NVDEC for H.264, HEVC and AV1; no NVENC.
-    "A100": VideoEngines(frozenset({H264, HEVC, AV1})),
+    # Ampere A100 (GA100): NVDEC for H.264 and HEVC, no AV1 decode (only the GA10x chips
+    # have it); no NVENC.
+    "A100": VideoEngines(frozenset({H264, HEVC})),
     # Ampere A10G: NVDEC for H.264, HEVC and AV1; NVENC for H.264 and HEVC (AV1 encode
     # came with Ada).
     "A10G": VideoEngines(frozenset({H264, HEVC, AV1}), frozenset({H264, HEVC})),

@@ -61,7 +61,7 @@ def fmt(codec: str, pix_fmt: str = "yuv420p") -> VideoFormat:
 @pytest.mark.parametrize(("product", "decode", "encode"), [
     ("NVIDIA-H100-80GB-HBM3", {H264, HEVC}, set()),  # Hopper: no AV1 decode, no NVENC
     ("NVIDIA H200", {H264, HEVC}, set()),
-    ("NVIDIA-A100-SXM4-80GB", {H264, HEVC, AV1}, set()),
+    ("NVIDIA-A100-SXM4-80GB", {H264, HEVC}, set()),
     ("NVIDIA-L4", {H264, HEVC, AV1}, {H264, HEVC, AV1}),  # Ada: AV1 both ways
     ("NVIDIA L40S", {H264, HEVC, AV1}, {H264, HEVC, AV1}),
     ("NVIDIA-A10G", {H264, HEVC, AV1}, {H264, HEVC}),
@@ -154,7 +154,7 @@ def test_each_profile_codec_and_availability(
 @pytest.mark.parametrize(("product", "codec", "path", "words"), [
     ("NVIDIA-H100-80GB-HBM3", AV1, VideoPath.cpu, "NVDEC does not decode av1"),
     ("NVIDIA-H200", H264, VideoPath.nvdec_cpu, "no NVENC"),
-    ("NVIDIA-A100-SXM4-80GB", AV1, VideoPath.nvdec_cpu, "no NVENC"),
+    ("NVIDIA-A100-SXM4-80GB", AV1, VideoPath.cpu, "does not decode av1"),
     ("NVIDIA-A10G", AV1, VideoPath.nvdec_cpu, "NVENC does not encode av1"),
     ("NVIDIA-L4", AV1, VideoPath.nvdec_nvenc, "NVDEC and NVENC both handle av1"),
     ("Tesla-T4", AV1, VideoPath.cpu, "NVDEC does not decode av1"),
