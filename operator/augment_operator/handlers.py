@@ -230,7 +230,8 @@ class Reconciler:
         profile_error = self._profile_error(spec, profile)
         jname = job_name(name)
         runner = self._child(cr, jname)
-        if spec is not None and profile is not None:
+        if spec is not None and profile is not None and policy_error is None \
+                and profile_error is None:  # a refused job is not sized (no Hub read)
             spec = self._sized(cr, spec, profile, runner.job)
         account = runner_account_name(cr)
         # Only a terminal phase needs the check: any other is rewritten from the Jobs anyway.
