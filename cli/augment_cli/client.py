@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -90,17 +90,24 @@ def resolve(flag: str | None, env_name: str, from_file: str | None,
     return flag or env.get(env_name) or from_file
 
 
+# Shorter keys are not redacted: replacing every "k" would garble the message, and a
+# key that short is no secret anyway.
+MIN_REDACTED_KEY = 8
+
+
 def redact(text: str, key: str) -> str:
-    return text.replace(key, "***") if key else text
+    return text.replace(key, "***") if len(key) >= MIN_REDACTED_KEY else text
 
 
 class ApiClient:
     """Requests to the API with its key; every failure is a one-line ClientError."""
 
     def __init__(self, url: str, key: str, transport: httpx.BaseTransport | None = None,
-                 timeout_s: float = TIMEOUT_S) -> None:
+                 timeout_s: float = TIMEOUT_S,
+                 on_wait: Callable[[str], None] | None = None) -> None:
         self.url = url.rstrip("/")
         self.key = key
+        self.on_wait = on_wait  # told each time a 429/503 is waited out, and for how long
         self.http = httpx.Client(base_url=self.url, headers={KEY_HEADER: key},
                                  timeout=timeout_s, transport=transport)
 
@@ -141,7 +148,11 @@ class ApiClient:
             response = self._send(method, path, **kwargs)
             if response.status_code not in RETRIED_STATUSES or attempt == retries:
                 break
-            time.sleep(retry_after(response))
+            wait = retry_after(response)
+            if self.on_wait is not None:
+                self.on_wait(f"waiting {wait:g} s and trying again: "
+                             f"{self._describe(response)}")
+            time.sleep(wait)
         if response.is_error:
             raise ClientError(self._describe(response), response.status_code)
         return response

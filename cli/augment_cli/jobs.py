@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
+import httpx
+
 from augment_cli.client import (
     ENV_KEY,
     ENV_URL,
@@ -161,7 +163,20 @@ def connect(args: argparse.Namespace, config: ClientConfig) -> ApiClient:
         raise UsageError(f"no API address: pass --api-url, set {ENV_URL} or api_url in {where}")
     if not key:
         raise UsageError(f"no API key: set {ENV_KEY}, api_key in {where} or pass --api-key")
-    return ApiClient(url, key)
+    return ApiClient(checked_url(url), key, on_wait=lambda line: print(
+        f"{PROG} {args.action}: {line}", file=sys.stderr, flush=True))
+
+
+def checked_url(url: str) -> str:
+    """The API address, refused (exit 2) unless it is an http(s) URL with a host."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise UsageError(f"the API address {url!r} is not a URL") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise UsageError(f"the API address {url!r} is not an http:// or https:// URL "
+                         "with a host")
+    return url
 
 
 # ---------------------------------------------------------------- actions
@@ -201,6 +216,8 @@ def submitted_spec(args: argparse.Namespace, default_project: UUID | None) -> di
 def spec_file(path: Path) -> dict[str, Any]:
     try:
         body = json.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read the spec file {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise UsageError(f"{path} is not JSON: {exc}") from None
     if not isinstance(body, dict):

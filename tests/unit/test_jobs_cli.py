@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 import uvicorn
 from api_doubles import EXAMPLE_KEYS, PROJECT, closed_port, job_cr
@@ -37,7 +38,8 @@ from augment_api.errors import Conflict
 from augment_api.settings import Settings
 from augment_api.store import Created
 from augment_cli import jobs
-from augment_cli.client import ENV_CONFIG, ENV_KEY, ENV_URL
+from augment_cli.client import ENV_CONFIG, ENV_KEY, ENV_URL, ApiClient
+from augment_cli.client import redact as client_redact
 from augment_cli.main import main as augment
 from augment_runner.cli import _build_spec
 from augment_runner.cli import add_arguments as add_run_arguments
@@ -471,3 +473,42 @@ def test_the_client_runs_without_the_server_packages(api: Api) -> None:
                             env=dict(os.environ), timeout=60)
     assert result.returncode == 0, result.stderr
     assert uid in result.stdout
+
+
+@pytest.mark.parametrize(("url", "error"), [
+    ("http://[::1", "the API address 'http://[::1' is not a URL"),
+    ("localhost:8080", "is not an http:// or https:// URL with a host"),
+    ("ftp://example.org", "is not an http:// or https:// URL with a host"),
+])
+def test_an_api_address_that_is_not_an_http_url_is_a_usage_error(run: Any, url: str,
+                                                                  error: str) -> None:
+    ran = run("list", "--api-url", url, "--api-key", "a-key-for-the-test")
+    assert ran.code == jobs.EXIT_USAGE
+    assert error in ran.err and len(ran.err.splitlines()) == 1
+
+
+def test_a_missing_spec_file_is_a_usage_error(api: Api, run: Any, tmp_path: Path) -> None:
+    ran = run("submit", "--project-id", PROJECT, "--dataset", "lab/pick",
+              "--spec-file", str(tmp_path / "absent.json"))
+    assert ran.code == jobs.EXIT_USAGE
+    assert ran.err == (f"augment jobs submit: cannot read the spec file "
+                       f"{tmp_path / 'absent.json'}: No such file or directory\n")
+    assert api.operator.created == []
+
+
+def test_only_keys_long_enough_to_be_secret_are_redacted() -> None:
+    assert client_redact("Name or service not known", "k") == "Name or service not known"
+    assert client_redact("sent abcdef0123456789 twice", "abcdef0123456789") == \
+        "sent *** twice"
+
+
+def test_a_429_is_waited_out_and_the_wait_is_said() -> None:
+    answers = [httpx.Response(429, headers={"Retry-After": "0.1"},
+                              json={"detail": "project quota reached"}),
+               httpx.Response(200, json={"items": [], "total": 0})]
+    said: list[str] = []
+    with ApiClient("http://api.test", "a-key-for-the-test",
+                   transport=httpx.MockTransport(lambda _: answers.pop(0)),
+                   on_wait=said.append) as api_client:
+        assert api_client.list() == {"items": [], "total": 0}
+    assert said == ["waiting 0.1 s and trying again: project quota reached (HTTP 429)"]
