@@ -88,9 +88,15 @@ class PreviewReader:
         if self.token_file is None:
             return None
         try:
-            return self.token_file.read_text().strip() or None
+            token = self.token_file.read_text().strip()
         except FileNotFoundError:
             return None
+        # An HTTP header takes one line of printable ASCII; anything else (a wrong key of
+        # the Secret, a certificate) is said without a byte of it.
+        if token and not (token.isascii() and token.isprintable()):
+            raise BadGateway("the API's Hub token is malformed: check the Secret it comes "
+                             "from (api.hubToken)")
+        return token or None
 
     def read(self, repo_id: str, revision: str) -> bytes:
         key = (repo_id, revision)

@@ -158,6 +158,21 @@ def test_a_token_the_hub_rejects_is_502_without_the_token(hub: LocalHub, sheet: 
                                   "check the Secret it comes from"}
 
 
+@pytest.mark.parametrize("content", ["-----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN\n",
+                                     "hf_t\u00f6ken"])
+def test_a_malformed_token_is_502_without_a_byte_of_it(hub: LocalHub, sheet: bytes,
+                                                       tmp_path: Path, content: str) -> None:
+    revision = hub.seed(OUTPUT, {OUTPUT_PREVIEW_PATH: sheet}, private=True)
+    job = finished(PROJECT, revision)
+    token_file = tmp_path / "hub-token"
+    token_file.write_text(content)
+    with client_for(job, token_file=token_file) as c:
+        r = c.get(preview_url(job), headers=HEADERS)
+    assert r.status_code == 502
+    assert r.json() == {"detail": "the API's Hub token is malformed: check the Secret it "
+                                  "comes from (api.hubToken)"}
+
+
 def test_a_failing_hub_is_502_without_the_token(hub: LocalHub, sheet: bytes,
                                                 token_file: Path) -> None:
     revision = hub.seed(OUTPUT, {OUTPUT_PREVIEW_PATH: sheet}, private=True)
