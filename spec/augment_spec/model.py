@@ -208,7 +208,8 @@ class AugmentationSpec(BaseModel):
         "same dataset as one pod writes. 1: one pod does everything. Unset: the operator "
         "picks it from the dataset's size (its Hub meta/info.json: frames x cameras x "
         "copies over the GPU profile's shardCameraFrames, at most its episodes and the "
-        "profile's maxParallelShards; 1 when the size cannot be read)",
+        "profile's maxParallelShards; 1 when the size cannot be read, as for a private or "
+        "gated dataset: it is read without a token)",
     )
     queue_name: str | None = Field(
         default=None, max_length=63, pattern=KUEUE_NAME_PATTERN,
