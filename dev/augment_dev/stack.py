@@ -106,7 +106,8 @@ class Stack(Started):
             # local Hub's one user, which owns every dataset of the demo and the tests.
             "hubPolicy": {"projects": [{
                 "id": "*", "hubNamespaces": [HUB_USER],
-                "hubTokenSecrets": list(self.options.hub_token_secrets)}]},
+                "hubTokenSecrets": list(self.options.hub_token_secrets),
+                "kueueQueues": "*", "workloadPriorityClasses": "*"}]},
             "podDisruptionBudget": {"enabled": True},
         }
         return deep_merge(base, self.options.extra_values)

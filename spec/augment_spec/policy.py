@@ -52,6 +52,7 @@ DENIED = "the Hub policy forbids this job:"
 HubNamespace = Annotated[str, Field(pattern=HUB_NAMESPACE_PATTERN)]
 SecretName = Annotated[str, Field(max_length=253, pattern=SECRET_NAME_PATTERN)]
 KubeNamespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+KueueName = Annotated[str, Field(max_length=253)]
 
 
 class ProjectPolicy(BaseModel):
@@ -68,6 +69,13 @@ class ProjectPolicy(BaseModel):
                                                         alias="defaultHubTokenSecret")
     kubernetes_namespaces: list[KubeNamespace] | None = Field(default=None,
                                                               alias="kubernetesNamespaces")
+    # A spec may name a Kueue queue or priority class only from these (an empty list: the
+    # operator's defaults for the namespace and profile only), so no key can move its
+    # jobs into another team's quota or above its priority.
+    kueue_queues: list[KueueName] | Literal["*"] = Field(default_factory=list,
+                                                         alias="kueueQueues")
+    workload_priority_classes: list[KueueName] | Literal["*"] = Field(
+        default_factory=list, alias="workloadPriorityClasses")
 
     def may_write(self, hub_namespace: str) -> bool:
         return _folded(hub_namespace) in {_folded(n) for n in self.hub_namespaces}
@@ -122,7 +130,8 @@ class HubPolicy(BaseModel):
             checks = (_namespace_denial(entry, spec, namespace),
                       _output_denial(entry, spec),
                       _source_denial(entry, spec),
-                      _secret_denial(entry, spec))
+                      _secret_denial(entry, spec),
+                      _queue_denial(entry, spec))
             said = next((found for found in checks if found), None)
         return f"{DENIED} {said}" if said else None
 
@@ -176,6 +185,18 @@ def _secret_denial(entry: ProjectPolicy, spec: AugmentationSpec) -> str | None:
         return None
     return (f"project {spec.project_id} may not use the Hub token Secret {secret!r} "
             f"(allowed: {_allowed(entry.token_secrets)})")
+
+
+def _queue_denial(entry: ProjectPolicy, spec: AugmentationSpec) -> str | None:
+    asked = (("Kueue queue", spec.queue_name, entry.kueue_queues),
+             ("WorkloadPriorityClass", spec.workload_priority_class,
+              entry.workload_priority_classes))
+    for what, name, allowed in asked:
+        if name is not None and allowed != ANY and name not in allowed:
+            listed = list(allowed)
+            return (f"project {spec.project_id} may not name the {what} {name!r} "
+                    f"(allowed: {_allowed(listed)})")
+    return None
 
 
 class PolicyError(ValueError):

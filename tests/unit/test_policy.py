@@ -36,7 +36,8 @@ OTHER = str(uuid.UUID(int=7))
 POLICY = {"projects": [
     {"id": PROJECT, "hubNamespaces": ["robotics-lab"], "readHubNamespaces": ["lerobot"],
      "hubTokenSecrets": ["team-a-hub"], "defaultHubTokenSecret": "team-a-default",
-     "kubernetesNamespaces": ["default", "team-a"]},
+     "kubernetesNamespaces": ["default", "team-a"], "kueueQueues": ["team-a"],
+     "workloadPriorityClasses": ["batch-low"]},
     {"id": "*", "hubNamespaces": ["shared-org"], "readHubNamespaces": "*"},
 ]}
 
@@ -59,6 +60,7 @@ def test_a_job_inside_its_projects_namespaces_and_secrets_is_allowed() -> None:
     assert denial(hf_token_secret_name="team-a-hub") is None
     assert denial(hf_token_secret_name="team-a-default") is None  # the default may be named
     assert denial(namespace="team-a") is None
+    assert denial(queue_name="team-a", workload_priority_class="batch-low") is None
 
 
 @pytest.mark.parametrize(("fields", "namespace", "said"), [
@@ -80,11 +82,25 @@ def test_a_job_inside_its_projects_namespaces_and_secrets_is_allowed() -> None:
     ({}, "team-b",
      f"project {PROJECT} may not run jobs in the Kubernetes namespace team-b (allowed: "
      "default, team-a)"),
+    ({"queue_name": "team-b"}, "default",
+     f"project {PROJECT} may not name the Kueue queue 'team-b' (allowed: team-a)"),
+    ({"queue_name": "team-a", "workload_priority_class": "urgent"}, "default",
+     f"project {PROJECT} may not name the WorkloadPriorityClass 'urgent' (allowed: "
+     "batch-low)"),
 ])
 def test_each_rule_refuses_with_a_sentence_that_names_it(
         fields: dict[str, Any], namespace: str, said: str) -> None:
     found = denial(namespace=namespace, **fields)
     assert found is not None and found.startswith(f"{DENIED} {said}"), found
+
+
+def test_a_spec_names_a_queue_only_where_the_policy_lists_it_or_says_any() -> None:
+    star = {"projects": [{"id": "*", "hubNamespaces": ["robotics-lab"]}]}
+    assert "may not name the Kueue queue 'q' (allowed: none)" in str(
+        denial(star, queue_name="q"))
+    star["projects"][0]["kueueQueues"] = "*"
+    assert denial(star, queue_name="q") is None
+    assert denial(star) is None  # the operator's default queue needs no entry
 
 
 def test_projects_without_an_entry_take_the_star_entry_or_nothing() -> None:
