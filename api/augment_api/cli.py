@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit", type=float, metavar="PER_SECOND",
                         help="requests per second per API key, 0: no limit "
                              "(env AUGMENT_RATE_LIMIT_PER_S, default 10)")
+    parser.add_argument("--rate-limit-burst", type=int, metavar="N",
+                        help="requests an API key may make at once before its rate applies "
+                             "(env AUGMENT_RATE_LIMIT_BURST, default 50)")
     parser.add_argument("--project-job-quota", type=int, metavar="N",
                         help="unfinished jobs per project, 0: no limit "
                              "(env AUGMENT_PROJECT_JOB_QUOTA, default 20)")
@@ -65,6 +68,7 @@ def main(args: argparse.Namespace) -> int:
                                      kubeconfig=args.kubeconfig,
                                      max_body_bytes=args.max_body_bytes,
                                      rate_limit_per_s=args.rate_limit,
+                                     rate_limit_burst=args.rate_limit_burst,
                                      project_job_quota=args.project_job_quota,
                                      hub_token_file=args.hub_token_file)
     except ValidationError as exc:
