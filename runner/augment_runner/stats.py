@@ -111,43 +111,106 @@ def numeric_stats(values: np.ndarray, *, with_quantiles: bool) -> Stats:
     return out
 
 
+PIXEL_LEVELS = 256  # the values a uint8 pixel can hold
+
+
+def pixel_counts(frames: np.ndarray) -> np.ndarray:
+    """(C, 256) int64: how many pixels of each channel of (N,H,W,C) uint8 `frames` hold
+    each value. Everything image_stats reports follows from these counts, so the
+    sampler keeps 256 numbers per channel instead of the sampled frames."""
+    if frames.dtype != np.uint8:
+        raise ValueError(f"image statistics take uint8 frames, got {frames.dtype}")
+    channels = frames.shape[-1]
+    return np.stack([
+        np.bincount(frames[..., c].ravel(), minlength=PIXEL_LEVELS) for c in range(channels)
+    ])  # fmt: skip
+
+
 def image_stats(frames: np.ndarray, *, with_quantiles: bool) -> Stats:
     """Per-channel stats of sampled (N,H,W,C) uint8 frames, in 0..1, shaped (C,1,1).
 
     Grey (N,H,W,1) frames give (3,1,1), three equal channels: LeRobot's writer loads
     every image as RGB before its statistics, and its readers require (3,1,1)."""
-    channels = frames.shape[-1]
-    stats = _column_stats(frames.reshape(-1, channels), with_quantiles)
-    out = {
-        key: (np.asarray(value, dtype=np.float64) / 255.0).reshape(channels, 1, 1)
-        for key, value in stats.items()
+    return counted_image_stats(pixel_counts(frames), frames.shape[0], with_quantiles)
+
+
+def counted_image_stats(counts: np.ndarray, frames: int, with_quantiles: bool) -> Stats:
+    """image_stats from the pixel_counts of `frames` sampled frames.
+
+    The figures are those of the pixels themselves (as _column_stats computes them):
+    min and max exactly, the mean exactly (a float64 sum of integers is exact), the
+    quantiles from the very same 5000-bin histogram (each pixel value falls in the
+    bin it would alone), the std within float64 rounding."""
+    channels = counts.shape[0]
+    levels = np.arange(PIXEL_LEVELS, dtype=np.float64)
+    total = counts.sum(axis=1)
+    present = [np.flatnonzero(row) for row in counts]
+    low = np.array([float(p[0]) for p in present])
+    high = np.array([float(p[-1]) for p in present])
+    mean = (counts @ np.arange(PIXEL_LEVELS)) / total
+    deviations = (levels[None, :] - mean[:, None]) ** 2
+    stats: Stats = {
+        "min": low,
+        "max": high,
+        "mean": mean,
+        "std": np.sqrt((counts * deviations).sum(axis=1) / total),
     }
+    if with_quantiles:
+        for key in QUANTILES:
+            stats[key] = np.empty(channels, dtype=np.float64)
+        for c in range(channels):
+            if total[c] < 2:
+                quantiles = {key: mean[c] for key in QUANTILES}
+            else:
+                quantiles = _weighted_quantiles(
+                    levels[present[c]], counts[c, present[c]], low[c], high[c]
+                )
+            for key, value in quantiles.items():
+                stats[key][c] = value
+    out = {key: (value / 255.0).reshape(channels, 1, 1) for key, value in stats.items()}
     if channels == 1:
         out = {key: np.repeat(value, 3, axis=0) for key, value in out.items()}
-    out["count"] = np.array([frames.shape[0]])
+    out["count"] = np.array([frames])
     return out
 
 
-class FrameSampler:
-    """Keeps the frames of one episode that LeRobot's sampling rule picks, as they stream by.
+def _weighted_quantiles(
+    values: np.ndarray, weights: np.ndarray, vmin: float, vmax: float
+) -> dict[str, float]:
+    """histogram_quantiles of one column given as distinct values and their counts."""
+    edges = np.linspace(vmin - 1e-10, vmax + 1e-10, HISTOGRAM_BINS + 1)
+    hist, _ = np.histogram(values, bins=edges, weights=weights)
+    cumulative = np.cumsum(hist)
+    count = int(weights.sum())
+    return {
+        key: _interpolated_quantile(cumulative, edges, q * count) for key, q in QUANTILES.items()
+    }
 
-    Memory is bounded by ~100 downsampled frames whatever the episode length.
+
+class FrameSampler:
+    """Counts the pixel values of the frames of one episode that LeRobot's sampling rule
+    picks (downsampled like LeRobot's), as they stream by.
+
+    Memory is 256 counts per channel whatever the episode length.
     """
 
     def __init__(self, length: int) -> None:
-        self._wanted = sample_frame_indices(length)
-        self._wanted_set = set(self._wanted)
-        self._kept: list[np.ndarray] = []
+        self._wanted = set(sample_frame_indices(length))
+        self._counts: np.ndarray | None = None
+        self._frames = 0
 
     def add(self, frames: np.ndarray, frame_offset: int) -> None:
-        picks = [i for i in range(len(frames)) if frame_offset + i in self._wanted_set]
-        if picks:
-            self._kept.append(downsample_for_stats(frames[picks]).copy())
+        picks = [i for i in range(len(frames)) if frame_offset + i in self._wanted]
+        if not picks:
+            return
+        counts = pixel_counts(downsample_for_stats(frames)[picks])
+        self._counts = counts if self._counts is None else self._counts + counts
+        self._frames += len(picks)
 
     def stats(self, *, with_quantiles: bool) -> Stats:
-        if not self._kept:
+        if self._counts is None:
             raise ValueError("no frames were sampled for statistics")
-        return image_stats(np.concatenate(self._kept), with_quantiles=with_quantiles)
+        return counted_image_stats(self._counts, self._frames, with_quantiles)
 
 
 def complete(stats: Mapping[str, Any] | None) -> bool:
