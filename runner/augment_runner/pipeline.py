@@ -305,10 +305,13 @@ def refuse_high_bit_depth(reader: DatasetReader, cameras: list[Camera]) -> None:
 
 def check_valid(staging: Path) -> None:
     """Never move into place (so never push) an output the format's reader would reject:
-    it is checked where it was built, and a failure removes it with the staging folder."""
+    it is checked where it was built, and a failure removes it with the staging folder.
+    Its videos are checked from their packets (timestamps, frame count, size), not
+    decoded again: their frames were encoded by this run or copied packet for packet
+    from the source, and decoding them all would cost about a third of the encoding."""
     from .validate import validate_dataset
 
-    problems = validate_dataset(staging)
+    problems = validate_dataset(staging, decode_videos=False)
     if problems:
         raise RuntimeError(
             f"the output is not valid ({len(problems)} problem(s), first: {problems[0]}); "

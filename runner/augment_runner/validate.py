@@ -9,7 +9,9 @@ those cannot hide itself. Checked, for v3.0 and v2.1:
   frame_index 0..len-1, timestamp = frame_index / fps, the episode's declared data file
   and dataset_from/to_index (v3), task_index within the tasks, features as columns;
 - every video (per episode and camera) decodes to exactly `length` frames at
-  from_timestamp + i/fps (within LeRobot's 1e-4 s tolerance), at the declared size;
+  from_timestamp + i/fps (within LeRobot's 1e-4 s tolerance), at the declared size
+  (with `decode_videos=False`, the frames' timestamps are read from the packets, which
+  the decoder would stamp them with, without decoding them: see validate_dataset);
 - image cells hold decodable images of the declared size;
 - stats: every feature but strings has min/max/mean/std/count per episode and in the
   dataset stats, with camera shapes (3,1,1) and count shape (1,); v3.0 may leave out
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +51,13 @@ class Problems(list):
             self.append(line)
 
 
-def validate_dataset(path: Path) -> list[str]:
+def validate_dataset(path: Path, *, decode_videos: bool = True) -> list[str]:
+    """The problems of the dataset at `path`. `decode_videos=False` checks each video's
+    frame timestamps, count and size from its packets instead of decoding every frame:
+    what the pipeline uses on the output it has just encoded itself, where decoding it
+    all again would cost about a third of the encoding."""
     root = Path(path)
+    frame_times = _decoded_times if decode_videos else _packet_times
     info_path = root / "meta/info.json"
     if not info_path.exists():
         saved = any((root / name).exists() for name in ("dataset_info.json", "dataset_dict.json"))
@@ -66,9 +73,9 @@ def validate_dataset(path: Path) -> list[str]:
     if not _check_info(info, problems):
         return list(problems)
     if version == "v3.0":
-        _validate_v3(root, info, problems)
+        _validate_v3(root, info, problems, frame_times)
     elif version == "v2.1":
-        _validate_v21(root, info, problems)
+        _validate_v21(root, info, problems, frame_times)
     else:
         problems.add(f"meta/info.json: codebase_version {version!r} is neither v3.0 nor v2.1")
     return list(problems)
@@ -184,8 +191,13 @@ def _check_images(table: pa.Table, info: dict[str, Any], problems: Problems) -> 
                 break
 
 
-def _decode_times(path: Path, problems: Problems) -> tuple[list[float], tuple[int, int]] | None:
-    """Timestamps of every frame of a video file, and its (height, width)."""
+# Timestamps of every frame of a video file, and its (height, width); None (and a
+# problem added) when the file cannot be read.
+FrameTimes = Callable[[Path, "Problems"], tuple[list[float], tuple[int, int]] | None]
+
+
+def _decoded_times(path: Path, problems: Problems) -> tuple[list[float], tuple[int, int]] | None:
+    """FrameTimes by decoding every frame."""
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -194,6 +206,20 @@ def _decode_times(path: Path, problems: Problems) -> tuple[list[float], tuple[in
             return times, (stream.height, stream.width)
     except (av.error.FFmpegError, OSError, IndexError) as exc:
         problems.add(f"{path}: does not decode ({exc})")
+        return None
+
+
+def _packet_times(path: Path, problems: Problems) -> tuple[list[float], tuple[int, int]] | None:
+    """FrameTimes from the packets: one frame per packet, stamped with the packet's
+    presentation time (sorted, as packets come in decoding order)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            base = time_base(stream)
+            stamps = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+            return [float(t * base) for t in stamps], (stream.height, stream.width)
+    except (av.error.FFmpegError, OSError, IndexError) as exc:
+        problems.add(f"{path}: cannot be read ({exc})")
         return None
 
 
@@ -284,7 +310,9 @@ def _read_tables(paths: Iterable[Path], problems: Problems) -> pa.Table | None:
 # ---------------------------------------------------------------- v3.0
 
 
-def _validate_v3(root: Path, info: dict[str, Any], problems: Problems) -> None:
+def _validate_v3(
+    root: Path, info: dict[str, Any], problems: Problems, frame_times: FrameTimes
+) -> None:
     features, fps = info["features"], float(info["fps"])
     for key in ("chunks_size", "data_files_size_in_mb", "video_files_size_in_mb"):
         if key not in info:
@@ -321,7 +349,7 @@ def _validate_v3(root: Path, info: dict[str, Any], problems: Problems) -> None:
     _check_v3_offsets(rows, task_names, problems)
     _check_v3_data(root, info, rows, len(tasks), problems)
     for key in _camera_keys(features, "video"):
-        _check_v3_videos(root, info, rows, key, fps, problems)
+        _check_v3_videos(root, info, rows, key, fps, problems, frame_times)
     # Per-episode stats are optional in v3.0, but a feature that has them has them whole.
     with_columns = {
         c[len("stats/") :].rpartition("/")[0] for c in episodes_table.column_names
@@ -399,6 +427,7 @@ def _check_v3_videos(
     key: str,
     fps: float,
     problems: Problems,
+    frame_times: FrameTimes,
 ) -> None:
     template = info.get("video_path")
     if not template:
@@ -422,7 +451,7 @@ def _check_v3_videos(
             problems.add(f"{where}: {path} is missing")
             continue
         if path not in decoded:
-            decoded[path] = _decode_times(path, problems)
+            decoded[path] = frame_times(path, problems)
         found = decoded[path]
         if found is None:
             continue
@@ -463,7 +492,9 @@ def _jsonl(path: Path, problems: Problems) -> list[dict[str, Any]] | None:
         return None
 
 
-def _validate_v21(root: Path, info: dict[str, Any], problems: Problems) -> None:
+def _validate_v21(
+    root: Path, info: dict[str, Any], problems: Problems, frame_times: FrameTimes
+) -> None:
     features, fps = info["features"], float(info["fps"])
     chunks_size = int(info.get("chunks_size", 1000))
     episodes = _jsonl(root / "meta/episodes.jsonl", problems)
@@ -513,7 +544,7 @@ def _validate_v21(root: Path, info: dict[str, Any], problems: Problems) -> None:
             if not video.exists():
                 problems.add(f"episode {n} {key}: {video} is missing")
                 continue
-            decoded = _decode_times(video, problems)
+            decoded = frame_times(video, problems)
             if decoded is not None:
                 _check_video_segment(
                     decoded[0], 0.0, ep["length"], fps, f"episode {n} {key}", problems

@@ -23,7 +23,7 @@ from augment_runner import stats as stats_mod
 from augment_runner.errors import DatasetError, VideoError
 from augment_runner.formats.base import decode_image_cells, encode_png
 from augment_runner.formats.detect import open_dataset
-from augment_runner.validate import validate_dataset
+from augment_runner.validate import Problems, _decoded_times, _packet_times, validate_dataset
 from augment_runner.video import (
     VideoConcatenator,
     VideoEncoder,
@@ -186,6 +186,8 @@ def v21(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_generated_datasets_are_valid(v3: Path, v21: Path, tmp_path: Path) -> None:
     assert validate_dataset(v3) == []
     assert validate_dataset(v21) == []
+    assert validate_dataset(v3, decode_videos=False) == []
+    assert validate_dataset(v21, decode_videos=False) == []
     plain = make_plain_image_dataset(tmp_path / "plain")
     assert validate_dataset(plain) == []
     reader = open_dataset(v3)
@@ -221,6 +223,15 @@ def test_validator_catches_wrong_totals_and_offsets(v3: Path, tmp_path: Path) ->
     problems = validate_dataset(broken)
     assert any("total_frames" in p for p in problems)
     assert any("observation.images.top" in p and "frame" in p for p in problems)
+    # Timestamps read from the packets are those the decoder stamps the frames with.
+    assert validate_dataset(broken, decode_videos=False) == problems
+
+
+def test_packet_timestamps_are_the_decoded_frames_timestamps(v3: Path, v21: Path) -> None:
+    for video in [*v3.glob("videos/**/*.mp4"), *v21.glob("videos/**/*.mp4")]:
+        problems = Problems()
+        assert _packet_times(video, problems) == _decoded_times(video, problems), video
+        assert problems == []
 
 
 def test_validator_catches_missing_stats_and_videos(v21: Path, tmp_path: Path) -> None:
