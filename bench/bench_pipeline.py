@@ -1,19 +1,24 @@
 """End-to-end pipeline against the codec floor, and decode-once against decode-per-copy.
 
-`run(results, quick)` adds `results["pipeline"]`. For each source codec (H.264, AV1) it
-makes a one-episode LeRobot v3.0 dataset with real encoding, then times, on that data:
+`run(results, quick)` adds `results["pipeline"]`. For each frame size and source codec
+(H.264, AV1) it makes a one-episode LeRobot v3.0 dataset with real encoding, then
+times, on that data, idle and then at once under competing load (one CPU-bound process
+per core, bench.common.competing_load):
 
 - pipeline: `augment_dataset` with N stacked copies of all four transforms, end to end
   (decode, transform, encode, parquet, statistics, preview, provenance, atomic move);
 - floor: what no augmenting pipeline can beat: decode the episode once and encode the
-  N copies of the *untransformed* frames with the same encoder and settings;
-- decode per copy: N times (decode + encode), the codec work of a pipeline that decodes
-  the source again for every copy; against the floor it gives the gain of decoding once;
+  N copies of the *untransformed* frames, with the pipeline's own codecs, thread
+  counts (plan_videos: the pod's CPUs shared among one decoder and N encoders) and
+  concurrency (one thread per copy, concurrency.CopyWorkers);
+- decode per copy (idle only): N threads each decoding the episode and encoding one
+  copy, same codecs; against the floor it gives the gain of decoding once;
 - transforms alone: the N copies' `Augmenter` calls on the decoded frames in memory.
 
-pipeline / floor is the headline (target <= 1.25). On a CPU-only machine the NumPy
-transforms are most of the difference; (pipeline - transforms) / floor estimates what
-is left when a GPU takes them off the CPU. Each figure is the best of `reps` runs.
+pipeline / floor is the headline (target <= 1.25, in every size and state). On a
+CPU-only machine the NumPy transforms are most of the difference;
+(pipeline - transforms) / floor estimates what is left when a GPU takes them off the
+CPU. Each figure is the best of `reps` runs.
 
 Run as root, SVT-AV1 raises the thread that opens an encoder (and its own threads) to
 SCHED_FIFO priority 99 (see bench.common.ensure_normal_scheduling); runner pods are not
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,30 +38,45 @@ from typing import Any
 
 import numpy as np
 
+from augment_runner.codec_plan import FrameWriter
+from augment_runner.concurrency import CopyWorkers
+from augment_runner.formats.base import LeRobotReader
 from augment_runner.formats.detect import open_dataset
-from augment_runner.pipeline import augment_dataset, plan_copies
-from augment_runner.video import VideoEncoder
+from augment_runner.pipeline import augment_dataset, plan_copies, plan_videos
 from augment_spec.model import AugmentationSpec, parse_spec
-from bench.common import ensure_normal_scheduling, verdict
+from bench.common import (
+    competing_load,
+    ensure_normal_scheduling,
+    load_average,
+    usable_cores,
+    verdict,
+)
 
 CAMERA = "observation.images.top"
 TARGET_RATIO = 1.25
+STATES = ("idle", "loaded")
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     frames: int
-    height: int
-    width: int
+    sizes: tuple[tuple[int, int], ...]  # (height, width) of the sources, each measured
     copies: int
     codecs: tuple[str, ...]  # encoders used to make the sources
     fps: int = 30
     batch_frames: int = 64  # augment_dataset's default
     reps: int = 1
+    load_processes: int | None = None  # competing processes when loaded; None: one per core
 
 
-FULL = PipelineConfig(frames=300, height=480, width=640, copies=3, codecs=("libx264", "libsvtav1"))
-QUICK = PipelineConfig(frames=60, height=240, width=320, copies=3, codecs=("libx264", "libsvtav1"))
+FULL = PipelineConfig(
+    frames=300, sizes=((480, 640), (720, 1280)), copies=3, codecs=("libx264", "libsvtav1")
+)
+QUICK = PipelineConfig(frames=60, sizes=((240, 320),), copies=3, codecs=("libx264", "libsvtav1"))
+
+
+def size_label(size: tuple[int, int]) -> str:
+    return f"{size[0]}p"
 
 
 def bench_spec(copies: int) -> AugmentationSpec:
@@ -70,12 +91,12 @@ def bench_spec(copies: int) -> AugmentationSpec:
     })  # fmt: skip
 
 
-def make_source(root: Path, codec: str, cfg: PipelineConfig) -> Path:
+def make_source(root: Path, codec: str, cfg: PipelineConfig, size: tuple[int, int]) -> Path:
     from augment_dev.datasets import make_lerobot_v3
 
     return make_lerobot_v3(
-        root / f"source-{codec}", episodes=1, frames=cfg.frames, cameras=(CAMERA,),
-        codec=codec, size=(cfg.height, cfg.width), fps=cfg.fps,
+        root / f"source-{codec}-{size_label(size)}", episodes=1, frames=cfg.frames,
+        cameras=(CAMERA,), codec=codec, size=size, fps=cfg.fps,
     )  # fmt: skip
 
 
@@ -83,20 +104,27 @@ def make_source(root: Path, codec: str, cfg: PipelineConfig) -> Path:
 
 
 class Source:
-    """The source episode's camera: decoding, and encoders of the source's format."""
+    """The source episode's camera, decoded and encoded as the pipeline plans it."""
 
-    def __init__(self, root: Path, batch_frames: int) -> None:
-        self.reader = open_dataset(root)
-        self.episode = self.reader.episodes[0]
-        self.camera = next(c for c in self.reader.cameras if c.key == CAMERA)
-        self.format = self.reader.video_format(self.camera)
+    def __init__(self, root: Path, batch_frames: int, copies: int) -> None:
+        reader = open_dataset(root)
+        if not isinstance(reader, LeRobotReader):
+            raise TypeError(f"{root} is not a LeRobot dataset")
+        self.reader = reader
+        plan_videos(reader, copies)  # the pipeline's codec paths and thread counts
+        self.episode = reader.episodes[0]
+        self.camera = next(c for c in reader.cameras if c.key == CAMERA)
+        self.format = reader.video_format(self.camera)
         self.batch_frames = batch_frames
 
-    def decode(self) -> list[np.ndarray]:
-        return list(self.reader.decode_frames(self.episode, self.camera, self.batch_frames))
+    def batches(self) -> Any:
+        return self.reader.decode_frames(self.episode, self.camera, self.batch_frames)
 
-    def encoders(self, workdir: Path, n: int) -> list[VideoEncoder]:
-        return [VideoEncoder(workdir / f"copy-{i}.mp4", self.format) for i in range(n)]
+    def decode(self) -> list[np.ndarray]:
+        return list(self.batches())
+
+    def encoder(self, workdir: Path, slot: int) -> FrameWriter:
+        return self.reader.video_plans.encoder(CAMERA, workdir / f"copy-{slot}.mp4", self.format)
 
 
 def time_pipeline(spec: AugmentationSpec, source: Path, workdir: Path, batch: int) -> float:
@@ -108,23 +136,38 @@ def time_pipeline(spec: AugmentationSpec, source: Path, workdir: Path, batch: in
 
 
 def time_floor(src: Source, workdir: Path, copies: int) -> float:
-    """Decode once, encode every copy of the untransformed frames."""
+    """Decode once, encode every copy of the untransformed frames: one thread per
+    copy, fed like the pipeline's."""
     started = time.perf_counter()
-    encoders = src.encoders(workdir, copies)
-    for batch in src.reader.decode_frames(src.episode, src.camera, src.batch_frames):
-        for encoder in encoders:
-            encoder.write(batch)
+    encoders = [src.encoder(workdir, slot) for slot in range(copies)]
+    workers = CopyWorkers([encoder.write for encoder in encoders])
+    try:
+        for batch in src.batches():
+            workers.put(batch)
+        workers.join()
+    except BaseException:
+        workers.close()
+        raise
     for encoder in encoders:
         encoder.close()
     return time.perf_counter() - started
 
 
 def time_decode_per_copy(src: Source, workdir: Path, copies: int) -> float:
-    started = time.perf_counter()
-    for encoder in src.encoders(workdir, copies):
-        for batch in src.reader.decode_frames(src.episode, src.camera, src.batch_frames):
+    """Each copy in a thread of its own, decoding the source again."""
+
+    def one(slot: int) -> None:
+        encoder = src.encoder(workdir, slot)
+        for batch in src.batches():
             encoder.write(batch)
         encoder.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(slot,)) for slot in range(copies)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return time.perf_counter() - started
 
 
@@ -150,47 +193,86 @@ def time_transforms(spec: AugmentationSpec, frames: list[np.ndarray]) -> float:
 # ---------------------------------------------------------------------------- bench
 
 
-def bench_codec(codec: str, cfg: PipelineConfig, root: Path) -> dict[str, Any]:
-    spec = bench_spec(cfg.copies)
-    resets = 0  # times SVT-AV1 left this thread at real-time priority (see common)
-    source_root = make_source(root, codec, cfg)
-    resets += ensure_normal_scheduling()
-    src = Source(source_root, cfg.batch_frames)
-    workdir = root / f"work-{codec}"
-    workdir.mkdir()
-    frames = src.decode()  # also warms the decoder, page cache and imports
+def measure(steps: dict[str, Callable[[], float]], reps: int) -> tuple[dict[str, float], int]:
+    """Best time of each step over `reps` interleaved rounds (a busy moment hits every
+    step alike), and how often SVT-AV1 left this thread at real-time priority."""
     best: dict[str, float] = {}
-    for _ in range(cfg.reps):  # interleaved, so a busy moment hits every figure alike
-        steps: dict[str, Callable[[], float]] = {
-            "pipeline": lambda: time_pipeline(spec, source_root, workdir, cfg.batch_frames),
-            "floor": lambda: time_floor(src, workdir, cfg.copies),
-            "decode_per_copy": lambda: time_decode_per_copy(src, workdir, cfg.copies),
-            "transforms": lambda: time_transforms(spec, frames),
-            "decode": lambda: time_decode(src),
-        }
-        timings = {}
+    resets = 0
+    for _ in range(reps):
         for name, step in steps.items():  # each step starts at normal priority
-            timings[name] = step()
+            best[name] = min(step(), best.get(name, float("inf")))
             resets += ensure_normal_scheduling()
-        best = {k: min(v, best.get(k, float("inf"))) for k, v in timings.items()}
+    return best, resets
+
+
+def summary(best: dict[str, float], src: Source, cfg: PipelineConfig) -> dict[str, Any]:
+    ratio = round(best["pipeline"] / best["floor"], 2)
     without_transforms = max(best["pipeline"] - best["transforms"], 0.0)
+    ratios = {
+        "pipeline_vs_floor": ratio,
+        "pipeline_minus_transforms_vs_floor": round(without_transforms / best["floor"], 2),
+        "transforms_share_of_pipeline": round(best["transforms"] / best["pipeline"], 2),
+    }
+    if "decode_per_copy" in best:
+        per_copy = best["decode_per_copy"] / best["floor"]
+        ratios["decode_per_copy_vs_decode_once"] = round(per_copy, 2)
     output_frames = cfg.frames * cfg.copies
     return {
         "source_codec": src.format.codec,
         "encoder": src.format.encoder,
-        "ratios": {
-            "pipeline_vs_floor": round(best["pipeline"] / best["floor"], 2),
-            "pipeline_minus_transforms_vs_floor": round(without_transforms / best["floor"], 2),
-            "decode_per_copy_vs_decode_once": round(best["decode_per_copy"] / best["floor"], 2),
-            "transforms_share_of_pipeline": round(best["transforms"] / best["pipeline"], 2),
-        },
+        "ratios": ratios,
         "seconds": {k: round(v, 3) for k, v in best.items()},
         "output_fps": {
             "pipeline": round(output_frames / best["pipeline"], 1),
             "floor": round(output_frames / best["floor"], 1),
         },
-        "target": verdict(round(best["pipeline"] / best["floor"], 2), TARGET_RATIO, False),
-        "realtime_priority_resets": resets,
+        "target": verdict(ratio, TARGET_RATIO, False),
+    }
+
+
+def bench_case(codec: str, cfg: PipelineConfig, size: tuple[int, int], root: Path) -> dict:
+    """One source (codec, size): every step idle, then at once under competing load."""
+    spec = bench_spec(cfg.copies)
+    source_root = make_source(root, codec, cfg, size)
+    resets = int(ensure_normal_scheduling())
+    src = Source(source_root, cfg.batch_frames, cfg.copies)
+    workdir = root / f"work-{codec}-{size_label(size)}"
+    workdir.mkdir()
+    frames = src.decode()  # also warms the decoder, page cache and imports
+    steps: dict[str, Callable[[], float]] = {
+        "pipeline": lambda: time_pipeline(spec, source_root, workdir, cfg.batch_frames),
+        "floor": lambda: time_floor(src, workdir, cfg.copies),
+        "transforms": lambda: time_transforms(spec, frames),
+        "decode": lambda: time_decode(src),
+    }
+    idle_steps = {
+        **steps,
+        "decode_per_copy": lambda: time_decode_per_copy(src, workdir, cfg.copies),
+    }
+    out: dict[str, Any] = {}
+    best, n = measure(idle_steps, cfg.reps)
+    out["idle"] = summary(best, src, cfg)
+    with competing_load(cfg.load_processes) as load:
+        best, m = measure(steps, cfg.reps)
+    competing = round(sum(load.cores.values()), 2)
+    out["loaded"] = summary(best, src, cfg) | {"competing_cores": competing}
+    out["realtime_priority_resets"] = resets + n + m
+    return out
+
+
+def pipeline_targets(sizes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per source encoder, the verdict of its worst pipeline / floor over sizes and states."""
+    worst: dict[str, tuple[float, str, str]] = {}
+    for label, by_codec in sizes.items():
+        for codec, case in by_codec.items():
+            for state in STATES:
+                row = case[state]
+                value = row["ratios"]["pipeline_vs_floor"]
+                if codec not in worst or value > worst[codec][0]:
+                    worst[codec] = (value, f"{label} {state}", row["source_codec"])
+    return {
+        codec: verdict(value, TARGET_RATIO, False) | {"where": where, "source_codec": source}
+        for codec, (value, where, source) in worst.items()
     }
 
 
@@ -198,18 +280,29 @@ def run(results: dict, quick: bool, config: PipelineConfig | None = None) -> dic
     """Benchmark the pipeline; adds results["pipeline"] and returns results."""
     cfg = config or (QUICK if quick else FULL)
     started = time.perf_counter()
+    load_before = load_average()
     root = Path(tempfile.mkdtemp(prefix="augment-bench-pipeline-"))
     try:
-        codecs = {codec: bench_codec(codec, cfg, root) for codec in cfg.codecs}
+        sizes = {
+            size_label(size): {codec: bench_case(codec, cfg, size, root) for codec in cfg.codecs}
+            for size in cfg.sizes
+        }
     finally:
         shutil.rmtree(root, ignore_errors=True)
     results["pipeline"] = {
-        "codecs": codecs,
+        "sizes": sizes,
+        "targets": pipeline_targets(sizes),
         "config": {
             **asdict(cfg),
             "transforms": "lighting,noise,blur,occlusion (stacked)",
-            "timing": "best of reps; pipeline, floor, decode-per-copy interleaved",
+            "timing": "best of reps; the steps interleaved; each source idle, then loaded",
+            "idle": "no competing process started (the machine itself may be shared: see "
+            "the load average)",
+            "loaded": f"{cfg.load_processes or usable_cores()} competing CPU-bound processes "
+            "(a pure-Python busy loop each), started before a source's loaded steps and "
+            "killed after them",
         },
+        "load_average_1_5_15": {"start": load_before, "end": load_average()},
         "seconds": round(time.perf_counter() - started, 1),
     }
     return results

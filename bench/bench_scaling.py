@@ -155,7 +155,7 @@ def estimate(pipeline: dict[str, Any] | None, runs: list[dict[str, Any]],
              paper: PaperDataset = PaperDataset()) -> dict[str, Any]:
     """The expected wall time of `paper` on its nodes, from measured costs:
 
-    - per camera frame, the pipeline benchmark's 480p H.264 pipeline time less its
+    - per camera frame, the pipeline benchmark's 480p H.264 pipeline time (idle) less its
       transforms (on an L4 the transforms run on the GPU; decoding and encoding stay
       on the pod's CPU cores, 2 by the default profile, as on the machine measured),
       for its number of copies, scaled to the paper's copies by the encode share;
@@ -165,10 +165,11 @@ def estimate(pipeline: dict[str, Any] | None, runs: list[dict[str, Any]],
       largest N, times the paper's output episodes (it moves files; Hub transfer
       time, which depends on the network, is not in it).
     """
-    if not pipeline or "error" in pipeline or "libx264" not in pipeline.get("codecs", {}):
+    sizes = (pipeline or {}).get("sizes") or {}
+    size = "480p" if "480p" in sizes else next(iter(sizes), None)  # quick runs: smaller
+    if pipeline is None or size is None or "libx264" not in sizes[size]:
         return {"error": "needs the pipeline benchmark's libx264 figures"}
-    row, cfg = pipeline["codecs"]["libx264"], pipeline["config"]
-    seconds = row["seconds"]
+    seconds, cfg = sizes[size]["libx264"]["idle"]["seconds"], pipeline["config"]
     per_frame = (seconds["pipeline"] - seconds["transforms"]) / cfg["frames"]
     # Decoding is once per frame, encoding once per copy: scale the encode part.
     decode = seconds["decode"] / cfg["frames"]
@@ -180,6 +181,7 @@ def estimate(pipeline: dict[str, Any] | None, runs: list[dict[str, Any]],
     finalize_s = per_episode * paper.episodes * (1 + paper.copies)
     return {
         "dataset": asdict(paper),
+        "pipeline_size": size,
         "per_camera_frame_ms": round(per_frame_paper * 1000, 1),
         "camera_frames": camera_frames,
         "augment_s": round(augment_s),

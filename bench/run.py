@@ -130,10 +130,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
              "stacked": "Transforms: four stacked / albumentations, worst case"}  # fmt: skip
     for key, target in results.get("transforms", {}).get("targets", {}).items():
         rows.append((f"{names[key]} ({target['where']})", "x", target))
-    for codec, row in results.get("pipeline", {}).get("codecs", {}).items():
-        rows.append(
-            (f"Pipeline / codec floor ({row['source_codec']} source, {codec})", "x", row["target"])
-        )
+    for codec, target in results.get("pipeline", {}).get("targets", {}).items():
+        rows.append((f"Pipeline / codec floor ({target['source_codec']} source, {codec}), "
+                     f"worst case ({target['where']})", "x", target))  # fmt: skip
     operator = results.get("operator", {})
     if operator.get("target"):
         jobs = operator["config"]["jobs"]
@@ -236,50 +235,45 @@ def md_transforms(r: dict) -> list[str]:
 
 
 def md_pipeline(r: dict) -> list[str]:
-    cfg = r["config"]
-    ratio_rows, abs_rows = [], []
-    shares = ", ".join(f"{row['ratios']['transforms_share_of_pipeline']} of the "
-                       f"{row['source_codec']} pipeline's time" for row in r["codecs"].values())
-    for codec, row in r["codecs"].items():
-        q, s, fps = row["ratios"], row["seconds"], row["output_fps"]
-        name = f"{row['source_codec']} ({codec})"
-        ratio_rows.append(
-            [
-                name,
-                q["pipeline_vs_floor"],
-                q["pipeline_minus_transforms_vs_floor"],
-                q["decode_per_copy_vs_decode_once"],
-                q["transforms_share_of_pipeline"],
-            ]
-        )
-        abs_rows.append(
-            [
-                name,
-                s["pipeline"],
-                s["floor"],
-                s["decode_per_copy"],
-                s["transforms"],
-                s["decode"],
-                fps["pipeline"],
-                fps["floor"],
-            ]
-        )
+    cfg, average = r["config"], r["load_average_1_5_15"]
+    ratio_rows, abs_rows, competing = [], [], []
+    for label, by_codec in r["sizes"].items():
+        for codec, case in by_codec.items():
+            for state in ("idle", "loaded"):
+                row = case[state]
+                q, s, fps = row["ratios"], row["seconds"], row["output_fps"]
+                name = f"{label} {row['source_codec']} ({codec}) {state}"
+                ratio_rows.append([name, q["pipeline_vs_floor"],
+                                   q["pipeline_minus_transforms_vs_floor"],
+                                   q.get("decode_per_copy_vs_decode_once"),
+                                   q["transforms_share_of_pipeline"]])  # fmt: skip
+                abs_rows.append([name, s["pipeline"], s["floor"], s.get("decode_per_copy"),
+                                 s["transforms"], s["decode"], fps["pipeline"],
+                                 fps["floor"]])  # fmt: skip
+                if state == "loaded":
+                    competing.append(row["competing_cores"])
+    sizes = ", ".join(f"{w}x{h}" for h, w in cfg["sizes"])
     return [
-        f"## Pipeline (one episode, {cfg['frames']} frames {cfg['width']}x{cfg['height']}, "
-        f"{cfg['copies']} stacked copies of all four transforms)", "",
-        *table(["source", "pipeline / floor", "(pipeline - transforms) / floor",
+        f"## Pipeline (one episode of {cfg['frames']} frames at {sizes}, {cfg['copies']} "
+        "stacked copies of all four transforms)", "",
+        f"Machine state: **idle** = {cfg['idle']}; **loaded** = {cfg['loaded']}, which used "
+        f"{round(sum(competing) / len(competing), 2)} cores on average (at least "
+        f"{min(competing)}). Load average (1/5/15 min) {average['start']} when this "
+        f"benchmark started, {average['end']} when it ended, on {usable_cores()} cores.", "",
+        *table(["source, state", "pipeline / floor", "(pipeline - transforms) / floor",
                 "decode per copy / decode once", "transforms share"], ratio_rows),
         "",
-        *table(["source", "pipeline s", "floor s", "decode-per-copy s", "transforms s",
+        *table(["source, state", "pipeline s", "floor s", "decode-per-copy s", "transforms s",
                 "decode s", "pipeline out fps", "floor out fps"], abs_rows),
         "",
-        "floor = decode once + encode the copies of the untransformed frames; "
-        "decode per copy = copies x (decode + encode); transforms = the pipeline's "
-        "augmenters alone on the decoded frames (NumPy here).",
+        "floor = decode once + encode the copies of the untransformed frames, with the "
+        "pipeline's codecs, thread counts and one thread per copy; decode per copy (idle "
+        "only) = one thread per copy, each decoding the source and encoding its copy; "
+        "transforms = the pipeline's augmenters alone on the decoded frames (NumPy here).",
         "",
-        f"Why it misses on CPU: the NumPy transforms ({shares}) run on the same "
-        f"{usable_cores()} cores as the encoders, so their CPU time adds to the encode "
-        "time instead of overlapping it, and the floor has no transforms at all; the "
+        "Why it misses on CPU: the NumPy transforms run on the same "
+        f"{usable_cores()} cores as the codecs, so their CPU time adds to the encode time "
+        "instead of overlapping it, and the floor has no transforms at all; the "
         "(pipeline - transforms) / floor column is what is left without them.",
     ]  # fmt: skip
 
@@ -510,17 +504,19 @@ def plot_transforms(ax: Any, r: dict) -> None:
 
 
 def plot_pipeline(ax: Any, r: dict) -> None:
-    names = list(r["codecs"])
+    cases = [(label, codec, case["idle"]) for label, by_codec in r["sizes"].items()
+             for codec, case in by_codec.items()]  # fmt: skip
     parts = ["floor", "decode_per_copy", "pipeline", "transforms"]
     width = 0.2
     for i, part in enumerate(parts):
-        values = [r["codecs"][c]["seconds"][part] for c in names]
-        ax.bar([x + (i - 1.5) * width for x in range(len(names))], values, width, label=part)
-    for x, c in enumerate(names):
-        limit = 1.25 * r["codecs"][c]["seconds"]["floor"]
+        values = [row["seconds"][part] for _, _, row in cases]
+        ax.bar([x + (i - 1.5) * width for x in range(len(cases))], values, width, label=part)
+    for x, (_, _, row) in enumerate(cases):
+        limit = 1.25 * row["seconds"]["floor"]
         ax.hlines(limit, x - 0.45, x + 0.45, colors="k", linestyles="--")
-    ax.set_xticks(range(len(names)), [f"{r['codecs'][c]['source_codec']} source" for c in names])
-    ax.set_ylabel("seconds (dashed: 1.25 x floor)")
+    ax.set_xticks(range(len(cases)),
+                  [f"{label} {row['source_codec']}" for label, _, row in cases])  # fmt: skip
+    ax.set_ylabel("seconds, idle (dashed: 1.25 x floor)")
     ax.set_title("Pipeline: one episode, N copies, end to end vs the codec floor")
     ax.legend(fontsize=8)
 
