@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -167,19 +168,23 @@ def augment_dataset(
         final = reader.video_plans.describe()
         if video_report is not None and final != planned:
             video_report(final)
-        provenance = _provenance(spec, reader, cameras, episodes, source_id, source_revision)
-        write_provenance(staging, provenance)
         has_preview = shard is None or preview.has_frames
-        if has_preview:
-            preview.save(staging / PREVIEW_PATH)
-        write_card(staging, provenance, source)
-        if shard is None:
-            check_valid(staging)
-        else:  # not a dataset on its own: the merge checks what it makes
-            total = len(reader.episodes)
-            ShardManifest(
-                shard, reader.format_name, total, shard.episodes(total), writer.shard_parts()
-            ).write(staging)
+        # The sheet's PNG encoding (one core for a few tenths of a second) overlaps the
+        # single-threaded rest; leaving the block waits for it, failure or not.
+        with ThreadPoolExecutor(1, thread_name_prefix="preview") as background:
+            saved = background.submit(preview.save, staging / PREVIEW_PATH) if has_preview else None
+            provenance = _provenance(spec, reader, cameras, episodes, source_id, source_revision)
+            write_provenance(staging, provenance)
+            write_card(staging, provenance, source)
+            if shard is None:
+                check_valid(staging)
+            else:  # not a dataset on its own: the merge checks what it makes
+                total = len(reader.episodes)
+                ShardManifest(
+                    shard, reader.format_name, total, shard.episodes(total), writer.shard_parts()
+                ).write(staging)
+            if saved is not None:
+                saved.result()
         move_into_place(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

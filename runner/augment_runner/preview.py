@@ -2,7 +2,8 @@
 
 The top row shows a few frames of the first source episode (one camera); each row
 below shows the same frames of one augmented copy. Frames are caught as they stream
-through the pipeline, so making the sheet costs no extra decoding.
+through the pipeline, so making the sheet costs no extra decoding, and shrunk to their
+tile there and then (on the thread that caught them, keeping only the tile).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class PreviewCollector:
         self.columns = columns
         self.episode: int | None = None
         self.length: int | None = None
-        self.source: dict[int, np.ndarray] = {}
-        self.copy_frames: dict[tuple[int, int], np.ndarray] = {}
+        self.source: dict[int, Image.Image] = {}  # tiles, by frame index
+        self.copy_frames: dict[tuple[int, int], Image.Image] = {}  # by (slot, frame index)
         self.labels: dict[int, str] = {}
 
     def start_episode(self, episode: int, length: int, labels: list[str]) -> None:
@@ -60,7 +61,7 @@ class PreviewCollector:
 
     def add_source(self, episode: int, camera: str, frames: np.ndarray, offset: int) -> None:
         for index, i in self._picks(episode, camera, frames, offset):
-            self.source[index] = np.array(frames[i])
+            self.source[index] = _tile(frames[i])
 
     def add_copy(
         self, episode: int, camera: str, slot: int, frames: np.ndarray, offset: int
@@ -68,7 +69,7 @@ class PreviewCollector:
         if slot >= self.rows:
             return
         for index, i in self._picks(episode, camera, frames, offset):
-            self.copy_frames[(slot, index)] = np.array(frames[i])
+            self.copy_frames[(slot, index)] = _tile(frames[i])
 
     @property
     def has_frames(self) -> bool:
@@ -79,8 +80,7 @@ class PreviewCollector:
         indices = sorted(self.source)
         if not indices:
             raise ValueError("no frames were collected for the preview")
-        height, width = self.source[indices[0]].shape[:2]
-        tile_h, tile_w = tile_size(height, width)
+        tile_w, tile_h = self.source[indices[0]].size
         sheet = Image.new("RGB", (self.columns * tile_w, (1 + self.rows) * tile_h), (0, 0, 0))
         rows = [("source episode", self.source)]
         for slot in range(self.rows):
@@ -91,15 +91,19 @@ class PreviewCollector:
             rows.append((label, frames))
         for row, (label, frames) in enumerate(rows):
             for column, index in enumerate(indices):
-                if index in frames:
-                    pixels = frames[index]
-                    if pixels.shape[-1] == 1:  # a grey camera: paste converts it to RGB
-                        pixels = pixels[..., 0]
-                    tile = Image.fromarray(pixels).resize((tile_w, tile_h))
-                    sheet.paste(tile, (column * tile_w, row * tile_h))
+                if index in frames:  # a grey camera's tile: paste converts it to RGB
+                    sheet.paste(frames[index], (column * tile_w, row * tile_h))
             _label(sheet, label, row * tile_h)
         sheet.save(path)
         return path
+
+
+def _tile(pixels: np.ndarray) -> Image.Image:
+    """One (H,W,3) or grey (H,W,1) frame as its tile of the sheet."""
+    if pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    tile_h, tile_w = tile_size(*pixels.shape[:2])
+    return Image.fromarray(np.ascontiguousarray(pixels)).resize((tile_w, tile_h))
 
 
 def _label(sheet: Image.Image, text: str, top: int) -> None:
