@@ -37,7 +37,6 @@ import numpy as np
 from augment_spec.contract import ENV_VIDEO_DECODE, ENV_VIDEO_ENCODE, video_codecs
 from augment_spec.video_engines import NO_ENGINES, VideoEngines, engines_for_product
 
-from .transforms.augmenter import DEEP_FRAMES_ON_NUMPY
 from .video import VideoEncoder, VideoFormat, decode_episode
 
 log = logging.getLogger("augment.runner")
@@ -79,6 +78,8 @@ def plan_camera(
     """The path for one camera's video and the reason for it (see the module docstring)."""
     codec = fmt.codec
     if fmt.bit_depth > 8:
+        from .transforms.augmenter import DEEP_FRAMES_ON_NUMPY  # the transforms load lazily
+
         return VideoPath.cpu, (
             f"{fmt.pix_fmt} video: the GPU engines take 8-bit 4:2:0 only, and "
             f"{DEEP_FRAMES_ON_NUMPY}; {fmt.pix_fmt} kept"

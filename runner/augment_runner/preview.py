@@ -106,7 +106,7 @@ def _eight_bits(pixels: np.ndarray) -> np.ndarray:
     """A frame as 8-bit levels for the sheet (a PNG of 8 bits per channel): uint16
     frames (video deeper than 8 bits) are narrowed, which the sheet alone sees."""
     if pixels.dtype == np.uint16:
-        return np.rint(pixels / 257.0).astype(np.uint8)
+        return (pixels >> 8).astype(np.uint8)  # the top 8 of the 16 bits
     return pixels
 
 

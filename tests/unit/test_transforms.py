@@ -493,6 +493,18 @@ def test_grey_noise_has_the_drawn_sigma(xp: ModuleType):
     assert out.astype(np.float64).std() == pytest.approx(5.0, rel=0.1)
 
 
+def test_16bit_grey_frames_get_the_8bit_look_at_16_bits(xp: ModuleType):
+    """A 10-bit grey camera's frames (uint16): its copy is the 8-bit copy of the same
+    levels before rounding, within half a grey level, and keeps its 16-bit detail."""
+    p = params(Transform.lighting, Transform.noise, brightness=10.0, contrast=-20.0,
+               noise_sigma=3.0)  # fmt: skip
+    narrow = GreyAugmenter(p, xp)(grey_ramp(), 5)
+    wide = GreyAugmenter(p, xp)(grey_ramp().astype(np.uint16) * 257, 5)
+    assert wide.dtype == np.uint16 and wide.shape == narrow.shape
+    assert np.abs(wide / 257 - narrow).max() <= 0.5 + 1 / 257
+    assert np.count_nonzero(wide % 257) > wide.size // 2
+
+
 def test_grey_augmenter_refuses_colour_frames():
     with pytest.raises(ValueError, match="N, H, W, 1"):
         GreyAugmenter(params(Transform.noise))(random_frames(), 0)

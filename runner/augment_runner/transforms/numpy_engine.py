@@ -191,7 +191,8 @@ def _deep_program(applies: Sequence[Apply], height: int, width: int) -> FramePro
         np.multiply(source, _DEEP_TO_LEVELS, out=levels)
         program(levels, result, frame_index)
         np.multiply(result, np.float32(DEEP_SCALE), out=result)
-        np.clip(result, 0, np.iinfo(np.uint16).max, out=result)  # float32 sums may pass 255
+        # A blur's float32 sums may pass 255 by an ulp.
+        np.clip(result, 0, np.iinfo(np.uint16).max, out=result)
         np.rint(result, out=result)
         np.copyto(out, result, casting="unsafe")
 
