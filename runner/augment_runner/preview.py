@@ -100,10 +100,19 @@ class PreviewCollector:
 
 def _tile(pixels: np.ndarray) -> Image.Image:
     """One (H,W,3) or grey (H,W,1) frame as its tile of the sheet."""
+    pixels = _eight_bits(pixels)
     if pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
     tile_h, tile_w = tile_size(*pixels.shape[:2])
     return Image.fromarray(np.ascontiguousarray(pixels)).resize((tile_w, tile_h))
+
+
+def _eight_bits(pixels: np.ndarray) -> np.ndarray:
+    """A frame as 8-bit levels for the sheet (a PNG of 8 bits per channel): uint16
+    frames (video deeper than 8 bits) are narrowed, which the sheet alone sees."""
+    if pixels.dtype == np.uint16:
+        return (pixels >> 8).astype(np.uint8)  # the top 8 of the 16 bits
+    return pixels
 
 
 def _label(sheet: Image.Image, text: str, top: int) -> None:

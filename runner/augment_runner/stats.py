@@ -7,7 +7,8 @@ What LeRobot does (src/lerobot/datasets/compute_stats.py, read for this module):
 - camera features (image or video): up to ~100 frames sampled evenly over the episode
   (frames larger than 300 px are strided down to ~150 px), statistics per channel over
   all sampled pixels, divided by 255 and shaped (3, 1, 1) (grey images too, as RGB);
-  count = frames sampled.
+  count = frames sampled. Frames of video deeper than 8 bits travel as uint16
+  (video.py) and are divided by 65535: every camera's statistics lie in [0, 1].
 - v3.0 adds the quantiles q01, q10, q50, q90 and q99, estimated from a 5000-bin
   histogram spanning [min, max] with linear interpolation inside the bin; v2.1 has none.
 - dataset stats (meta/stats.json) aggregate episodes: min of mins, max of maxes,
@@ -111,23 +112,25 @@ def numeric_stats(values: np.ndarray, *, with_quantiles: bool) -> Stats:
     return out
 
 
-PIXEL_LEVELS = 256  # the values a uint8 pixel can hold
+PIXEL_TYPES = (np.uint8, np.uint16)  # 8-bit frames, and deeper video's (video.py)
 
 
 def pixel_counts(frames: np.ndarray) -> np.ndarray:
-    """(C, 256) int64: how many pixels of each channel of (N,H,W,C) uint8 `frames` hold
-    each value. Everything image_stats reports follows from these counts, so the
-    sampler keeps 256 numbers per channel instead of the sampled frames."""
-    if frames.dtype != np.uint8:
-        raise ValueError(f"image statistics take uint8 frames, got {frames.dtype}")
+    """(C, levels) int64: how many pixels of each channel of (N,H,W,C) uint8 or uint16
+    `frames` hold each value (levels: 256 or 65536). Everything image_stats reports
+    follows from these counts, so the sampler keeps them instead of the sampled frames."""
+    if frames.dtype not in PIXEL_TYPES:
+        raise ValueError(f"image statistics take uint8 or uint16 frames, got {frames.dtype}")
+    levels = int(np.iinfo(frames.dtype).max) + 1
     channels = frames.shape[-1]
     return np.stack([
-        np.bincount(frames[..., c].ravel(), minlength=PIXEL_LEVELS) for c in range(channels)
+        np.bincount(frames[..., c].ravel(), minlength=levels) for c in range(channels)
     ])  # fmt: skip
 
 
 def image_stats(frames: np.ndarray, *, with_quantiles: bool) -> Stats:
-    """Per-channel stats of sampled (N,H,W,C) uint8 frames, in 0..1, shaped (C,1,1).
+    """Per-channel stats of sampled (N,H,W,C) uint8 or uint16 frames, in 0..1 (divided
+    by their dtype's white: 255 or 65535), shaped (C,1,1).
 
     Grey (N,H,W,1) frames give (3,1,1), three equal channels: LeRobot's writer loads
     every image as RGB before its statistics, and its readers require (3,1,1)."""
@@ -141,14 +144,15 @@ def counted_image_stats(counts: np.ndarray, frames: int, with_quantiles: bool) -
     min and max exactly, the mean exactly (a float64 sum of integers is exact), the
     quantiles from the very same 5000-bin histogram (each pixel value falls in the
     bin it would alone), the std within float64 rounding."""
-    channels = counts.shape[0]
-    levels = np.arange(PIXEL_LEVELS, dtype=np.float64)
+    channels, levels = counts.shape
+    white = float(levels - 1)
+    values = np.arange(levels, dtype=np.float64)
     total = counts.sum(axis=1)
     present = [np.flatnonzero(row) for row in counts]
     low = np.array([float(p[0]) for p in present])
     high = np.array([float(p[-1]) for p in present])
-    mean = (counts @ np.arange(PIXEL_LEVELS)) / total
-    deviations = (levels[None, :] - mean[:, None]) ** 2
+    mean = (counts @ np.arange(levels)) / total
+    deviations = (values[None, :] - mean[:, None]) ** 2
     stats: Stats = {
         "min": low,
         "max": high,
@@ -163,11 +167,11 @@ def counted_image_stats(counts: np.ndarray, frames: int, with_quantiles: bool) -
                 quantiles = {key: mean[c] for key in QUANTILES}
             else:
                 quantiles = _weighted_quantiles(
-                    levels[present[c]], counts[c, present[c]], low[c], high[c]
+                    values[present[c]], counts[c, present[c]], low[c], high[c]
                 )
             for key, value in quantiles.items():
                 stats[key][c] = value
-    out = {key: (value / 255.0).reshape(channels, 1, 1) for key, value in stats.items()}
+    out = {key: (value / white).reshape(channels, 1, 1) for key, value in stats.items()}
     if channels == 1:
         out = {key: np.repeat(value, 3, axis=0) for key, value in out.items()}
     out["count"] = np.array([frames])
@@ -191,7 +195,7 @@ class FrameSampler:
     """Counts the pixel values of the frames of one episode that LeRobot's sampling rule
     picks (downsampled like LeRobot's), as they stream by.
 
-    Memory is 256 counts per channel whatever the episode length.
+    Memory is one count per pixel value and channel whatever the episode length.
     """
 
     def __init__(self, length: int) -> None:
