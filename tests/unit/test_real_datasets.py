@@ -222,7 +222,7 @@ def test_an_invalid_output_is_never_moved_into_place(
 ) -> None:
     import augment_runner.validate as validate
 
-    monkeypatch.setattr(validate, "validate_dataset", lambda _: ["a planted problem"])
+    monkeypatch.setattr(validate, "validate_dataset", lambda _, **__: ["a planted problem"])
     with pytest.raises(RuntimeError, match="a planted problem"):
         run(sources["v3"], tmp_path / "out", augment_transforms="lighting")
     assert list(tmp_path.iterdir()) == []
