@@ -28,6 +28,9 @@ from augment_runner.transforms import (
     occlusion_pixels,
     sample_copy_params,
 )
+from augment_runner.transforms.base import Pointwise
+from augment_runner.transforms.lighting import LIGHTING
+from augment_runner.transforms.numpy_engine import _look_up
 from augment_spec.contract import ENV_BACKEND, ENV_THREADS
 from augment_spec.model import AugmentationSpec, Transform
 
@@ -130,6 +133,30 @@ def test_reference_temperature_is_the_identity_and_gains_are_monotonic():
 def test_lighting_clips_to_the_valid_range(xp: ModuleType):
     out = run(xp, params(Transform.lighting, brightness=50.0, contrast=50.0), random_frames())
     assert out.max() == 255 and out.min() == 0
+
+
+def test_lighting_levels_are_its_band_step_on_every_level():
+    """The NumPy engine looks lighting up in its table of levels (on a uint8 frame) or
+    runs its band step (on float values): the two agree bit for bit."""
+    p = params(Transform.lighting, brightness=13.0, contrast=-21.0, color_temp=3100)
+    lighting = LIGHTING.prepare(p)
+    assert isinstance(lighting, Pointwise) and lighting.levels is not None
+    frame = random_frames(1, 40, 50, seed=8)[0]
+    table = lighting.levels(40, 50)(frame, 0)
+    values = np.repeat(np.arange(256, dtype=np.float32), 3)  # element 3l + c: level l, channel c
+    lighting.numpy(40, 50)(frame, 0)(values, 0)
+    assert np.array_equal(table[0], values.reshape(256, 3))
+
+
+@pytest.mark.parametrize("start", [0, 1, 2, 3 * 7 + 2])
+@pytest.mark.parametrize("length", [1, 2, 3, 301, 302])
+def test_look_up_follows_the_channel_of_each_element(start: int, length: int):
+    table = np.random.default_rng(1).random((1, 256, 3), dtype=np.float32)
+    levels = np.random.default_rng(2).integers(0, 256, length, dtype=np.uint8)
+    out = np.full(length, -1.0, np.float32)
+    _look_up(levels, table, start, out)
+    channels = (start + np.arange(length)) % 3
+    assert np.array_equal(out, table[0, levels, channels])
 
 
 # ---------------------------------------------------------------------------- noise
