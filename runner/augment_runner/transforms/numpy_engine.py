@@ -90,34 +90,33 @@ def _separable_op(taps: np.ndarray, last: bool) -> Op:
     return op
 
 
-def _point_pass_op(steps: list[Pointwise], height: int, width: int, last: bool) -> Op:
+def _point_pass_op(steps: list[Pointwise], height: int, width: int, first: bool, last: bool) -> Op:
     """Point steps that follow one another, band by band: each band is copied from
-    the uint8 frame (the pass's first step reads it) or mapped in place, goes through
-    every step, and, after the last computing step, is rounded into the output.
+    the uint8 frame (the first pass reads it) or mapped in place, goes through every
+    step, and, after the last computing step, is rounded into the output.
 
-    A first step with a table of levels (Pointwise.levels) on the uint8 frame is one
+    On the uint8 frame, a first step with a table of levels (Pointwise.levels) is one
     look-up instead of the copy and its band step: per band, or, when it is the whole
     of the last pass, straight into the uint8 output with its levels rounded."""
-    band_steps = [step.numpy(height, width) for step in steps]
-    first = steps[0].levels
-    levels = first(height, width) if first is not None else None
+    table_of = steps[0].levels if first else None
+    levels = table_of(height, width) if table_of is not None else None
+    band_steps = [step.numpy(height, width) for step in steps[1 if levels else 0 :]]
 
     def op(f: _Frame) -> None:
-        frame = f.source if f.values is None else f.values
-        table = levels(frame, f.index) if levels is not None and f.values is None else None
-        if table is not None and last and len(steps) == 1:
+        frame = f.source if first else f.values
+        assert frame is not None  # a later pass reads the float values of the one before
+        table = levels(frame, f.index) if levels is not None else None
+        if table is not None and last and not band_steps:
             cv2.LUT(f.source, cv2.convertScaleAbs(table), dst=f.out)
             return
-        source = f.values is None
-        rest = band_steps[1:] if table is not None else band_steps
-        band_ops = [step(frame, f.index) for step in rest]
-        values = f.buffers[0] if f.values is None else f.values
+        band_ops = [step(frame, f.index) for step in band_steps]
+        values = f.buffers[0] if first else frame
         flat, flat_source, flat_out = values.reshape(-1), f.source.reshape(-1), f.out.reshape(-1)
         for start in range(0, flat.size, BAND_ELEMENTS):
             band = flat[start : start + BAND_ELEMENTS]
             if table is not None:
                 _look_up(flat_source[start : start + BAND_ELEMENTS], table, start, band)
-            elif source:
+            elif first:
                 np.copyto(band, flat_source[start : start + BAND_ELEMENTS])
             for band_op in band_ops:
                 band_op(band, start)
@@ -188,7 +187,7 @@ def _frame_program(applies: Sequence[Apply], height: int, width: int) -> FramePr
     ops: list[Op] = []
     for i, p in enumerate(passes):
         if isinstance(p, list):
-            ops.append(_point_pass_op(p, height, width, i == last))
+            ops.append(_point_pass_op(p, height, width, i == 0, i == last))
         elif isinstance(p, Separable):
             ops.append(_separable_op(p.taps, i == last))
         else:
