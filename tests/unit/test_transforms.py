@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 import numpy as np
@@ -316,6 +317,23 @@ def test_output_does_not_depend_on_batching(xp: ModuleType, monkeypatch: pytest.
     assert np.array_equal(whole, parts)
     monkeypatch.setenv(ENV_THREADS, "3")  # frames split over threads differently
     assert np.array_equal(whole, run(xp, p, frames, offset=30))
+
+
+def test_copies_sharing_a_thread_keep_their_own_results(monkeypatch: pytest.MonkeyPatch):
+    """The NumPy engine's float buffers stay with a thread from batch to batch and
+    copy to copy: copies that take turns on one thread get what each gets alone."""
+    monkeypatch.setenv(ENV_THREADS, "1")
+    frames = random_frames(4, 20, 28, seed=5)
+    copies = [stacked(seed=s) for s in (1, 2)]
+    copies.append(dataclasses.replace(copies[0], transforms=ALL[::-1]))
+    alone = []
+    for p in copies:  # each on a thread of its own, fresh buffers
+        with ThreadPoolExecutor(1) as own_thread:
+            alone.append(own_thread.submit(Augmenter(p, np), frames, 0).result())
+    augmenters = [Augmenter(p, np) for p in copies]
+    for turn in range(2):
+        for aug, expected in zip(augmenters, alone, strict=True):
+            assert np.array_equal(aug(frames, 0), expected), turn
 
 
 # -------------------------------------------------------------------- output contract
