@@ -29,7 +29,8 @@ SHARD_MANIFEST = "shard.json"
 # Source episodes a sharded job's pod augments between two checkpoints (a piece: pieces),
 # unless the pod's environment says otherwise (contract.ENV_CHECKPOINT_EPISODES).
 CHECKPOINT_EPISODES = 10
-MANIFEST_VERSION = 1
+# 2: the files' sizes and frame rates the merge joins files by (formats/*_merge.py).
+MANIFEST_VERSION = 2
 
 
 def not_splittable(kind: str, remedy: str) -> AugmentError:
