@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
@@ -53,6 +54,25 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 # Rows buffered per output episode before a row group is written: bounds memory at
 # about copies x this for image datasets, while keeping row groups reasonably large.
 ROW_GROUP_BYTES = 4 * 2**20
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """How a dataset's data and video files are sized (meta/info.json, LeRobot's
+    defaults where it says nothing): a new chunk every `chunks_size` files, and files
+    filled up to the size limits (starts_new_file)."""
+
+    chunks_size: int
+    data_bytes: float
+    video_bytes: float
+
+    @classmethod
+    def of(cls, info: Mapping[str, Any]) -> FileLimits:
+        return cls(
+            int(info.get("chunks_size", 1000)),
+            float(info.get("data_files_size_in_mb", 100)) * 2**20,
+            float(info.get("video_files_size_in_mb", 500)) * 2**20,
+        )
 
 
 def next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
@@ -368,9 +388,7 @@ class LeRobotV3Writer(DatasetWriter):
         every = range(len(reader.episodes))
         self.covered = every if shard is None else shard.episodes(len(every))
         self.info = dict(reader.info)
-        self.chunks_size = int(self.info.get("chunks_size", 1000))
-        self.data_limit = float(self.info.get("data_files_size_in_mb", 100)) * 2**20
-        self.video_limit = float(self.info.get("video_files_size_in_mb", 500)) * 2**20
+        self.limits = FileLimits.of(self.info)
         self.staging = output / ".staging"
         self.records: list[EpisodeRecord] = []
         self.schema = reader.data_schema()
@@ -432,7 +450,8 @@ class LeRobotV3Writer(DatasetWriter):
                 parts.append(_Part(self.staging / f"data-{slot}-{n}.parquet"))
                 return parts[-1].staging
 
-            series = self._data_series[slot] = DataSeries(self.schema, self.data_limit, new_path)
+            series = DataSeries(self.schema, self.limits.data_bytes, new_path)
+            self._data_series[slot] = series
         return series
 
     def concatenator(self, slot: int, camera: Camera) -> tuple[VideoConcatenator, _Part]:
@@ -448,7 +467,8 @@ class LeRobotV3Writer(DatasetWriter):
                 return parts[-1].staging
 
             fps = self.reader.video_format(camera).fps
-            series = self._video_series[key] = VideoSeries(fps, self.video_limit, new_path)
+            series = VideoSeries(fps, self.limits.video_bytes, new_path)
+            self._video_series[key] = series
         concatenator, n = series.begin_episode()
         return concatenator, self.video_parts[key][n]
 
@@ -469,7 +489,7 @@ class LeRobotV3Writer(DatasetWriter):
 
     def _allocate(self, parts: list[_Part], last: tuple[int, int] | None) -> tuple[int, int] | None:
         for part in parts:
-            last = (0, 0) if last is None else next_file(*last, self.chunks_size)
+            last = (0, 0) if last is None else next_file(*last, self.limits.chunks_size)
             part.final = last
         return last
 
@@ -540,7 +560,7 @@ class LeRobotV3Writer(DatasetWriter):
             return  # a shard without episodes (more shards than episodes)
         pattern = "meta/episodes/*/*.parquet"
         last = last_file(self.output, pattern) if self.plan.keep_originals else None
-        chunk, file = (0, 0) if last is None else next_file(*last, self.chunks_size)
+        chunk, file = (0, 0) if last is None else next_file(*last, self.limits.chunks_size)
         self.episodes_meta = [chunk, file]
         rows = [self._episode_row(r) for r in sorted(self.records, key=lambda r: r.index)]
         for row in rows:

@@ -44,6 +44,7 @@ from .lerobot_v3 import (
     DEFAULT_VIDEO_PATH,
     EPISODES_PATH,
     DataSeries,
+    FileLimits,
     VideoSeries,
     last_file,
     next_file,
@@ -58,15 +59,12 @@ Locations = dict[int, dict[str, Any]]
 
 
 class _Layout:
-    """The dataset's path templates, chunk size and file size limits (the same in every
-    shard)."""
+    """The dataset's path templates and file limits (the same in every shard)."""
 
     def __init__(self, info: dict[str, Any]) -> None:
         self.info = info
-        self.chunks_size = int(info.get("chunks_size", 1000))
+        self.limits = FileLimits.of(info)
         self.video_path = info.get("video_path") or DEFAULT_VIDEO_PATH
-        self.data_limit = float(info.get("data_files_size_in_mb", 100)) * 2**20
-        self.video_limit = float(info.get("video_files_size_in_mb", 500)) * 2**20
 
     def data(self, chunk: int, file: int) -> str:
         return str(self.info["data_path"].format(chunk_index=chunk, file_index=file))
@@ -184,7 +182,7 @@ def _join_data(shards: Sequence[_Shard], output: Path, layout: _Layout,
     them; each episode's row groups are copied as they are."""
     sizes = {int(i): (int(first), int(size)) for s in shards for i, first, size in
              s.files["data_bytes"]}
-    taken = _NextFiles(output, "data/*/*.parquet", layout.chunks_size)
+    taken = _NextFiles(output, "data/*/*.parquet", layout.limits.chunks_size)
     new_path = taken.path(output, layout.data)
     for slot in sorted({slot for s in shards for slot, _, _ in s.files["data"]}):
         series: DataSeries | None = None
@@ -192,7 +190,7 @@ def _join_data(shards: Sequence[_Shard], output: Path, layout: _Layout,
             for chunk, file in shard.new_files("data", slot):
                 parquet = pq.ParquetFile(shard.folder.root / layout.data(chunk, file))
                 if series is None:
-                    series = DataSeries(parquet.schema_arrow, layout.data_limit, new_path)
+                    series = DataSeries(parquet.schema_arrow, layout.limits.data_bytes, new_path)
                 for episode, tables in _episode_row_groups(parquet):
                     first, size = sizes[episode]
                     n = series.begin_episode(first)
@@ -228,12 +226,12 @@ def _join_videos(shards: Sequence[_Shard], camera: str, output: Path, layout: _L
     as one run fills them: their packets are copied, shifted by the frames before them."""
     fps = next(Fraction(*s.files["fps"][camera]) for s in shards if camera in s.files["fps"])
     path_of = layout.video(camera)
-    taken = _NextFiles(output, f"videos/{camera}/*/*.mp4", layout.chunks_size)
+    taken = _NextFiles(output, f"videos/{camera}/*/*.mp4", layout.limits.chunks_size)
     new_path = taken.path(output, path_of)
     prefix = f"videos/{camera}"
     slots = sorted({slot for s in shards for slot, _, _ in s.files["videos"].get(camera, [])})
     for slot in slots:
-        series = VideoSeries(fps, layout.video_limit, new_path)
+        series = VideoSeries(fps, layout.limits.video_bytes, new_path)
         for shard in shards:
             for chunk, file in shard.new_files("videos", slot, camera):
                 held = sorted(
@@ -267,7 +265,7 @@ def _write_episodes(
     rows = [row | locations[row["episode_index"]] for s in shards for row in s.rows]
     rows.sort(key=lambda row: row["episode_index"])
     last = last_file(output, "meta/episodes/*/*.parquet")
-    chunk, file = (0, 0) if last is None else next_file(*last, layout.chunks_size)
+    chunk, file = (0, 0) if last is None else next_file(*last, layout.limits.chunks_size)
     for row in rows:
         if "meta/episodes/chunk_index" in row:
             row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = chunk, file
