@@ -28,7 +28,8 @@ from augment_runner import stats as stats_mod
 from augment_runner.formats.base import hf_features, write_json, write_jsonl
 from augment_runner.video import VideoConcatenator, VideoEncoder, VideoFormat
 
-CODEC_NAMES = {"libsvtav1": "av1", "av1": "av1", "libx264": "h264", "h264": "h264"}
+CODEC_NAMES = {"libsvtav1": "av1", "av1": "av1", "libx264": "h264", "h264": "h264",
+               "libx265": "hevc", "hevc": "hevc"}
 DEFAULT_TASKS = ("pick up the red cube", "push the blue disc to the corner")
 STATE_DIM = 6
 SAMPLE_DATASET = REPO_ROOT / "examples" / "sample-dataset"

@@ -30,6 +30,7 @@ from augment_spec.contract import LABEL_JOB, job_label_value
 
 CHART = REPO_ROOT / "charts" / "augment-operator"
 HUB_USER = "robotics-lab"
+PREVIEW_TOKEN_SECRET = "augment-preview-token"  # the API's own Hub token (chart: api.hubToken)
 
 
 @dataclass
@@ -98,9 +99,11 @@ class Stack(Started):
             # Every pod shares the host network here: fixed probe ports would collide.
             "operator": {"replicas": self.options.operator_replicas, "livenessPort": 0,
                          "metricsPort": 0, "resyncSeconds": 3},
-            # The API reads previews from the local Hub with the runners' token Secret.
+            # The API reads previews from the local Hub with a token Secret of its own
+            # (the local Hub's one user; a read-only token in production).
             "api": {"enabled": self.options.api, "replicas": 1, "port": self.api_port,
-                    "apiKeys": keys, "env": runner_env},
+                    "apiKeys": keys, "env": runner_env,
+                    "hubToken": {"secretName": PREVIEW_TOKEN_SECRET}},
             "runner": {"env": runner_env},
             # The chart's Hub policy is on, as in production: every project may use the
             # local Hub's one user, which owns every dataset of the demo and the tests.
@@ -119,8 +122,9 @@ class Stack(Started):
         self.cluster.kubectl("create", "namespace", self.namespace, check=False)
         self.cluster.kubectl("label", "namespace", self.namespace, "--overwrite",
                              "pod-security.kubernetes.io/enforce=restricted")
-        self.cluster.kubectl("create", "secret", "generic", "augment-hub-token",
-                             "-n", self.namespace, f"--from-literal=token={self.hub_token}")
+        for secret in ("augment-hub-token", PREVIEW_TOKEN_SECRET):
+            self.cluster.kubectl("create", "secret", "generic", secret, "-n",
+                                 self.namespace, f"--from-literal=token={self.hub_token}")
         values_file = self.hub_root / "values.yaml"
         values_file.write_text(yaml.safe_dump(self.values()))
         helm(self.cluster, "install", self.options.release, str(CHART),

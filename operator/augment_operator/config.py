@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from augment_spec.model import (
     GENERATIVE_DISABLED,
-    KUEUE_NAME_PATTERN,
     MAX_SHARDS,
     AugmentationSpec,
     AugmentationType,
+    KueueName,
     validation_messages,
 )
 from augment_spec.video_engines import CODECS, VideoEngines, common_engines
@@ -28,7 +28,6 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 SMALL_INFERENCE_GPUS = ["NVIDIA-L4", "NVIDIA-A10G", "Tesla-T4", "NVIDIA-L40S"]
 LARGE_GPUS = ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H200", "NVIDIA-A100-SXM4-80GB"]
 GENERATIVE_DISABLED_HINT = f"{GENERATIVE_DISABLED}; use augmentationType: deterministic"
-KueueName = Annotated[str, Field(pattern=KUEUE_NAME_PATTERN, max_length=63)]
 
 
 class _Strict(BaseModel):

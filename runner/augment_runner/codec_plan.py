@@ -8,6 +8,8 @@ Three paths, best first (docs/design.md, Video codecs):
   (H100, H200, A100) or without NVENC for the output codec (AV1 before Ada).
 - `cpu`: PyAV both ways. Without PyNvVideoCodec or a CUDA device, for a codec the
   node's NVDEC lacks (AV1 on Hopper, A100, Turing), or for video that is not 8-bit 4:2:0.
+  Video of more than 8 bits per sample is decoded to 16-bit frames, which the NumPy
+  engine transforms (transforms/augmenter.py), and encoded back at its own depth.
 
 The output keeps the source's codec, pixel format, size and fps whatever the path, as
 LeRobot's `merge_datasets` requires them equal across the datasets it merges.
@@ -75,6 +77,13 @@ def plan_camera(
 ) -> tuple[VideoPath, str]:
     """The path for one camera's video and the reason for it (see the module docstring)."""
     codec = fmt.codec
+    if fmt.bit_depth > 8:
+        from .transforms.augmenter import DEEP_FRAMES_ON_NUMPY  # the transforms load lazily
+
+        return VideoPath.cpu, (
+            f"{fmt.pix_fmt} video: the GPU engines take 8-bit 4:2:0 only, and "
+            f"{DEEP_FRAMES_ON_NUMPY}; {fmt.pix_fmt} kept"
+        )
     if not support.nvcodec:
         return VideoPath.cpu, "PyNvVideoCodec is not installed (extra `gpu`)"
     if not support.cupy:

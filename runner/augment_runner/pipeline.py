@@ -57,6 +57,7 @@ from .provenance import (
     write_provenance,
 )
 from .shards import Shard, ShardManifest
+from .video import encoder_takes
 
 log = logging.getLogger("augment.runner")
 Progress = Callable[[int, int], None]
@@ -151,7 +152,7 @@ def augment_dataset(
     cameras = select_cameras(
         reader.cameras, spec.augment_cameras, source, grey=spec.augment_grey_cameras
     )
-    refuse_high_bit_depth(reader, cameras)
+    refuse_unwritable_depth(reader, cameras)
     covered = _covered(reader, shard)
     planned = plan_videos(reader, spec.copies_per_episode())
     if video_report is not None and planned:
@@ -284,22 +285,24 @@ def select_cameras(
     return [c for c in cameras if c.key in set(wanted)]
 
 
-def refuse_high_bit_depth(reader: DatasetReader, cameras: list[Camera]) -> None:
-    """The transforms compute on 8-bit frames (docs/design.md, Transforms): a copy of a
-    10-bit video camera would be 8-bit pixels in a 10-bit file, a silent loss, so such a
-    camera is refused before any work. Cameras left out are copied packet for packet,
-    whatever their bit depth."""
+def refuse_unwritable_depth(reader: DatasetReader, cameras: list[Camera]) -> None:
+    """Copies of a video camera deeper than 8 bits are written at its own depth, in its
+    codec and pixel format (docs/design.md, Video codecs); where this build's encoder
+    for the codec cannot write that pixel format (VP9, MPEG-4 at 10 bits), the camera is
+    refused before any work rather than written at 8 bits. Cameras left out are copied
+    packet for packet, whatever their bit depth."""
     if not isinstance(reader, LeRobotReader):  # the only format with video cameras
         return
     for camera in cameras:
         if camera.storage != "video":
             continue
         fmt = reader.video_format(camera)
-        if fmt.bit_depth > 8:
+        if fmt.bit_depth > 8 and not encoder_takes(fmt.encoder, fmt.pix_fmt):
             raise DatasetError(
-                f"camera {camera.key!r} is {fmt.bit_depth}-bit video ({fmt.pix_fmt}) and the "
-                f"transforms compute on 8 bits; leave it out of augment_cameras (it is then "
-                f"copied unchanged) or re-encode it to 8 bits (yuv420p)"
+                f"camera {camera.key!r} is {fmt.bit_depth}-bit {fmt.codec} video "
+                f"({fmt.pix_fmt}), which {fmt.encoder} cannot write; leave it out of "
+                f"augment_cameras (it is then copied unchanged) or re-encode it to 10-bit "
+                f"H.264, HEVC or AV1"
             )
 
 

@@ -92,7 +92,7 @@ class PreviewCollector:
         for row, (label, frames) in enumerate(rows):
             for column, index in enumerate(indices):
                 if index in frames:
-                    pixels = frames[index]
+                    pixels = _eight_bits(frames[index])
                     if pixels.shape[-1] == 1:  # a grey camera: paste converts it to RGB
                         pixels = pixels[..., 0]
                     tile = Image.fromarray(pixels).resize((tile_w, tile_h))
@@ -100,6 +100,14 @@ class PreviewCollector:
             _label(sheet, label, row * tile_h)
         sheet.save(path)
         return path
+
+
+def _eight_bits(pixels: np.ndarray) -> np.ndarray:
+    """A frame as 8-bit levels for the sheet (a PNG of 8 bits per channel): uint16
+    frames (video deeper than 8 bits) are narrowed, which the sheet alone sees."""
+    if pixels.dtype == np.uint16:
+        return (pixels >> 8).astype(np.uint8)  # the top 8 of the 16 bits
+    return pixels
 
 
 def _label(sheet: Image.Image, text: str, top: int) -> None:

@@ -7,7 +7,8 @@ What LeRobot does (src/lerobot/datasets/compute_stats.py, read for this module):
 - camera features (image or video): up to ~100 frames sampled evenly over the episode
   (frames larger than 300 px are strided down to ~150 px), statistics per channel over
   all sampled pixels, divided by 255 and shaped (3, 1, 1) (grey images too, as RGB);
-  count = frames sampled.
+  count = frames sampled. Frames of video deeper than 8 bits travel as uint16
+  (video.py) and are divided by 65535: every camera's statistics lie in [0, 1].
 - v3.0 adds the quantiles q01, q10, q50, q90 and q99, estimated from a 5000-bin
   histogram spanning [min, max] with linear interpolation inside the bin; v2.1 has none.
 - dataset stats (meta/stats.json) aggregate episodes: min of mins, max of maxes,
@@ -112,14 +113,16 @@ def numeric_stats(values: np.ndarray, *, with_quantiles: bool) -> Stats:
 
 
 def image_stats(frames: np.ndarray, *, with_quantiles: bool) -> Stats:
-    """Per-channel stats of sampled (N,H,W,C) uint8 frames, in 0..1, shaped (C,1,1).
+    """Per-channel stats of sampled (N,H,W,C) uint8 or uint16 frames, in 0..1 (divided
+    by their dtype's white: 255 or 65535), shaped (C,1,1).
 
     Grey (N,H,W,1) frames give (3,1,1), three equal channels: LeRobot's writer loads
     every image as RGB before its statistics, and its readers require (3,1,1)."""
     channels = frames.shape[-1]
+    white = float(np.iinfo(frames.dtype).max)
     stats = _column_stats(frames.reshape(-1, channels), with_quantiles)
     out = {
-        key: (np.asarray(value, dtype=np.float64) / 255.0).reshape(channels, 1, 1)
+        key: (np.asarray(value, dtype=np.float64) / white).reshape(channels, 1, 1)
         for key, value in stats.items()
     }
     if channels == 1:

@@ -5,8 +5,10 @@ LeRobot looks a frame up by its timestamp: frame `i` of an episode must sit at
 frame `i` with pts `i` in a `1/fps` time base, and appending an episode to a v3 file
 shifts its packets by the frames already in that file: timestamps stay exact.
 
-Frames travel as (N, H, W, 3) uint8 RGB arrays, N <= the batch size, so memory does
-not grow with the episode length.
+Frames travel as (N, H, W, 3) RGB arrays, N <= the batch size, so memory does not grow
+with the episode length: uint8 for 8-bit video, uint16 (all 16 bits used, as FFmpeg's
+rgb48le) for video of more bits per sample, so a 10-bit camera is never quantised to
+8 bits on its way through (docs/design.md, Video codecs).
 """
 
 from __future__ import annotations
@@ -84,12 +86,30 @@ class VideoFormat:
     @property
     def bit_depth(self) -> int:
         """Bits per sample of the pixel format (8 for yuv420p, 10 for yuv420p10le)."""
-        try:
-            return max(c.bits for c in av.VideoFormat(self.pix_fmt).components)
-        except ValueError:  # a name this FFmpeg does not know
-            raise VideoError(
-                f"unknown pixel format {self.pix_fmt!r}; re-encode the videos to yuv420p"
-            ) from None
+        return bit_depth(self.pix_fmt)
+
+
+def bit_depth(pix_fmt: str) -> int:
+    """Bits per sample of an FFmpeg pixel format (8 for yuv420p, 10 for yuv420p10le)."""
+    try:
+        return max(c.bits for c in av.VideoFormat(pix_fmt).components)
+    except ValueError:  # a name this FFmpeg does not know
+        raise VideoError(
+            f"unknown pixel format {pix_fmt!r}; re-encode the videos to yuv420p"
+        ) from None
+
+
+# What frames of each depth travel as: (dtype, FFmpeg's RGB format, its grey format).
+# Deeper video decodes to 16 bits whatever its own depth (10, 12): FFmpeg scales the
+# samples to the full 16-bit range, so one code path serves every depth above 8.
+_FRAME_FORMATS = {False: (np.uint8, "rgb24", "gray"), True: (np.uint16, "rgb48le", "gray16le")}
+
+
+def encoder_takes(encoder: str, pix_fmt: str) -> bool:
+    """Whether `encoder` writes `pix_fmt` (libx264 and libx265 write 10-bit 4:2:0,
+    libsvtav1 too; mpeg4 and this build's libvpx-vp9 do not)."""
+    formats = av.codec.Codec(encoder, "w").video_formats
+    return formats is None or pix_fmt in {f.name for f in formats}
 
 
 def threaded_options(encoder: str, options: dict[str, str], threads: int) -> dict[str, str]:
@@ -158,8 +178,9 @@ def decode_episode(
     grey: bool = False,
     threads: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield the `num_frames` frames that start at `start_s`, in (N,H,W,3) uint8 RGB
-    batches, or with `grey` (a 1-channel camera) (N,H,W,1) grey levels.
+    """Yield the `num_frames` frames that start at `start_s`, in (N,H,W,3) RGB batches,
+    or with `grey` (a 1-channel camera) (N,H,W,1) grey levels: uint8 for 8-bit video,
+    uint16 (the full 16-bit range) for deeper video.
 
     v3 files hold many episodes: we seek to the key frame before `start_s`, skip the
     frames of earlier episodes and stop after `num_frames`. Each frame must sit where
@@ -173,6 +194,7 @@ def decode_episode(
     with _open_input(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        dtype, rgb, gray = _FRAME_FORMATS[bit_depth(stream.pix_fmt or "yuv420p") > 8]
         if threads is not None:
             stream.codec_context.thread_count = threads
         batch: np.ndarray | None = None
@@ -202,12 +224,12 @@ def decode_episode(
                     batch = np.empty(
                         (min(batch_frames, num_frames - produced), frame.height, frame.width,
                          1 if grey else 3),
-                        dtype=np.uint8,
+                        dtype=dtype,
                     )
                 if grey:
-                    batch[filled, ..., 0] = frame.to_ndarray(format="gray")
+                    batch[filled, ..., 0] = frame.to_ndarray(format=gray)
                 else:
-                    batch[filled] = frame.to_ndarray(format="rgb24")
+                    batch[filled] = frame.to_ndarray(format=rgb)
                 filled += 1
                 if filled == len(batch):
                     yield batch
@@ -285,13 +307,14 @@ class VideoEncoder:
             ) from None
 
     def write(self, frames: np.ndarray) -> None:
-        """Encode a (N,H,W,3) uint8 RGB or (N,H,W,1) grey batch after the frames already
-        written (in the file's own pixel format either way)."""
+        """Encode a (N,H,W,3) RGB or (N,H,W,1) grey batch, uint8 or uint16 (decode_episode's
+        frames), after the frames already written, in the file's own pixel format."""
+        _, rgb, gray = _FRAME_FORMATS[frames.dtype == np.uint16]
         for pixels in frames:
             if pixels.shape[-1] == 1:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[..., 0]), "gray")
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[..., 0]), gray)
             else:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format=rgb)
             frame.pts = self.frames
             try:
                 packets = self._stream.encode(frame)

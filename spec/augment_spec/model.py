@@ -57,6 +57,7 @@ SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 # A Kueue object's name that fits a label value (at most 63 characters): a LocalQueue,
 # a WorkloadPriorityClass.
 KUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
+KueueName = Annotated[str, Field(max_length=63, pattern=KUEUE_NAME_PATTERN)]
 
 # Most runner pods one job is spread over (docs/design.md, Scale out).
 MAX_SHARDS = 256

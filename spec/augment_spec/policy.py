@@ -43,6 +43,7 @@ from augment_spec.model import (
     HUB_NAMESPACE_PATTERN,
     SECRET_NAME_PATTERN,
     AugmentationSpec,
+    KueueName,
     validation_messages,
 )
 from augment_spec.reloading import ReloadingFile
@@ -52,7 +53,6 @@ DENIED = "the Hub policy forbids this job:"
 HubNamespace = Annotated[str, Field(pattern=HUB_NAMESPACE_PATTERN)]
 SecretName = Annotated[str, Field(max_length=253, pattern=SECRET_NAME_PATTERN)]
 KubeNamespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
-KueueName = Annotated[str, Field(max_length=253)]
 
 
 class ProjectPolicy(BaseModel):

@@ -6,8 +6,10 @@ The corpus (tests/judge/lerobot_write.py) is written once per module by LeRobot 
 three modes, and the source and the three outputs are read back by the LeRobot of their
 version in one judge process per shape and checked by lerobot-doctor, a second judge that
 shares no code with LeRobot. The language shape, which LeRobot 0.4.4 cannot load, is
-judged on its files and by lerobot-doctor; so is the HEVC shape, whose source LeRobot 0.4.4
-cannot read either (see HEVC), but whose output it reads where we encoded every frame.
+judged on its files and by lerobot-doctor; so are the HEVC shapes, whose sources LeRobot
+0.4.4 cannot read either (see HEVC), but whose outputs it reads where we encoded every
+frame. A 10-bit camera, which LeRobot's writer does not make, comes from our generator
+(TEN_BIT) and is judged like the others.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 from same_dataset import frames_of
 
-from augment_dev.datasets import make_lerobot_v21
+from augment_dev.datasets import make_lerobot_v3, make_lerobot_v21
 from augment_dev.judge import (
     doctor_failures,
     lerobot_convert,
@@ -37,6 +39,7 @@ from augment_dev.judge import (
 )
 from augment_runner.formats.detect import open_dataset
 from augment_runner.pipeline import augment_dataset
+from augment_runner.video import probe_video
 from augment_spec.model import parse_spec
 
 WRITTEN = (
@@ -60,17 +63,20 @@ LANGUAGE = "language"
 # reader's PyAV backend seeks to that key frame for the B-frame, and the decoder drops the
 # B-frame, whose reference before the key frame it never saw. (Its writer with x265's
 # open-gop=0 makes files it reads.) Our encoders write no B-frames.
-HEVC = "hevc_30fps"
+HEVC = ("hevc_30fps", "hevc_15fps")
 LEROBOT_HEVC_ERROR = "FrameTimestampError"
 # Our v2.1 generator's dataset, turned into v3.0 by LeRobot's own converter.
 CONVERTED = "converted_from_v21"
+# Our generator's 10-bit HEVC (yuv420p10le; LeRobot 0.4.4's writer encodes 8 bits only):
+# its copies are written at 10 bits, and LeRobot reads source and outputs.
+TEN_BIT = "hevc_10bit"
 # v2.1 datasets written by LeRobot 0.3.3 (which encodes AV1): corpus name -> shape.
 WRITTEN_V21 = {
     "v21_mixed_extras": "mixed_extras",
     "v21_per_frame_tasks": "per_frame_tasks",
     "v21_grey_image": "grey_image",
 }
-SHAPES = (*WRITTEN, CONVERTED, *WRITTEN_V21)
+SHAPES = (*WRITTEN, CONVERTED, TEN_BIT, *WRITTEN_V21)
 MODES: dict[str, dict[str, Any]] = {
     "copy-stacked": {"augment_dataset_mode": "copy", "augment_mode": "stacked"},
     "copy-independent": {"augment_dataset_mode": "copy", "augment_mode": "independent"},
@@ -115,11 +121,14 @@ def augment(source: Path, output: Path, mode: str, grey: bool = False) -> dict[s
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
-    lerobot_write_many({shape: root / shape for shape in (*WRITTEN, LANGUAGE, HEVC)})
+    lerobot_write_many({shape: root / shape for shape in (*WRITTEN, LANGUAGE, *HEVC)})
     lerobot_write_many({shape: root / name for name, shape in WRITTEN_V21.items()}, "v2.1")
     make_lerobot_v21(root / CONVERTED, episodes=3, frames=[5, 7, 6], codec="libx264",
                      cameras=("observation.images.top",), image_cameras=(SIDE,), size=(32, 48))
     lerobot_convert(root / CONVERTED)
+    # x265 (in PyAV's wheel) corrupts its heap on frames as small as 32x48: 64x64 it is.
+    make_lerobot_v3(root / TEN_BIT, episodes=2, frames=[6, 8], codec="libx265",
+                    size=(64, 64), pix_fmt="yuv420p10le")
     return root
 
 
@@ -151,7 +160,7 @@ def _judge(source: Path, outputs: Path, grey: bool) -> Judged:
         except Exception as exc:  # each mode's failure is that mode's test's verdict
             failures[mode] = f"{type(exc).__name__}: {exc}"
     before, *after = lerobot_read_many([source, *made.values()])
-    if source.name != HEVC:  # which it cannot read: see HEVC
+    if source.name not in HEVC:  # which it cannot read: see HEVC
         assert "error" not in before, f"LeRobot cannot read its own dataset:\n{before['error']}"
     doctor = [doctor_failures(report) for report in lerobot_doctor([source, *made.values()])]
     assert not doctor[0], f"lerobot-doctor fails LeRobot's own dataset: {doctor[0]}"
@@ -375,8 +384,9 @@ def _any_episode(lines: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", HEVC)
 def test_lerobot_hevc_datasets_augment(
-    judged: Callable[..., Judged], corpus: Path, mode: str
+    judged: Callable[..., Judged], corpus: Path, shape: str, mode: str
 ) -> None:
     """LeRobot's own HEVC: every mode passes our validator and lerobot-doctor; the copies
     keep the codec and pixel format and differ in every frame, the originals are the
@@ -384,12 +394,12 @@ def test_lerobot_hevc_datasets_augment(
     reader refuses the source and the copy modes' outputs, which keep the source's packets,
     as it refuses the source (see HEVC), and reads the inplace output, every frame of
     which we encoded."""
-    result = judged(HEVC)
+    result = judged(shape)
     assert LEROBOT_HEVC_ERROR in result.source.get("error", ""), (
-        "LeRobot reads its own HEVC now: move HEVC into WRITTEN")
+        f"LeRobot reads its own HEVC now: move {shape} into WRITTEN")
     assert mode not in result.failures, result.failures[mode]
     assert not result.doctor[mode], f"lerobot-doctor: {result.doctor[mode]}"
-    source, output = corpus / HEVC, result.folders[mode]
+    source, output = corpus / shape, result.folders[mode]
     after = result.outputs[mode]
     if mode == "inplace":
         assert "error" not in after, after.get("error")
@@ -418,3 +428,18 @@ def test_lerobot_hevc_datasets_augment(
                 for r in after_rows[made["episode_index"]]] == [
             {k: v for k, v in r.items() if k not in RENUMBERED}
             for r in before_rows[made["source_episode_index"]]], made
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hevc_10bit_copies_are_written_at_10_bits(
+    judged: Callable[..., Judged], mode: str
+) -> None:
+    """The 10-bit shape's outputs, which LeRobot reads (the SHAPES test), keep the source's
+    codec and 10-bit pixel format in every video file, copies included."""
+    result = judged(TEN_BIT)
+    assert mode not in result.failures, result.failures[mode]
+    top = "observation.images.top"
+    files = sorted((result.folders[mode] / "videos" / top).glob("*/*.mp4"))
+    assert files
+    assert {(probe_video(f).codec, probe_video(f).pix_fmt) for f in files} == {
+        ("hevc", "yuv420p10le")}

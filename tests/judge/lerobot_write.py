@@ -61,6 +61,8 @@ SHAPES: dict[str, Shape] = {
     # x265 (in PyAV's wheel) corrupts its heap on frames as small as 32x48: 64x64 it is.
     # LeRobot 0.4.4's reader cannot read this, its own HEVC: see the corpus test's HEVC.
     "hevc_30fps": Shape(videos=("observation.images.top",), size=(64, 64), vcodec="hevc"),
+    "hevc_15fps": Shape(videos=("observation.images.top",), size=(64, 64), fps=15,
+                        vcodec="hevc"),
     "two_sessions": Shape(videos=("observation.images.top",), episodes=(5, 6, 7), sessions=2,
                           extras=True),
     "mixed_extras": Shape(videos=("observation.images.top",), images=("observation.images.wrist",),

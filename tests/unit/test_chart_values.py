@@ -82,14 +82,19 @@ def api_pod(values: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
-@pytest.mark.parametrize(("values", "secret", "key"), [
-    ({}, "augment-hub-token", "token"),
-    ({"api": {"hubToken": {"secretName": "preview-reader", "secretKey": "hf"}}},
-     "preview-reader", "hf"),
-], ids=["the-runners-token", "its-own"])
-def test_the_api_reads_previews_with_a_mounted_optional_hub_token(
-        values: dict[str, Any], secret: str, key: str) -> None:
-    pod = api_pod(values)
+def test_the_api_gets_no_hub_token_unless_one_is_named() -> None:
+    """The runners' (write-capable) token never reaches the API: without a Secret of
+    its own, the API reads the previews of public outputs only."""
+    pod = api_pod({})
+    (container,) = pod["containers"]
+    assert not [v for v in pod["volumes"] if v["name"] == "hub-token"]
+    assert not [m for m in container["volumeMounts"] if m["name"] == "hub-token"]
+    assert not [a for a in container["args"] if a.startswith("--hub-token-file")]
+
+
+def test_the_api_reads_previews_with_its_own_mounted_hub_token() -> None:
+    secret, key = "preview-reader", "hf"
+    pod = api_pod({"api": {"hubToken": {"secretName": secret, "secretKey": key}}})
     (container,) = pod["containers"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == "hub-token"]
     assert volume["secret"] == {"secretName": secret, "optional": True,

@@ -175,6 +175,18 @@ def test_video_the_engines_do_not_take_stays_on_the_cpu(pix_fmt: str) -> None:
     assert path is VideoPath.cpu and pix_fmt in reason
 
 
+@pytest.mark.parametrize("support", [BOTH, GpuCodecSupport(nvcodec=False, cupy=False)])
+def test_10bit_video_stays_on_the_cpu_with_its_transforms_on_numpy(
+    support: GpuCodecSupport,
+) -> None:
+    """Whatever the process can use, 10-bit video is planned on the CPU, and the reason
+    says its 16-bit frames are transformed by the NumPy engine (Augmenter does so)."""
+    engines = engines_for_product("NVIDIA-L4") or NO_ENGINES
+    path, reason = plan_camera(fmt(H264, "yuv420p10le"), engines, support)
+    assert path is VideoPath.cpu
+    assert "16-bit frames are transformed by the NumPy engine" in reason, reason
+
+
 # ---- applying a plan: a missing engine falls back to the CPU, logged and recorded ----
 
 def plan(path: VideoPath) -> CameraPlan:

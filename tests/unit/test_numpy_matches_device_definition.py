@@ -103,8 +103,11 @@ def axis_pass(x: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
     return acc
 
 
-def device_run(p: CopyParams, frames: np.ndarray, frame0: int) -> np.ndarray:
-    """The CuPy engine's passes (cupy_engine.device_plan), replayed."""
+def device_run(
+    p: CopyParams, frames: np.ndarray, frame0: int, rounded: bool = True
+) -> np.ndarray:
+    """The CuPy engine's passes (cupy_engine.device_plan), replayed; not `rounded`, the
+    float32 grey levels before the final rounding."""
     passes: list[Any] = []
     for name in p.transforms:
         last = passes[-1] if passes else None
@@ -124,10 +127,18 @@ def device_run(p: CopyParams, frames: np.ndarray, frame0: int) -> np.ndarray:
         else:
             for y0, y1, x0, x1 in occlusion_pixels(p.occlusion_rects, *cur.shape[1:3]):
                 cur[:, y0:y1, x0:x1] = OCCLUSION_FILL
-        if i == last_writer:
+        if i == last_writer and rounded:
             cur = np.rint(cur).astype(np.uint8)
     return cur
 
+
+def deep_device_run(p: CopyParams, frames: np.ndarray, frame0: int) -> np.ndarray:
+    """The definition of 16-bit output (docs/design.md, Transforms): the device passes on
+    the frames in 8-bit grey levels (v / 257), unrounded, widened back to 16 bits and
+    rounded once."""
+    levels = frames.astype(F32) * F32(1 / 257)
+    out = device_run(p, levels, frame0, rounded=False).astype(F32) * F32(257)
+    return np.rint(np.clip(out, 0, 65535)).astype(np.uint16)
 
 # ---------------------------------------------------------------------------- tests
 
@@ -185,3 +196,50 @@ def test_the_replay_is_the_device_definition():
     noise = device_noise(key, 3 * BLOCK // 2, scale)
     assert np.array_equal(noise, device_noise(key, 3 * BLOCK // 2, scale))
     assert noise.std() == pytest.approx(4.0, rel=0.02)
+
+
+def deep_frames_of(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """16-bit frames that use all 16 bits: frames_of, widened, plus texture below 1/257."""
+    rng = np.random.default_rng(seed)
+    wide = frames_of(n, h, w, seed).astype(np.int64) * 257 + rng.integers(-128, 129, (n, h, w, 3))
+    return np.clip(wide, 0, 65535).astype(np.uint16)
+
+
+def assert_close_deep(expected: np.ndarray, got: np.ndarray) -> None:
+    """One 16-bit level (1/257 of a grey level), on at most 1% of the values (one, in a
+    tiny frame): the float32 sums and log/sin/cos differ by far less than a level before
+    the one rounding, which a rare value straddles."""
+    assert got.dtype == np.uint16 and got.shape == expected.shape
+    diff = np.abs(expected.astype(np.int32) - got.astype(np.int32))
+    assert diff.max() <= 1, f"max difference {diff.max()} 16-bit levels"
+    differ = int(np.count_nonzero(diff))
+    assert differ <= max(1, diff.size // 100), f"{differ} of {diff.size} values differ"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("transforms", ORDERS, ids=lambda ts: "+".join(t.value for t in ts))
+def test_numpy_engine_matches_the_definition_on_16bit_frames(transforms, shape):
+    frames = deep_frames_of(*shape, seed=len(transforms))
+    for seed in (1, 2):
+        p = copy_params(transforms, seed)
+        got = Augmenter(p, np)(frames, 40)
+        assert_close_deep(deep_device_run(p, frames, 40), got)
+
+
+def test_16bit_output_is_the_8bit_output_before_its_rounding():
+    """A 10-bit copy looks like its 8-bit twin: the same parameters in grey levels, the
+    16-bit result within half a grey level of the 8-bit one (its rounding, not done)."""
+    frames = frames_of(2, 64, 96)
+    for seed, transforms in enumerate(ORDERS):
+        p = copy_params(transforms, seed)
+        narrow = Augmenter(p, np)(frames, 7).astype(np.float64)
+        wide = Augmenter(p, np)(frames.astype(np.uint16) * 257, 7).astype(np.float64)
+        assert np.abs(wide / 257 - narrow).max() <= 0.5 + 1 / 257
+
+
+def test_an_identity_copy_of_16bit_frames_keeps_every_bit():
+    """No 8-bit step anywhere: lighting at its identity gives the frames back exactly."""
+    p = dataclasses.replace(copy_params((Transform.lighting,), 4), brightness=0.0,
+                            contrast=0.0, color_temp=6500)  # fmt: skip
+    frames = deep_frames_of(2, 37, 53)
+    assert np.array_equal(Augmenter(p, np)(frames, 0), frames)

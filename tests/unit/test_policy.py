@@ -125,6 +125,8 @@ def test_the_default_secret_is_the_projects_own() -> None:
     ("projects: [{id: not-a-uuid}]", "projects.0.id"),
     ("projects: [{id: '*', hubNamespaces: ['bad/ns']}]", "hubNamespaces"),
     ("projects: [{id: '*', hubTokenSecrets: [Bad_Name]}]", "hubTokenSecrets"),
+    ("projects: [{id: '*', kueueQueues: [Team_A]}]", "kueueQueues"),  # never a spec's
+    (f"projects: [{{id: '*', workloadPriorityClasses: [{'p' * 64}]}}]", "workloadPriority"),
     ("projects: [{id: '*'}, {id: '*'}]", "two projects share the same id"),
     ("projects: [{id: '*', hubNamespace: [x]}]", "hubNamespace"),  # a typo is not ignored
     ("projects: [", "not valid YAML"),

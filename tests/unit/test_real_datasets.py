@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from augment_runner.errors import SCRATCH_FULL, AugmentError, DatasetError
 from augment_runner.formats.base import Camera
 from augment_runner.formats.detect import open_dataset
 from augment_runner.validate import validate_dataset
+from augment_runner.video import VideoEncoder, VideoFormat, decode_episode, probe_video
 from augment_spec.model import parse_spec
 
 PROJECT = "00000000-0000-0000-0000-00000000abcd"
@@ -256,15 +258,85 @@ def deep_frames(path: Path) -> list[bytes]:
                 for frame in container.decode(video=0)]
 
 
-def test_a_10bit_video_camera_to_augment_exits_2_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def video_files(root: Path, camera: str) -> list[Path]:
+    return sorted((root / "videos" / camera).glob("*/*.mp4"))
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libsvtav1"])
+@pytest.mark.parametrize("mode", ["copy", "inplace"])
+def test_a_10bit_video_camera_is_augmented_at_10_bits(
+    tmp_path: Path, codec: str, mode: str
 ) -> None:
+    """Every video file of the camera is in the source's codec and 10-bit pixel format
+    and decodes to 16-bit frames; originals are the source's frame for frame, copies
+    differ in every frame, and the camera's statistics lie in [0, 1]."""
+    source = make_lerobot_v3(tmp_path / "src", episodes=2, frames=[5, 6], size=(32, 48),
+                             codec=codec, pix_fmt=TEN_BIT)
+    out = tmp_path / "out"
+    run(source, out, augment_transforms="lighting,noise", augment_copies=1,
+        augment_dataset_mode=mode)
+    assert validate_dataset(out) == []
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["features"][TOP]["info"]["video.pix_fmt"] == TEN_BIT
+    source_format = probe_video(video_files(source, TOP)[0])
+    for path in video_files(out, TOP):
+        assert probe_video(path).pix_fmt == TEN_BIT, path
+        assert probe_video(path).codec == source_format.codec, path
+    provenance = json.loads((out / "meta/augmentation.json").read_text())
+    assert "16-bit frames are transformed by the NumPy engine" in provenance["video"][0]["reason"]
+    for made in provenance["episodes"]:
+        ours = decoded_frames(out, made["episode_index"], TOP)
+        theirs = decoded_frames(source, made["source_episode_index"], TOP)
+        assert ours.dtype == theirs.dtype == np.uint16 and ours.shape == theirs.shape, made
+        if made["copy_index"] is None:
+            np.testing.assert_array_equal(ours, theirs)
+        else:
+            assert all(not np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    camera_stats = json.loads((out / "meta/stats.json").read_text())[TOP]
+    assert 0.5 < np.max(camera_stats["max"]) <= 1.0  # divided by 65535, not by 255
+    assert np.min(camera_stats["min"]) >= 0.0
+
+
+def test_10bit_video_decodes_to_all_16_bits(tmp_path: Path) -> None:
+    """A 10-bit camera's frames reach the transforms as uint16 holding values no 8-bit
+    frame has (not multiples of 257)."""
+    source = make_lerobot_v3(tmp_path / "src", episodes=1, frames=[4], size=(32, 48),
+                             codec="libx264", pix_fmt=TEN_BIT)
+    frames = decoded_frames(source, 0, TOP)
+    assert frames.dtype == np.uint16
+    assert np.count_nonzero(frames % 257) > frames.size // 2
+
+
+def test_16bit_frames_are_encoded_without_an_8bit_step(tmp_path: Path) -> None:
+    """A grey ramp across two 8-bit grey levels, encoded at 10 bits from 16-bit frames and
+    decoded again, keeps more than the three levels an 8-bit step would leave of it."""
+    width = 64
+    ramp = np.linspace(100 * 257, 102 * 257, width).round().astype(np.uint16)
+    frames = np.broadcast_to(ramp[None, None, :, None], (4, 16, width, 3)).copy()
+    fmt = VideoFormat("h264", TEN_BIT, Fraction(10), width, 16)
+    path = tmp_path / "ramp.mp4"
+    options = {"crf": "0", "preset": "veryfast", "bf": "0", "g": "2"}
+    with VideoEncoder(path, fmt, options) as encoder:
+        encoder.write(frames)
+    decoded = np.concatenate(list(decode_episode(path, fps=10, num_frames=4)))
+    assert decoded.dtype == np.uint16
+    row = decoded[0, 8, :, 1]
+    assert len(np.unique(row)) > 6, np.unique(row)
+    assert np.abs(row.astype(np.int64) - ramp).max() < 257  # within a grey level
+
+
+def test_a_10bit_camera_its_encoder_cannot_write_exits_2_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 10-bit codec whose encoder here writes 8 bits only (VP9, MPEG-4 in this build):
+    one line and exit 2, never an 8-bit copy."""
     source = make_lerobot_v3(tmp_path / "src", episodes=2, frames=[5, 6], size=(32, 48),
                              pix_fmt=TEN_BIT)
+    monkeypatch.setattr(pipeline, "encoder_takes", lambda encoder, pix_fmt: False)
     assert cli("--dataset", str(source), "--output", str(tmp_path / "out")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert f"'{TOP}' is 10-bit video ({TEN_BIT})" in err
+    assert f"'{TOP}' is 10-bit av1 video ({TEN_BIT}), which libsvtav1 cannot write" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no output, no staging
 
 

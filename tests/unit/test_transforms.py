@@ -329,10 +329,25 @@ def test_an_empty_batch_gives_an_empty_batch(xp: ModuleType):
     ],
 )
 def test_frames_of_the_wrong_kind_are_refused(bad: np.ndarray):
-    with pytest.raises(ValueError, match="uint8 of shape"):
+    with pytest.raises(ValueError, match="uint8 or uint16 of shape"):
         Augmenter(stacked(), np)(bad, 0)
     with pytest.raises(TypeError):
         Augmenter(stacked(), np)(bad.tolist(), 0)  # type: ignore[arg-type]
+
+
+def test_16bit_frames_run_on_the_numpy_engine_whatever_the_backend():
+    """The CuPy engine writes 8-bit output only: an Augmenter on CuPy hands 16-bit
+    frames to its NumPy engine (codec_plan records why). A stand-in CuPy module with
+    nothing in it shows which engine ran: any use of it fails."""
+    stand_in = ModuleType("cupy")  # backend.is_cupy goes by the module's name
+    p = dataclasses.replace(stacked(), transforms=("lighting", "noise", "occlusion"))
+    frames = (np.arange(2 * 6 * 5 * 3, dtype=np.uint16) * 431).reshape(2, 6, 5, 3)
+    on_cupy = Augmenter(p, stand_in)
+    out = on_cupy(frames, 3)
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, Augmenter(p, np)(frames, 3))
+    with pytest.raises(AttributeError):  # 8-bit frames do go to the CuPy engine
+        on_cupy(frames.astype(np.uint8), 3)
 
 
 # ---------------------------------------------------------------------- parameters
@@ -476,6 +491,18 @@ def test_grey_lighting_is_brightness_and_contrast_and_never_a_tint(
 def test_grey_noise_has_the_drawn_sigma(xp: ModuleType):
     out = GreyAugmenter(params(Transform.noise, noise_sigma=5.0), xp)(grey(128, w=64)[..., :1], 0)
     assert out.astype(np.float64).std() == pytest.approx(5.0, rel=0.1)
+
+
+def test_16bit_grey_frames_get_the_8bit_look_at_16_bits(xp: ModuleType):
+    """A 10-bit grey camera's frames (uint16): its copy is the 8-bit copy of the same
+    levels before rounding, within half a grey level, and keeps its 16-bit detail."""
+    p = params(Transform.lighting, Transform.noise, brightness=10.0, contrast=-20.0,
+               noise_sigma=3.0)  # fmt: skip
+    narrow = GreyAugmenter(p, xp)(grey_ramp(), 5)
+    wide = GreyAugmenter(p, xp)(grey_ramp().astype(np.uint16) * 257, 5)
+    assert wide.dtype == np.uint16 and wide.shape == narrow.shape
+    assert np.abs(wide / 257 - narrow).max() <= 0.5 + 1 / 257
+    assert np.count_nonzero(wide % 257) > wide.size // 2
 
 
 def test_grey_augmenter_refuses_colour_frames():

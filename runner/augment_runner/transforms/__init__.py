@@ -2,7 +2,8 @@
 
 Parameters are drawn once per (episode, copy) by `sample_copy_params`; an `Augmenter`
 applies them to batches of uint8 RGB frames, on NumPy or CuPy, with identical results
-up to one grey level (a `GreyAugmenter` to 1-channel frames).
+up to one grey level (a `GreyAugmenter` to 1-channel frames), and to uint16 frames of
+deeper video on NumPy, in the same grey levels (numpy_engine._deep_program).
 
 - base.py: what a transform is (`TransformDef`) and the three kinds the engines run;
 - lighting.py, noise.py, blur.py, occlusion.py: one transform each, with its

@@ -44,7 +44,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 FrameProgram = Callable[[np.ndarray, np.ndarray, int], None]
-"""(source, out, frame_index): one uint8 frame in, its transformed uint8 frame written."""
+"""(source, out, frame_index): one frame in, its transformed frame written (uint8 or
+uint16 both, or float32 grey levels both: _deep_program)."""
 
 
 class _Frame:
@@ -79,21 +80,22 @@ def _fill_op(fill: Fill, boxes: list[Box], after_last: bool) -> Op:
     return op
 
 
-def _separable_op(taps: np.ndarray, last: bool) -> Op:
+def _separable_op(taps: np.ndarray, last: bool, rounded: bool) -> Op:
     def op(f: _Frame) -> None:
         src = f.source if f.values is None else f.values
         dst = f.out if last else f.spare()
-        depth = cv2.CV_8U if last else cv2.CV_32F
+        depth = cv2.CV_8U if last and rounded else cv2.CV_32F
         cv2.sepFilter2D(src, depth, taps, taps, dst=dst, borderType=cv2.BORDER_REFLECT_101)
         f.values = None if last else dst
 
     return op
 
 
-def _point_pass_op(steps: list[FrameStep], last: bool) -> Op:
+def _point_pass_op(steps: list[FrameStep], last: bool, rounded: bool) -> Op:
     """Point steps that follow one another, band by band: each band is copied from
-    the uint8 frame (the pass's first step reads it) or mapped in place, goes through
-    every step, and, after the last computing step, is rounded into the output."""
+    the frame (the pass's first step reads it) or mapped in place, goes through every
+    step, and, after the last computing step, is rounded (`rounded`) or copied into the
+    output."""
 
     def op(f: _Frame) -> None:
         source = f.values is None
@@ -107,10 +109,12 @@ def _point_pass_op(steps: list[FrameStep], last: bool) -> Op:
                 np.copyto(band, flat_source[start : start + BAND_ELEMENTS])
             for band_step in band_steps:
                 band_step(band, start)
-            if last:
+            if last and rounded:
                 # Every step keeps values within [0, 255], so |v| is v: round half to
                 # even (as np.rint) and convert, in one pass.
                 cv2.convertScaleAbs(band, dst=flat_out[start : start + BAND_ELEMENTS])
+            elif last:
+                np.copyto(flat_out[start : start + BAND_ELEMENTS], band)
         f.values = None if last else values
 
     return op
@@ -133,22 +137,26 @@ def _passes(applies: Sequence[Apply]) -> list[Pass]:
     return passes
 
 
-def _frame_program(applies: Sequence[Apply], height: int, width: int) -> FrameProgram:
+def _frame_program(
+    applies: Sequence[Apply], height: int, width: int, rounded: bool = True
+) -> FrameProgram:
     """The transforms of one frame, with their own scratch (one program per worker).
 
     Values are float32 between passes. The first pass reads the uint8 frame itself (a
     separable filter: OpenCV converts as it filters; a point pass: band by band). The
     last computing pass writes the rounded uint8 result in the same pass (OpenCV
     rounds half to even, as np.rint does). Fills after it set whole grey levels in the
-    uint8 frame, which commutes with the rounding (as on CUDA)."""
+    uint8 frame, which commutes with the rounding (as on CUDA). Not `rounded`: the
+    frame and the output are float32 grey levels and nothing is rounded
+    (_deep_program)."""
     passes = _passes(applies)
     last = max(i for i, p in enumerate(passes) if not isinstance(p, Fill))
     ops: list[Op] = []
     for i, p in enumerate(passes):
         if isinstance(p, list):
-            ops.append(_point_pass_op([a.numpy(height, width) for a in p], i == last))
+            ops.append(_point_pass_op([a.numpy(height, width) for a in p], i == last, rounded))
         elif isinstance(p, Separable):
-            ops.append(_separable_op(p.taps, i == last))
+            ops.append(_separable_op(p.taps, i == last, rounded))
         else:
             ops.append(_fill_op(p, p.boxes(height, width), i > last))
     frame = _Frame([np.empty((height, width, 3), np.float32) for _ in range(2)])
@@ -157,6 +165,36 @@ def _frame_program(applies: Sequence[Apply], height: int, width: int) -> FramePr
         frame.source, frame.out, frame.index, frame.values = source, out, frame_index, None
         for op in ops:
             op(frame)
+
+    return run
+
+
+# 65535 / 255: 8-bit grey level L is 16-bit level 257 L (as FFmpeg widens 8 bits to 16).
+DEEP_SCALE = 257
+_DEEP_TO_LEVELS = np.float32(1 / DEEP_SCALE)
+
+
+def level_scale(dtype: np.dtype) -> int:
+    """16-bit levels per 8-bit grey level for `dtype` frames: 1 (uint8) or 257 (uint16)."""
+    return DEEP_SCALE if dtype == np.uint16 else 1
+
+
+def _deep_program(applies: Sequence[Apply], height: int, width: int) -> FrameProgram:
+    """The transforms of one uint16 frame: the same passes on float32 values in 8-bit
+    grey levels (v / 257), so every parameter (noise sigma, the occlusion grey, white
+    at 255) means what it means on 8-bit frames and a copy of a 10-bit camera gets the
+    look of its 8-bit twin; the result is rounded once, to 16 bits, never to 8."""
+    program = _frame_program(applies, height, width, rounded=False)
+    levels, result = (np.empty((height, width, 3), np.float32) for _ in range(2))
+
+    def run(source: np.ndarray, out: np.ndarray, frame_index: int) -> None:
+        np.multiply(source, _DEEP_TO_LEVELS, out=levels)
+        program(levels, result, frame_index)
+        np.multiply(result, np.float32(DEEP_SCALE), out=result)
+        # A blur's float32 sums may pass 255 by an ulp.
+        np.clip(result, 0, np.iinfo(np.uint16).max, out=result)
+        np.rint(result, out=result)
+        np.copyto(out, result, casting="unsafe")
 
     return run
 
@@ -173,7 +211,7 @@ class NumpyEngine:
         fills = [a for a in self.applies if isinstance(a, Fill)]
         if len(fills) == len(self.applies):
             return _fills_only(frames, fills)
-        out = np.empty(frames.shape, np.uint8)
+        out = np.empty(frames.shape, frames.dtype)
         workers = _thread_count(len(frames))
         # Workers take the next frame as they finish one: a worker slowed by another
         # process on its core costs at most one frame, not a fixed share of the batch.
@@ -198,14 +236,16 @@ class NumpyEngine:
             if i >= len(frames):
                 return
             if program is None:
-                program = _frame_program(self.applies, *frames.shape[1:3])
+                make = _deep_program if frames.dtype == np.uint16 else _frame_program
+                program = make(self.applies, *frames.shape[1:3])
             program(frames[i], out[i], frame_offset + i)
 
 
 def _fills_only(frames: np.ndarray, fills: list[Fill]) -> np.ndarray:
-    """No arithmetic at all: fill a uint8 copy (what float32 and rounding would give)."""
+    """No arithmetic at all: fill a copy (what float32 and rounding would give)."""
     out = frames.copy()
+    scale = level_scale(frames.dtype)
     for fill in fills:
         for y0, y1, x0, x1 in fill.boxes(*frames.shape[1:3]):
-            out[:, y0:y1, x0:x1] = fill.value
+            out[:, y0:y1, x0:x1] = fill.value * scale
     return out
