@@ -5,8 +5,8 @@ Shard k of n augments a fixed, contiguous range of source episodes, so the merge
 output keeps the source's episode order. Every shard reads the whole source's episode
 table and numbers its output episodes and frames as the unsplit job would; parameters
 are drawn per (seed, source episode, copy), so a shard draws what the unsplit job
-draws. Merging therefore never rewrites a data row or a frame: it places the shards'
-files and writes the metadata that spans them.
+draws. Merging therefore never changes a data row or decodes a frame: it joins the
+shards' files as the unsplit job fills them and writes the metadata that spans them.
 
 A shard's folder is not a dataset: it holds its episodes' files and `shard.json`, the
 manifest saying which shard it is and what the merge needs (its new files, and the
