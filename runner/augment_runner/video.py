@@ -435,6 +435,12 @@ class VideoConcatenator:
             self._container = None
 
 
+def _times(packet: av.Packet) -> tuple[int, int]:
+    """A packet's (pts, dts), which the demuxing loops only keep when both are set."""
+    assert packet.pts is not None and packet.dts is not None
+    return packet.pts, packet.dts
+
+
 def episode_packets(
     source: Path, windows: Sequence[tuple[float, int]], fps: Fraction
 ) -> Iterator[tuple[av.video.stream.VideoStream, list[av.Packet]]]:
@@ -458,11 +464,12 @@ def episode_packets(
             if len(packets) != windows[index][1] or not packets or not packets[0].is_keyframe:
                 raise VideoError(f"{source}: episode {index} of the file is not "
                                  f"{windows[index][1]} frames from a key frame of its own")
-            shift = min(p.pts for p in packets)
-            if packets[0].pts != shift:
+            times = [_times(p) for p in packets]
+            shift = min(pts for pts, _ in times)
+            if times[0][0] != shift:
                 raise VideoError(f"{source}: episode {index} does not start on its first frame")
-            for packet in packets:
-                packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
+            for packet, (pts, dts) in zip(packets, times, strict=True):
+                packet.pts, packet.dts = pts - shift, dts - shift
             return packets
 
         for packet in container.demux(stream):

@@ -475,8 +475,10 @@ class LeRobotV3Writer(DatasetWriter):
     # -- metadata --------------------------------------------------------------
 
     def finish(self) -> None:
-        for series in [*self._data_series.values(), *self._video_series.values()]:
-            series.close()
+        for data in self._data_series.values():
+            data.close()
+        for video in self._video_series.values():
+            video.close()
         self._place_data_parts()
         self._place_video_parts()
         self._write_episodes_meta()
