@@ -6,7 +6,9 @@ and a short table on stderr.
 
 Every implementation gets the same frames, in the same process, with the same
 parameters, and is timed as best of several runs (the machine may be shared). Ratios
-come first: ours / albumentations and ours / naive, in frames per second.
+come first: ours / albumentations and ours / naive, in frames per second; beside them,
+at one thread, albumentations' CPU time per frame / ours (`time.thread_time` of the
+same runs), which other work on a shared machine moves far less than wall time.
 
 What each side does (and where it differs):
 - ours: `Augmenter` on NumPy (all cores; also timed with one thread), and on CuPy when a
@@ -263,13 +265,30 @@ PAIRS = {  # ratio -> (ours, theirs); the albumentations pairs run at the same t
 }
 
 
-def interleaved_fps(impls: dict[str, Impl], frames: np.ndarray, reps: int) -> dict[str, float]:
-    """Best of `reps` runs of each, interleaved so that a busy moment hits everyone."""
-    best = dict.fromkeys(impls, float("inf"))
+ONE_THREAD = ("ours_numpy_1thread", "albumentations_1thread")
+"""Implementations that do all their work on the calling thread (AUGMENT_THREADS=1,
+OpenCV on one thread), so `time.thread_time` is their whole CPU time."""
+
+
+def interleaved(
+    impls: dict[str, Impl], frames: np.ndarray, reps: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Best of `reps` runs of each, interleaved so that a busy moment hits everyone:
+    frames per second (wall time), and CPU milliseconds per frame of the one-thread
+    implementations (other processes on the machine take their cores' time, which
+    moves wall time, but hardly the CPU time of the work itself)."""
+    wall = dict.fromkeys(impls, float("inf"))
+    cpu = {name: float("inf") for name in impls if name in ONE_THREAD}
     for _ in range(reps):
         for name, impl in impls.items():
-            best[name] = min(best[name], best_seconds(lambda i=impl, f=frames: i(f), 1))
-    return {name: round(len(frames) / sec, 1) for name, sec in best.items()}
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            impl(frames)
+            cpu_seconds, wall_seconds = time.thread_time() - start_cpu, time.perf_counter() - start
+            wall[name] = min(wall[name], wall_seconds)
+            if name in cpu:
+                cpu[name] = min(cpu[name], cpu_seconds)
+    fps = {name: round(len(frames) / sec, 1) for name, sec in wall.items()}
+    return fps, {name: round(1000 * sec / len(frames), 3) for name, sec in cpu.items()}
 
 
 def bench_cpu(quick: bool, config: CpuConfig | None = None) -> dict[str, Any]:
@@ -278,26 +297,32 @@ def bench_cpu(quick: bool, config: CpuConfig | None = None) -> dict[str, Any]:
     cfg = config or (QUICK if quick else FULL)
     load_before = load_average()
     fps: dict[str, Any] = {state: {} for state in STATES}
+    cpu_ms: dict[str, Any] = {state: {} for state in STATES}
     unavailable: dict[str, str] = {}
     load_cores: list[float] = []
     for res, (h, w) in cfg.resolutions.items():
         frames = synthetic_frames(cfg.batch, h, w)
         for state in STATES:
-            fps[state][res] = {}
+            fps[state][res], cpu_ms[state][res] = {}, {}
         for case, transforms in CASES.items():
             impls, missing = cpu_impls(transforms)
             unavailable |= missing
             for impl in impls.values():
                 impl(frames[:2])  # warm up: imports, caches, first-call costs
-            fps["idle"][res][case] = interleaved_fps(impls, frames, cfg.reps)
+            fps["idle"][res][case], cpu_ms["idle"][res][case] = interleaved(
+                impls, frames, cfg.reps
+            )
             del impls["naive_pillow"]
             with competing_load(cfg.load_processes) as load:
-                fps["loaded"][res][case] = interleaved_fps(impls, frames, cfg.reps)
+                fps["loaded"][res][case], cpu_ms["loaded"][res][case] = interleaved(
+                    impls, frames, cfg.reps
+                )
             load_cores.append(round(sum(load.cores.values()), 2))
     return {
         "batch_frames": cfg.batch,
         "repetitions": cfg.reps,
         "fps": fps,
+        "cpu_ms_per_frame_1thread": cpu_ms,
         "ratios": {state: _ratios(fps[state]) for state in STATES},
         "machine_state": {
             "idle": "no competing process started (the machine itself may be shared: see "
@@ -313,6 +338,20 @@ def bench_cpu(quick: bool, config: CpuConfig | None = None) -> dict[str, Any]:
         },
         "unavailable": unavailable,
     }
+
+
+def cpu_ratios(cpu_ms: dict[str, Any]) -> dict[str, Any]:
+    """albumentations' CPU time / ours per frame, at one thread (higher is better, like
+    the frame-rate ratios); a figure beside the targets, which are on wall time."""
+    ours, theirs = ONE_THREAD
+    return {
+        state: {
+            res: {case: round(row[theirs] / row[ours], 2) for case, row in cases.items()
+                  if ours in row and theirs in row}
+            for res, cases in by_res.items()
+        }
+        for state, by_res in cpu_ms.items()
+    }  # fmt: skip
 
 
 def _ratios(fps: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
@@ -500,6 +539,8 @@ def run(results: dict, quick: bool, config: CpuConfig | None = None) -> dict:
         "ratios": cpu["ratios"],
         "targets": transform_targets(cpu.pop("ratios")),
         "fps": cpu.pop("fps"),
+        "cpu_ms_per_frame_1thread": cpu["cpu_ms_per_frame_1thread"],
+        "cpu_ratios_1thread": cpu_ratios(cpu.pop("cpu_ms_per_frame_1thread")),
         "machine_state": cpu.pop("machine_state"),
         "gpu": bench_gpu(quick),
         "config": {
@@ -521,11 +562,13 @@ def _table(report: dict) -> str:
         for res, cases in by_res.items():
             for case, row in cases.items():
                 ratios = report["ratios"][state][res][case]
+                cpu = report["cpu_ratios_1thread"][state][res].get(case, "-")
                 lines.append(
                     f"{state + ' ' + res + ' ' + case:<26}{row['ours_numpy']:>9}"
                     f"{row['ours_numpy_1thread']:>10}{row.get('albumentations', '-'):>9}"
                     f"{row.get('albumentations_1thread', '-'):>9}  "
                     + " ".join(f"{k.removeprefix('ours_')}={v}" for k, v in ratios.items())
+                    + f" 1thread_cpu_time={cpu}"
                 )
     return "\n".join(lines)
 

@@ -209,6 +209,15 @@ def md_transforms(r: dict) -> list[str]:
                                for name in ("ours_numpy", "albumentations", "ours_numpy_1thread",
                                             "albumentations_1thread")),
                              fps["naive_pillow"]])  # fmt: skip
+    cpu_rows = _cpu_rows(r.get("cpu_ms_per_frame_1thread"), r.get("cpu_ratios_1thread"))
+    cpu_block = [
+        "CPU time per frame at one thread (ms, `time.thread_time` of the same runs: all "
+        "of each side's work is on the calling thread, and other processes move it far "
+        "less than wall time); ratio = albumentations / ours, higher is better:", "",
+        *table(["case", "idle ours", "idle albu", "idle albu/ours", "loaded ours",
+                "loaded albu", "loaded albu/ours"], cpu_rows),
+        "",
+    ] if cpu_rows else []  # fmt: skip
     cfg, gpu, state = r["config"], r["gpu"], r["machine_state"]
     load, average = state["loaded"], state["load_average_1_5_15"]
     return [
@@ -228,10 +237,27 @@ def md_transforms(r: dict) -> list[str]:
                 "loaded ours", "loaded albu", "loaded ours 1t", "loaded albu 1t",
                 "idle naive"], fps_rows),
         "",
+        *cpu_block,
         f"Batch of {cfg['batch_frames']} frames, best of {cfg['repetitions']} interleaved "
         f"repetitions per state; resolutions {cfg['resolutions']}; parameters {cfg['params']}. "
         f"GPU: {gpu.get('device') if gpu.get('available') else gpu.get('reason')}.",
     ]  # fmt: skip
+
+
+def _cpu_rows(cpu_ms: dict | None, ratios: dict | None) -> list[list[Any]]:
+    """Rows of the one-thread CPU time table (none in results from before it existed)."""
+    if not cpu_ms or not ratios:
+        return []
+    rows = []
+    for res, cases in cpu_ms["idle"].items():
+        for case in cases:
+            cells: list[Any] = [f"{res} {case}"]
+            for state in ("idle", "loaded"):
+                row = cpu_ms[state][res][case]
+                cells += [row.get("ours_numpy_1thread"), row.get("albumentations_1thread"),
+                          ratios[state][res].get(case)]  # fmt: skip
+            rows.append(cells)
+    return rows
 
 
 def md_pipeline(r: dict) -> list[str]:

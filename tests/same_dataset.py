@@ -1,10 +1,12 @@
 """What "the same dataset" means for a split job (docs/design.md, Scale out).
 
-What a reader sees is equal: the data rows, the decoded frames of every episode and
-camera, the episode table but for where each episode's files are, the statistics
-(within float tolerance), info, tasks, provenance, card and preview, and every source
-file the unsplit output copies, byte for byte. Only how the new episodes are spread over
-files may differ (each shard writes its own files).
+What a reader sees is equal, and where it finds it: the same files (the merge joins the
+shards' files as one run fills them), each data file with the same schema and rows, the
+decoded frames of every episode and camera, the episode table (file indices and video
+offsets included), the statistics (within float tolerance), info, tasks, provenance,
+card and preview, and every source file the unsplit output copies, byte for byte. Only
+the bytes of new data and video files may differ (rows encoded again, packets muxed
+again).
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from augment_runner.formats.detect import open_dataset
 from augment_runner.validate import validate_dataset
-
-# The columns saying where an episode's rows and frames are: the only ones allowed to differ.
-LOCATION = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 
 
 def digest(path: Path) -> str:
@@ -35,10 +35,23 @@ def data_rows(root: Path) -> list[dict[str, Any]]:
 
 def episode_rows(root: Path) -> list[dict[str, Any]]:
     table = pads.dataset(str(root / "meta/episodes"), format="parquet").to_table()
-    return [
-        {k: v for k, v in row.items() if not k.endswith(LOCATION)}
-        for row in table.sort_by("episode_index").to_pylist()
-    ]
+    return table.sort_by("episode_index").to_pylist()
+
+
+def files_of(root: Path) -> list[str]:
+    """The dataset's files (not the Hub client's hidden caches)."""
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def assert_same_data_files(whole: Path, merged_: Path) -> None:
+    """Each data file holds the same rows, in order, with the same schema (metadata too)."""
+    for path in sorted(whole.glob("data/*/*.parquet")):
+        other = merged_ / path.relative_to(whole)
+        assert pq.read_schema(other).equals(pq.read_schema(path), check_metadata=True), other
+        assert pq.read_table(other).to_pylist() == pq.read_table(path).to_pylist(), other
 
 
 def frames_of(root: Path) -> dict[tuple[int, str], np.ndarray]:
@@ -60,6 +73,8 @@ def stats_json(root: Path) -> dict[str, dict[str, np.ndarray]]:
 
 def assert_same_dataset(whole: Path, merged_: Path, source: Path) -> None:
     assert validate_dataset(merged_) == []
+    assert files_of(merged_) == files_of(whole)
+    assert_same_data_files(whole, merged_)
     for name in ("meta/info.json", "meta/tasks.parquet", "meta/augmentation.json",
                  "README.md", "preview.png"):
         assert digest(merged_ / name) == digest(whole / name), name

@@ -45,8 +45,9 @@ from .provenance import PROVENANCE_PATH, TOOL_NAME
 T = TypeVar("T")
 
 REPO_TYPE = "dataset"
-# Above either limit, LFS contents are uploaded in batches before the single final commit.
-BATCH_FILES = 256
+# Above either limit, LFS contents are uploaded in batches before the single final commit
+# (which then only names them): at most 100 files each, the Hub's recommended commit size.
+BATCH_FILES = 100
 BATCH_BYTES = 1024**3
 # Local folders the Hub client keeps inside a download folder; never part of a dataset.
 _LOCAL_ONLY = (".cache/huggingface", ".git")

@@ -2,8 +2,9 @@
 unsplit job writes (docs/design.md, Scale out).
 
 Shards already number their episodes and frames as the whole output does, so the merge
-copies their files into place and writes what spans them: the format's metadata
-(formats/*_merge.py), the provenance, the card and the preview. Like a run, it builds
+joins their files as the whole output's (rows and video packets copied, never changed)
+and writes what spans them: the format's metadata (formats/*_merge.py), the
+provenance, the card and the preview. Like a run, it builds
 the output in a hidden folder beside the destination and moves it into place only once
 it is valid. The shards' folders are only read.
 """

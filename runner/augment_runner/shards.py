@@ -5,8 +5,8 @@ Shard k of n augments a fixed, contiguous range of source episodes, so the merge
 output keeps the source's episode order. Every shard reads the whole source's episode
 table and numbers its output episodes and frames as the unsplit job would; parameters
 are drawn per (seed, source episode, copy), so a shard draws what the unsplit job
-draws. Merging therefore never rewrites a data row or a frame: it places the shards'
-files and writes the metadata that spans them.
+draws. Merging therefore never changes a data row or decodes a frame: it joins the
+shards' files as the unsplit job fills them and writes the metadata that spans them.
 
 A shard's folder is not a dataset: it holds its episodes' files and `shard.json`, the
 manifest saying which shard it is and what the merge needs (its new files, and the
@@ -29,7 +29,8 @@ SHARD_MANIFEST = "shard.json"
 # Source episodes a sharded job's pod augments between two checkpoints (a piece: pieces),
 # unless the pod's environment says otherwise (contract.ENV_CHECKPOINT_EPISODES).
 CHECKPOINT_EPISODES = 10
-MANIFEST_VERSION = 1
+# 2: the files' sizes and frame rates the merge joins files by (formats/*_merge.py).
+MANIFEST_VERSION = 2
 
 
 def not_splittable(kind: str, remedy: str) -> AugmentError:

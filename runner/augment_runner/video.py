@@ -13,9 +13,10 @@ rgb48le) for video of more bits per sample, so a 10-bit camera is never quantise
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -382,41 +383,109 @@ class VideoConcatenator:
         self.path = Path(path)
         self.fps = Fraction(fps)
         self.frames = 0
+        self.packet_bytes = 0
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
 
     def append(self, segment: Path, expected_frames: int) -> Segment:
-        start_frames = self.frames
         with _open_input(segment) as source:
             in_stream = source.streams.video[0]
-            base = time_base(in_stream)
-            if self._container is None or self._stream is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._container = av.open(str(self.path), "w", options={"movflags": "faststart"})
-                self._stream = self._container.add_stream_from_template(in_stream, opaque=True)
-                self._stream.time_base = base
-            shift = round(Fraction(start_frames) / self.fps / base)
-            copied = 0
-            for packet in source.demux(in_stream):
-                if packet.dts is None or packet.pts is None:
-                    continue  # the demuxer's end-of-stream marker
-                packet.pts += shift
-                packet.dts += shift
-                packet.stream = self._stream
-                self._container.mux(packet)
-                copied += 1
+            return self.append_packets(
+                in_stream, source.demux(in_stream), expected_frames, segment
+            )
+
+    def append_packets(
+        self, in_stream: av.video.stream.VideoStream, packets: Iterable[av.Packet],
+        expected_frames: int, where: Path,
+    ) -> Segment:
+        """Append one episode's packets, timed from 0 in `in_stream`'s time base (a
+        segment's, or an episode cut out of a file by `episode_packets`)."""
+        start_frames = self.frames
+        base = time_base(in_stream)
+        if self._container is None or self._stream is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(str(self.path), "w", options={"movflags": "faststart"})
+            self._stream = self._container.add_stream_from_template(in_stream, opaque=True)
+            self._stream.time_base = base
+        shift = round(Fraction(start_frames) / self.fps / base)
+        copied = 0
+        for packet in packets:
+            if packet.dts is None or packet.pts is None:
+                continue  # the demuxer's end-of-stream marker
+            packet.pts += shift
+            packet.dts += shift
+            packet.stream = self._stream
+            self.packet_bytes += packet.size
+            self._container.mux(packet)
+            copied += 1
         if copied != expected_frames:
-            raise VideoError(f"{segment}: encoded {copied} frames, expected {expected_frames}")
+            raise VideoError(f"{where}: encoded {copied} frames, expected {expected_frames}")
         self.frames += copied
         return Segment(float(start_frames / self.fps), float(self.frames / self.fps), copied)
 
     def size_bytes(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
+        """The bytes of the packets appended so far: what the file's size limit counts.
+        Counted, not read from the disk (where the muxer's buffer makes it lag), so a
+        merge appending the same packets fills its files exactly as the writer did."""
+        return self.packet_bytes
 
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+def _times(packet: av.Packet) -> tuple[int, int]:
+    """A packet's (pts, dts), which the demuxing loops only keep when both are set."""
+    assert packet.pts is not None and packet.dts is not None
+    return packet.pts, packet.dts
+
+
+def episode_packets(
+    source: Path, windows: Sequence[tuple[float, int]], fps: Fraction
+) -> Iterator[tuple[av.video.stream.VideoStream, list[av.Packet]]]:
+    """The packets of each episode of a file VideoConcatenator wrote, in order: one
+    (stream, packets) per window (from_timestamp, frames), the episodes back to back as
+    the file holds them, each timed from 0, in decode order. Read in one pass. A file
+    that does not hold exactly these episodes, each starting on a key frame of its own,
+    is refused: joining it could not be exact."""
+    with _open_input(source) as container:
+        stream = container.streams.video[0]
+        base = time_base(stream)
+        frame_ticks = 1 / (Fraction(fps) * base)
+        # Each window's lowest pts: half a frame before its first frame's.
+        starts = [Fraction(start) / base - frame_ticks / 2 for start, _ in windows]
+        episodes: list[list[av.Packet]] = [[] for _ in windows]
+        current = 0
+
+        def finished(index: int) -> list[av.Packet]:
+            packets = episodes[index]
+            episodes[index] = []
+            if len(packets) != windows[index][1] or not packets or not packets[0].is_keyframe:
+                raise VideoError(f"{source}: episode {index} of the file is not "
+                                 f"{windows[index][1]} frames from a key frame of its own")
+            times = [_times(p) for p in packets]
+            shift = min(pts for pts, _ in times)
+            if times[0][0] != shift:
+                raise VideoError(f"{source}: episode {index} does not start on its first frame")
+            for packet, (pts, dts) in zip(packets, times, strict=True):
+                packet.pts, packet.dts = pts - shift, dts - shift
+            return packets
+
+        for packet in container.demux(stream):
+            if packet.dts is None or packet.pts is None:
+                continue
+            index = bisect.bisect_right(starts, packet.pts) - 1
+            if index < current:
+                raise VideoError(f"{source}: a packet of episode {index} comes after episode "
+                                 f"{current}'s; the file is not one VideoConcatenator wrote")
+            while current < index:
+                yield stream, finished(current)
+                current += 1
+            episodes[index].append(packet)
+        while current < len(windows):
+            yield stream, finished(current)
+            current += 1
 
 
 class EpisodeCut:

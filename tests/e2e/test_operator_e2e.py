@@ -137,40 +137,43 @@ def test_a_secret_that_is_not_a_token_never_reaches_status_or_events(
         assert piece not in seen
 
 
-def test_two_shards_publish_what_one_pod_publishes(
+def test_four_shards_publish_what_one_pod_publishes(
         stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same spec and seed run by one pod, then as 2 shards (an Indexed Job and its
-    finalize Job) into the same output: the two published datasets are the same."""
+    """The same spec and seed run by one pod, then as 4 shards of one episode each (an
+    Indexed Job and its finalize Job) into the same output: the two published datasets
+    are the same, file for file."""
     for key, value in stack.hub.client_env().items():
         monkeypatch.setenv(key, value)
+    source = tmp_path / "source"
+    make_lerobot_v3(source, episodes=4, frames=8, codec="libx264")
+    stack.hub.seed("robotics-lab/pick-place-4", source)
     output = "robotics-lab/pick-place-sharded"
     published = {}
-    for name, shards in (("one-pod", 1), ("two-shards", 2)):
-        stack.apply(example_manifest(outputDatasetId=output, shards=shards)
+    for name, shards in (("one-pod", 1), ("four-shards", 4)):
+        stack.apply(example_manifest(datasetId="robotics-lab/pick-place-4",
+                                     outputDatasetId=output, shards=shards)
                     | {"metadata": {"name": name}})
-        cr = stack.wait_phase(name, {"Succeeded", "Failed"}, timeout=300)
+        cr = stack.wait_phase(name, {"Succeeded", "Failed"}, timeout=420)
         assert cr["status"]["phase"] == "Succeeded", cr["status"].get("message")
         published[name] = tmp_path / name
         download_dataset(output, published[name], token=stack.hub_token)
     status = cr["status"]
-    assert status["shards"] | {"total": 2, "done": 2, "failed": 0} == status["shards"]
-    assert status["progress"]["text"] == "100% (3/3)"
+    assert status["shards"] | {"total": 4, "done": 4, "failed": 0} == status["shards"]
+    assert status["progress"]["text"] == "100% (4/4)"
     assert status["outputRevision"] == stack.hub.head(output)
-    merge, runner = sorted(stack.jobs_of("two-shards"), key=lambda j: j["metadata"]["name"])
+    merge, runner = sorted(stack.jobs_of("four-shards"), key=lambda j: j["metadata"]["name"])
     assert (merge["metadata"]["name"], runner["metadata"]["name"]) == (
-        "two-shards-merge", "two-shards-run")
+        "four-shards-merge", "four-shards-run")
     assert runner["spec"]["completionMode"] == "Indexed"
     indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
-                     for p in runner_pods(stack, "two-shards")
+                     for p in runner_pods(stack, "four-shards")
                      if p["metadata"]["labels"].get("job-name") == runner["metadata"]["name"])
-    assert indexes == ["0", "1"]
+    assert indexes == ["0", "1", "2", "3"]
     assert not [b for b in stack.hub.store.refs("dataset", output)["branches"] if b != "main"]
-    source = tmp_path / "source"
-    download_dataset("robotics-lab/pick-place", source, token=stack.hub_token)
-    assert_same_dataset(published["one-pod"], published["two-shards"], source)
-    columns = stack.cluster.kubectl("get", "augjob", "two-shards", "-n", stack.namespace,
+    assert_same_dataset(published["one-pod"], published["four-shards"], source)
+    columns = stack.cluster.kubectl("get", "augjob", "four-shards", "-n", stack.namespace,
                                     "-o", "wide").stdout
-    assert "2/2" in columns and "100% (3/3)" in columns
+    assert "4/4" in columns and "100% (4/4)" in columns
 
 
 def test_a_failed_sharded_job_leaves_no_staging_branch(stack: Stack) -> None:

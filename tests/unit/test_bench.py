@@ -135,6 +135,12 @@ def test_transforms_bench_measures_every_case_idle_and_loaded(local_results):
     assert idle["ours_1thread_vs_albumentations_1thread"] == pytest.approx(
         row["ours_numpy_1thread"] / row["albumentations_1thread"], abs=0.01
     )
+    cpu = r["cpu_ms_per_frame_1thread"]["loaded"]["480p"]["stacked"]
+    assert set(cpu) == {"ours_numpy_1thread", "albumentations_1thread"}
+    assert all(positive(v) for v in cpu.values())
+    assert r["cpu_ratios_1thread"]["loaded"]["480p"]["stacked"] == pytest.approx(
+        cpu["albumentations_1thread"] / cpu["ours_numpy_1thread"], abs=0.01
+    )
     assert set(r["ratios"]["loaded"]["480p"]["stacked"]) == {
         "ours_vs_albumentations", "ours_1thread_vs_albumentations_1thread"
     }  # fmt: skip

@@ -29,6 +29,7 @@ from augment_runner.video import (
     VideoEncoder,
     VideoFormat,
     decode_episode,
+    episode_packets,
     probe_video,
 )
 
@@ -69,6 +70,56 @@ def test_concatenated_episodes_decode_back_at_their_offsets(tmp_path: Path, code
         decoded = np.concatenate(batches)
         # Lossy codecs: the right frames, in order, within a few grey levels on average.
         assert np.abs(decoded.astype(int) - frames).mean() < 6
+
+
+def concatenated(tmp_path: Path, fmt: VideoFormat, lengths: list[int], name: str) -> Path:
+    """A v3 video file of episodes of `lengths` frames, as the writer appends them."""
+    concatenator = VideoConcatenator(tmp_path / name, fmt.fps)
+    for n, length in enumerate(lengths):
+        with VideoEncoder(tmp_path / "segment.mp4", fmt, faststart=False) as encoder:
+            encoder.write(synthetic_frames(n, length, SIZE))
+        concatenator.append(tmp_path / "segment.mp4", length)
+    concatenator.close()
+    return tmp_path / name
+
+
+def decoded(path: Path, start_s: float, frames: int) -> np.ndarray:
+    return np.concatenate(list(decode_episode(path, fps=10, num_frames=frames, start_s=start_s,
+                                              batch_frames=8)))
+
+
+@pytest.mark.parametrize("codec", ["av1", "h264"])
+def test_episodes_of_two_files_join_into_one_without_decoding(tmp_path: Path, codec: str) -> None:
+    """The merge's join: episodes cut out of two files (by their offsets) and appended to
+    a third are bit for bit the frames they were, at offsets as if written there, and
+    the joined file counts exactly the packet bytes appended."""
+    fmt = VideoFormat(codec, "yuv420p", Fraction(10), SIZE[1], SIZE[0])
+    first = concatenated(tmp_path, fmt, [7, 12], "a.mp4")
+    second = concatenated(tmp_path, fmt, [5], "b.mp4")
+    joined = VideoConcatenator(tmp_path / "joined.mp4", fmt.fps)
+    segments, sizes = [], 0
+    for path, windows in ((first, [(0.0, 7), (0.7, 12)]), (second, [(0.0, 5)])):
+        for (start, length), (stream, packets) in zip(
+            windows, episode_packets(path, windows, fmt.fps), strict=True
+        ):
+            sizes += sum(p.size for p in packets)
+            segments.append((path, start, joined.append_packets(stream, packets, length, path)))
+    joined.close()
+    assert joined.size_bytes() == sizes
+    assert [s.from_timestamp for _, _, s in segments] == [0.0, 0.7, 1.9]
+    for path, start, segment in segments:
+        np.testing.assert_array_equal(
+            decoded(tmp_path / "joined.mp4", segment.from_timestamp, segment.frames),
+            decoded(path, start, segment.frames),
+        )
+
+
+def test_a_file_that_does_not_hold_the_episodes_said_is_not_joined(tmp_path: Path) -> None:
+    fmt = VideoFormat("h264", "yuv420p", Fraction(10), SIZE[1], SIZE[0])
+    path = concatenated(tmp_path, fmt, [7, 12], "a.mp4")
+    for windows in ([(0.0, 6), (0.7, 12)], [(0.0, 7), (0.7, 11)], [(0.0, 7)]):
+        with pytest.raises(VideoError):
+            list(episode_packets(path, windows, fmt.fps))
 
 
 @pytest.mark.parametrize("codec", ["av1", "h264"])

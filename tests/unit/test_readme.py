@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from same_dataset import files_of
 
 from augment_api.app import create_app
 from augment_api.settings import Settings
@@ -209,6 +210,7 @@ def test_the_shard_commands_merge_into_what_one_run_writes(tmp_path: Path) -> No
     run_augment(whole)
     merged = tmp_path / merge[merge.index("--output") + 1]
     assert validate_dataset(merged) == []
+    assert files_of(merged) == files_of(tmp_path / "whole")
     for name in ("meta/augmentation.json", "meta/stats.json", "meta/info.json", "README.md"):
         assert (merged / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 

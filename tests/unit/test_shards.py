@@ -7,8 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
-from same_dataset import assert_same_dataset, digest
+from same_dataset import assert_same_dataset, digest, episode_rows
 
 from augment_cli.main import main as augment_main
 from augment_dev.datasets import make_lerobot_v3, make_lerobot_v21
@@ -130,6 +131,49 @@ def test_shards_copy_only_the_source_files_of_their_episodes(
     assert augment("merge", *map(str, folders), "--output", str(output)) == EXIT_OK
     assert_same_dataset(whole, output, rolled)
     assert (output / "data/chunk-009/notes.txt").exists()
+
+
+def with_limits(source: Path, root: Path, data_mb: float, video_mb: float) -> Path:
+    """A copy of `source` whose info.json sets the files' size limits, in chunks of 2."""
+    shutil.copytree(source, root)
+    info = json.loads((root / "meta/info.json").read_text())
+    info.update(chunks_size=2, data_files_size_in_mb=data_mb, video_files_size_in_mb=video_mb)
+    (root / "meta/info.json").write_text(json.dumps(info))
+    return root
+
+
+def new_files(output: Path, slot_episodes: range) -> dict[str, list[tuple[int, int]]]:
+    """Per data or video kind, the (chunk, file) of each episode in `slot_episodes`."""
+    rows = [r for r in episode_rows(output) if r["episode_index"] in slot_episodes]
+    kinds = ["data", *(f"videos/{camera}" for camera in (TOP, WRIST))]
+    return {k: [(r[f"{k}/chunk_index"], r[f"{k}/file_index"]) for r in rows] for k in kinds}
+
+
+def test_four_shards_join_their_files_as_one_run_fills_them(
+    source: Path, tmp_path: Path
+) -> None:
+    """Limits that hold about two new episodes per data and video file: one run rolls
+    over to new files (and chunks) mid-way; four shards of one or two episodes each are
+    joined into the very same files, rolling over at the same episodes."""
+    flags = ("--copies", "2", "--transforms", "noise", "--cameras", f"{TOP},{SIDE}")
+    sized = run_whole(source, tmp_path / "sized", flags)
+    # Per new episode of one run (copy 0: episodes 5-9, one file per kind): its rows' bytes in
+    # the file and in memory (an episode's first rows count before they are written), and
+    # its video's bytes. A file then holds about two episodes.
+    data = sized / "data/chunk-000/file-001.parquet"
+    in_file, in_memory = data.stat().st_size / 5, pq.read_table(data).nbytes / 5
+    video_bytes = (sized / f"videos/{TOP}/chunk-000/file-001.mp4").stat().st_size / 5
+    limited = with_limits(source, tmp_path / "src", (1.5 * in_file + in_memory) / 2**20,
+                          1.5 * video_bytes / 2**20)
+    whole = run_whole(limited, tmp_path / "whole", flags)
+    layout = new_files(whole, range(5, 15))
+    for kind, places in layout.items():
+        # Several files, some holding episodes that four shards made apart.
+        assert len(set(places)) >= 3, (kind, places)
+        assert len(set(places)) < len(places), (kind, places)
+    output = merged(limited, tmp_path / "split", 4, flags)
+    assert new_files(output, range(5, 15)) == layout
+    assert_same_dataset(whole, output, limited)
 
 
 @pytest.mark.parametrize(

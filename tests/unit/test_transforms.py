@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 import numpy as np
@@ -28,6 +29,9 @@ from augment_runner.transforms import (
     occlusion_pixels,
     sample_copy_params,
 )
+from augment_runner.transforms.base import Pointwise
+from augment_runner.transforms.lighting import LIGHTING
+from augment_runner.transforms.numpy_engine import _look_up
 from augment_spec.contract import ENV_BACKEND, ENV_THREADS
 from augment_spec.model import AugmentationSpec, Transform
 
@@ -130,6 +134,30 @@ def test_reference_temperature_is_the_identity_and_gains_are_monotonic():
 def test_lighting_clips_to_the_valid_range(xp: ModuleType):
     out = run(xp, params(Transform.lighting, brightness=50.0, contrast=50.0), random_frames())
     assert out.max() == 255 and out.min() == 0
+
+
+def test_lighting_levels_are_its_band_step_on_every_level():
+    """The NumPy engine looks lighting up in its table of levels (on a uint8 frame) or
+    runs its band step (on float values): the two agree bit for bit."""
+    p = params(Transform.lighting, brightness=13.0, contrast=-21.0, color_temp=3100)
+    lighting = LIGHTING.prepare(p)
+    assert isinstance(lighting, Pointwise) and lighting.levels is not None
+    frame = random_frames(1, 40, 50, seed=8)[0]
+    table = lighting.levels(40, 50)(frame, 0)
+    values = np.repeat(np.arange(256, dtype=np.float32), 3)  # element 3l + c: level l, channel c
+    lighting.numpy(40, 50)(frame, 0)(values, 0)
+    assert np.array_equal(table[0], values.reshape(256, 3))
+
+
+@pytest.mark.parametrize("start", [0, 1, 2, 3 * 7 + 2])
+@pytest.mark.parametrize("length", [1, 2, 3, 301, 302])
+def test_look_up_follows_the_channel_of_each_element(start: int, length: int):
+    table = np.random.default_rng(1).random((1, 256, 3), dtype=np.float32)
+    levels = np.random.default_rng(2).integers(0, 256, length, dtype=np.uint8)
+    out = np.full(length, -1.0, np.float32)
+    _look_up(levels, table, start, out)
+    channels = (start + np.arange(length)) % 3
+    assert np.array_equal(out, table[0, levels, channels])
 
 
 # ---------------------------------------------------------------------------- noise
@@ -289,6 +317,23 @@ def test_output_does_not_depend_on_batching(xp: ModuleType, monkeypatch: pytest.
     assert np.array_equal(whole, parts)
     monkeypatch.setenv(ENV_THREADS, "3")  # frames split over threads differently
     assert np.array_equal(whole, run(xp, p, frames, offset=30))
+
+
+def test_copies_sharing_a_thread_keep_their_own_results(monkeypatch: pytest.MonkeyPatch):
+    """The NumPy engine's float buffers stay with a thread from batch to batch and
+    copy to copy: copies that take turns on one thread get what each gets alone."""
+    monkeypatch.setenv(ENV_THREADS, "1")
+    frames = random_frames(4, 20, 28, seed=5)
+    copies = [stacked(seed=s) for s in (1, 2)]
+    copies.append(dataclasses.replace(copies[0], transforms=ALL[::-1]))
+    alone = []
+    for p in copies:  # each on a thread of its own, fresh buffers
+        with ThreadPoolExecutor(1) as own_thread:
+            alone.append(own_thread.submit(Augmenter(p, np), frames, 0).result())
+    augmenters = [Augmenter(p, np) for p in copies]
+    for turn in range(2):
+        for aug, expected in zip(augmenters, alone, strict=True):
+            assert np.array_equal(aug(frames, 0), expected), turn
 
 
 # -------------------------------------------------------------------- output contract

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,25 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 ROW_GROUP_BYTES = 4 * 2**20
 
 
+@dataclass(frozen=True)
+class FileLimits:
+    """How a dataset's data and video files are sized (meta/info.json, LeRobot's
+    defaults where it says nothing): a new chunk every `chunks_size` files, and files
+    filled up to the size limits (starts_new_file)."""
+
+    chunks_size: int
+    data_bytes: float
+    video_bytes: float
+
+    @classmethod
+    def of(cls, info: Mapping[str, Any]) -> FileLimits:
+        return cls(
+            int(info.get("chunks_size", 1000)),
+            float(info.get("data_files_size_in_mb", 100)) * 2**20,
+            float(info.get("video_files_size_in_mb", 500)) * 2**20,
+        )
+
+
 def next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
     """The file after (chunk, file): LeRobot moves to a new chunk every chunks_size files."""
     return (chunk + 1, 0) if file >= chunks_size - 1 else (chunk, file + 1)
@@ -69,6 +90,85 @@ def last_file(root: Path, pattern: str) -> tuple[int, int] | None:
         except (IndexError, ValueError):
             continue
     return max(found) if found else None
+
+
+def starts_new_file(size: int, incoming: int, limit: float) -> bool:
+    """LeRobot's rule for the files it fills (info.json's data_files_size_in_mb and
+    video_files_size_in_mb): an episode goes to a new file once the open file's bytes
+    and the episode's first bytes reach the limit. The writer and the merge fill files
+    only through DataSeries and VideoSeries, so a merged output rolls over at the very
+    episodes one run does."""
+    return size + incoming >= limit
+
+
+class DataSeries:
+    """The data files one slot fills, one after another. An episode goes whole into one
+    file (meta/episodes gives it one): the open one, unless starts_new_file says so."""
+
+    def __init__(self, schema: pa.Schema, limit: float, new_path: Callable[[int], Path]) -> None:
+        self.schema = schema
+        self.limit = limit
+        self._new_path = new_path  # the path of the series' file n
+        self.files: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self.size = 0  # what the open file counts: its header, then its episodes' rows
+
+    def begin_episode(self, incoming: int) -> int:
+        """The file (its position in `files`) of an episode whose first rows take
+        `incoming` bytes in memory."""
+        if self._writer is not None and starts_new_file(self.size, incoming, self.limit):
+            self.close()
+        if self._writer is None:
+            path = self._new_path(len(self.files))
+            self.files.append(path)
+            self._writer = pq.ParquetWriter(path, self.schema, compression="snappy")
+            self.size = path.stat().st_size
+        return len(self.files) - 1
+
+    def write(self, table: pa.Table) -> int:
+        """Append rows of the current episode to its file; the bytes they took there."""
+        if self._writer is None:
+            raise RuntimeError("rows written before their episode began")
+        before = self.files[-1].stat().st_size
+        self._writer.write_table(table)
+        return self.files[-1].stat().st_size - before
+
+    def count(self, size: int) -> None:
+        """Count `size` bytes of rows into the open file's size: the writer counts what
+        it wrote, the merge (which encodes the same rows again) what the writer counted."""
+        self.size += size
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class VideoSeries:
+    """The video files one slot fills for one camera, one after another: an episode's
+    packets go into the open file, unless starts_new_file says so."""
+
+    def __init__(self, fps: Fraction, limit: float, new_path: Callable[[int], Path]) -> None:
+        self.fps = fps
+        self.limit = limit
+        self._new_path = new_path  # the path of the series' file n
+        self.files: list[Path] = []
+        self._open: VideoConcatenator | None = None
+
+    def begin_episode(self) -> tuple[VideoConcatenator, int]:
+        """The file an episode is appended to, and its position in `files`."""
+        if self._open is not None and starts_new_file(self._open.size_bytes(), 0, self.limit):
+            self.close()
+        if self._open is None:
+            path = self._new_path(len(self.files))
+            self.files.append(path)
+            self._open = VideoConcatenator(path, self.fps)
+        return self._open, len(self.files) - 1
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open.close()
+            self._open = None
 
 
 # Metadata the writer rewrites (a previous run's augmentation.json included).
@@ -288,20 +388,18 @@ class LeRobotV3Writer(DatasetWriter):
         every = range(len(reader.episodes))
         self.covered = every if shard is None else shard.episodes(len(every))
         self.info = dict(reader.info)
-        self.chunks_size = int(self.info.get("chunks_size", 1000))
-        self.data_limit = float(self.info.get("data_files_size_in_mb", 100)) * 2**20
-        self.video_limit = float(self.info.get("video_files_size_in_mb", 500)) * 2**20
+        self.limits = FileLimits.of(self.info)
         self.staging = output / ".staging"
         self.records: list[EpisodeRecord] = []
         self.schema = reader.data_schema()
         self.meta_schema = reader.meta_table.schema
         self.stat_names = reader.stat_names()
-        # Per slot: the data part being written and its parquet writer.
+        # Per slot: its data parts and the series filling them.
         self.data_parts: dict[int, list[_Part]] = {}
-        self._data_writers: dict[int, tuple[pq.ParquetWriter, _Part]] = {}
-        # Per (slot, camera): the video part being appended to.
+        self._data_series: dict[int, DataSeries] = {}
+        # Per (slot, camera): its video parts and the series filling them.
         self.video_parts: dict[tuple[int, str], list[_Part]] = {}
-        self._concatenators: dict[tuple[int, str], tuple[VideoConcatenator, _Part]] = {}
+        self._video_series: dict[tuple[int, str], VideoSeries] = {}
         self.written_videos: set[str] = set()
         # Where the new files went, [slot, chunk, file] in placing order, and the new
         # meta/episodes file's [chunk, file]: a shard's manifest lists them.
@@ -342,47 +440,45 @@ class LeRobotV3Writer(DatasetWriter):
 
     # -- parts -----------------------------------------------------------------
 
-    def data_writer(
-        self, slot: int, incoming_bytes: int, episode_start: bool
-    ) -> tuple[pq.ParquetWriter, _Part]:
-        """The slot's open data file; a full one is closed first, but only between
-        episodes: meta/episodes gives each episode exactly one data file."""
-        current = self._data_writers.get(slot)
-        if current is not None and episode_start:
-            writer, part = current
-            if part.staging.stat().st_size + incoming_bytes >= self.data_limit:
-                writer.close()
-                current = None
-        if current is None:
+    def data_series(self, slot: int) -> DataSeries:
+        """The slot's data files (each staged as a part until finish names it)."""
+        series = self._data_series.get(slot)
+        if series is None:
             parts = self.data_parts.setdefault(slot, [])
-            part = _Part(self.staging / f"data-{slot}-{len(parts)}.parquet")
-            parts.append(part)
-            writer = pq.ParquetWriter(part.staging, self.schema, compression="snappy")
-            current = self._data_writers[slot] = (writer, part)
-        return current
+
+            def new_path(n: int) -> Path:
+                parts.append(_Part(self.staging / f"data-{slot}-{n}.parquet"))
+                return parts[-1].staging
+
+            series = DataSeries(self.schema, self.limits.data_bytes, new_path)
+            self._data_series[slot] = series
+        return series
 
     def concatenator(self, slot: int, camera: Camera) -> tuple[VideoConcatenator, _Part]:
+        """The video file the slot's next episode of `camera` is appended to."""
         key = (slot, camera.key)
-        current = self._concatenators.get(key)
-        if current is not None and current[0].size_bytes() >= self.video_limit:
-            current[0].close()
-            current = None
-        if current is None:
+        series = self._video_series.get(key)
+        if series is None:
             parts = self.video_parts.setdefault(key, [])
             safe = camera.key.replace("/", "_")
-            part = _Part(self.staging / f"video-{slot}-{safe}-{len(parts)}.mp4")
-            parts.append(part)
-            fmt = self.reader.video_format(camera)
-            current = self._concatenators[key] = (VideoConcatenator(part.staging, fmt.fps), part)
-        return current
+
+            def new_path(n: int) -> Path:
+                parts.append(_Part(self.staging / f"video-{slot}-{safe}-{n}.mp4"))
+                return parts[-1].staging
+
+            fps = self.reader.video_format(camera).fps
+            series = VideoSeries(fps, self.limits.video_bytes, new_path)
+            self._video_series[key] = series
+        concatenator, n = series.begin_episode()
+        return concatenator, self.video_parts[key][n]
 
     # -- metadata --------------------------------------------------------------
 
     def finish(self) -> None:
-        for writer, _ in self._data_writers.values():
-            writer.close()
-        for concatenator, _ in self._concatenators.values():
-            concatenator.close()
+        for data in self._data_series.values():
+            data.close()
+        for video in self._video_series.values():
+            video.close()
         self._place_data_parts()
         self._place_video_parts()
         self._write_episodes_meta()
@@ -395,7 +491,7 @@ class LeRobotV3Writer(DatasetWriter):
 
     def _allocate(self, parts: list[_Part], last: tuple[int, int] | None) -> tuple[int, int] | None:
         for part in parts:
-            last = (0, 0) if last is None else next_file(*last, self.chunks_size)
+            last = (0, 0) if last is None else next_file(*last, self.limits.chunks_size)
             part.final = last
         return last
 
@@ -466,7 +562,7 @@ class LeRobotV3Writer(DatasetWriter):
             return  # a shard without episodes (more shards than episodes)
         pattern = "meta/episodes/*/*.parquet"
         last = last_file(self.output, pattern) if self.plan.keep_originals else None
-        chunk, file = (0, 0) if last is None else next_file(*last, self.chunks_size)
+        chunk, file = (0, 0) if last is None else next_file(*last, self.limits.chunks_size)
         self.episodes_meta = [chunk, file]
         rows = [self._episode_row(r) for r in sorted(self.records, key=lambda r: r.index)]
         for row in rows:
@@ -491,8 +587,16 @@ class LeRobotV3Writer(DatasetWriter):
         return [self.reader.source_stats(self.reader.episodes[i]) for i in self.covered]
 
     def shard_parts(self) -> ShardParts:
+        # Per new episode, [index, bytes of its first rows in memory, bytes of its rows in
+        # its file], and per camera written the fps its videos are timed by: the merge
+        # joins the shards' files by the writer's own rules with them.
+        data_bytes = [[r.index, *r.extra["data_bytes"]] for r in sorted(self.records,
+                                                                       key=lambda r: r.index)]
+        rates = {c.key: self.reader.video_format(c).fps for c in self.reader.cameras
+                 if c.key in self.placed_videos}
+        fps = {key: [rate.numerator, rate.denominator] for key, rate in rates.items()}
         files = {"data": self.placed_data, "videos": self.placed_videos,
-                 "episodes": self.episodes_meta}
+                 "episodes": self.episodes_meta, "data_bytes": data_bytes, "fps": fps}
         return ShardParts(files, self._original_stats(), [r.stats for r in self.records])
 
 
@@ -524,12 +628,14 @@ class V3EpisodeWriter(LeRobotEpisodeWriter):
         if not self._pending:
             return
         table = pa.Table.from_batches(self._pending, schema=self.writer.schema)
-        episode_start = "data_part" not in self.record.extra
-        parquet_writer, part = self.writer.data_writer(
-            self.slot, self._pending_bytes, episode_start
-        )
-        self.record.extra["data_part"] = part
-        parquet_writer.write_table(table)
+        series = self.writer.data_series(self.slot)
+        if "data_part" not in self.record.extra:  # its first rows choose the episode's file
+            n = series.begin_episode(self._pending_bytes)
+            self.record.extra["data_part"] = self.writer.data_parts[self.slot][n]
+            self.record.extra["data_bytes"] = [self._pending_bytes, 0]
+        written = series.write(table)
+        series.count(written)
+        self.record.extra["data_bytes"][1] += written
         self._pending, self._pending_bytes = [], 0
 
     def reuse_source_frames(self, camera: Camera) -> bool:

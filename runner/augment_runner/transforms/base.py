@@ -50,6 +50,13 @@ so its pass's input is its own); `frame_index` is the frame's index in the episo
 StepFactory = Callable[[int, int], FrameStep]
 """(height, width) -> a frame step with its own scratch: one per worker thread and batch."""
 
+FrameLevels = Callable[[np.ndarray, int], np.ndarray]
+"""(frame, frame_index) -> float32 (1, 256, 3): what the step's band step makes of each
+uint8 level in each channel, bit for bit, for one uint8 frame (see `Pointwise.levels`)."""
+
+LevelsFactory = Callable[[int, int], FrameLevels]
+"""(height, width) -> frame levels with their own scratch, like StepFactory."""
+
 # NumPy point passes run band by band, every step of the pass on one band before the
 # next: a band (512 KiB of float32) stays in cache instead of each step streaming the
 # whole frame through memory. A multiple of the noise block (noise.BLOCK, 2^16), so
@@ -83,12 +90,19 @@ def no_args(xp: ModuleType, frames: Any) -> tuple[Any, ...]:
 
 @dataclass(frozen=True)
 class Pointwise:
-    """A map of each value on its own; `cuda_args` gives its snippet's parameter values."""
+    """A map of each value on its own; `cuda_args` gives its snippet's parameter values.
+
+    `levels`, for a map of each channel's value alone (a table of 256 levels per
+    channel): where the step is the first of its pass on a uint8 frame the NumPy engine
+    looks values up in that table (one cv2.LUT pass) instead of converting the frame
+    and running the band step.
+    """
 
     numpy: StepFactory
     cuda: CudaSnippet
     cuda_args: PointArgs = no_args
     reads_frame: bool = False  # needs statistics of its whole input: starts its own pass
+    levels: LevelsFactory | None = None
 
 
 CUDA_AXIS_PARAMS = "raw T x, raw float32 taps, int32 r, int64 length, int64 stride, int32 rnd"

@@ -24,6 +24,7 @@ from .base import (
     BAND_ELEMENTS,
     BandStep,
     CudaSnippet,
+    FrameLevels,
     FrameStep,
     Pointwise,
     TransformDef,
@@ -153,12 +154,27 @@ def _prepare(params: CopyParams) -> Pointwise:
 
         return frame_step
 
+    def levels(height: int, width: int) -> FrameLevels:
+        # The band step's float32 operations, in its order, on each level 0..255.
+        grey = np.arange(256, dtype=np.float32)[:, None]
+        gains, k_channels = np.array(a, np.float32), np.array(k, np.float32)
+        table = np.empty((1, 256, 3), np.float32)
+
+        def frame_levels(frame: np.ndarray, frame_index: int) -> np.ndarray:
+            np.multiply(grey, gains, out=table[0])
+            table[0] += k_channels * _luma_mean(frame)
+            return np.clip(table, 0, 255, out=table)
+
+        return frame_levels
+
     def cuda_args(xp: ModuleType, frames: Any) -> tuple[Any, ...]:
         mean = luma_means(xp, frames).astype(xp.float32)
         return (mean, *(np.float32(v) for v in (*a, *k)))
 
     # reads_frame: the mean is that of the frame as it enters
-    return Pointwise(numpy=numpy_step, cuda=_CUDA, cuda_args=cuda_args, reads_frame=True)
+    return Pointwise(
+        numpy=numpy_step, cuda=_CUDA, cuda_args=cuda_args, reads_frame=True, levels=levels
+    )
 
 
 LIGHTING = TransformDef(

@@ -14,7 +14,7 @@ import numpy as np
 from augment_spec.contract import ENV_THREADS
 
 from ..cpu_budget import this_pod_cpus
-from .base import BAND_ELEMENTS, Apply, Box, Fill, FrameStep, Pointwise, Separable
+from .base import BAND_ELEMENTS, Apply, Box, Fill, Pointwise, Separable
 
 _MAX_THREADS = 8
 _WORKER_PREFIX = "augment-numpy"
@@ -91,24 +91,40 @@ def _separable_op(taps: np.ndarray, last: bool, rounded: bool) -> Op:
     return op
 
 
-def _point_pass_op(steps: list[FrameStep], last: bool, rounded: bool) -> Op:
+def _point_pass_op(
+    steps: list[Pointwise], height: int, width: int, first: bool, last: bool, rounded: bool
+) -> Op:
     """Point steps that follow one another, band by band: each band is copied from
-    the frame (the pass's first step reads it) or mapped in place, goes through every
-    step, and, after the last computing step, is rounded (`rounded`) or copied into the
-    output."""
+    the frame (the first pass reads it) or mapped in place, goes through every step,
+    and, after the last computing step, is rounded (`rounded`) or copied into the
+    output.
+
+    On a uint8 frame (`rounded`), a first step with a table of levels
+    (Pointwise.levels) is one look-up instead of the copy and its band step: per band,
+    or, when it is the whole of the last pass, straight into the uint8 output with its
+    levels rounded."""
+    table_of = steps[0].levels if first and rounded else None
+    levels = table_of(height, width) if table_of is not None else None
+    band_steps = [step.numpy(height, width) for step in steps[1 if levels else 0 :]]
 
     def op(f: _Frame) -> None:
-        source = f.values is None
-        frame = f.source if f.values is None else f.values
-        band_steps = [step(frame, f.index) for step in steps]
-        values = f.buffers[0] if f.values is None else f.values
+        frame = f.source if first else f.values
+        assert frame is not None  # a later pass reads the float values of the one before
+        table = levels(frame, f.index) if levels is not None else None
+        if table is not None and last and not band_steps:
+            cv2.LUT(f.source, cv2.convertScaleAbs(table), dst=f.out)
+            return
+        band_ops = [step(frame, f.index) for step in band_steps]
+        values = f.buffers[0] if first else frame
         flat, flat_source, flat_out = values.reshape(-1), f.source.reshape(-1), f.out.reshape(-1)
         for start in range(0, flat.size, BAND_ELEMENTS):
             band = flat[start : start + BAND_ELEMENTS]
-            if source:
+            if table is not None:
+                _look_up(flat_source[start : start + BAND_ELEMENTS], table, start, band)
+            elif first:
                 np.copyto(band, flat_source[start : start + BAND_ELEMENTS])
-            for band_step in band_steps:
-                band_step(band, start)
+            for band_op in band_ops:
+                band_op(band, start)
             if last and rounded:
                 # Every step keeps values within [0, 255], so |v| is v: round half to
                 # even (as np.rint) and convert, in one pass.
@@ -118,6 +134,19 @@ def _point_pass_op(steps: list[FrameStep], last: bool, rounded: bool) -> Op:
         f.values = None if last else values
 
     return op
+
+
+def _look_up(levels: np.ndarray, table: np.ndarray, start: int, out: np.ndarray) -> None:
+    """out = table's value of each uint8 level, for the flat frame elements [start, ...)
+    (element e has channel e % 3): whole pixels in one cv2.LUT, the channels of the
+    table rotated to the band's first element; at most two elements left over."""
+    phase = start % 3
+    rotated = np.roll(table, -phase, axis=2) if phase else table
+    body = len(levels) - len(levels) % 3
+    if body:
+        cv2.LUT(levels[:body].reshape(-1, 1, 3), rotated, dst=out[:body].reshape(-1, 1, 3))
+    for i in range(body, len(levels)):
+        out[i] = rotated[0, levels[i], i % 3]
 
 
 Pass = list[Pointwise] | Separable | Fill
@@ -137,6 +166,21 @@ def _passes(applies: Sequence[Apply]) -> list[Pass]:
     return passes
 
 
+_thread_scratch = threading.local()
+
+
+def _float_buffers(height: int, width: int) -> list[np.ndarray]:
+    """The calling thread's two float32 frames, kept from batch to batch (for the
+    latest frame size): a fresh large array costs a page fault per 4 KiB touched,
+    more than the arithmetic done in it. A thread runs one program at a time, and a
+    program sets its buffers' contents before reading them, so its programs share them."""
+    shape = (height, width, 3)
+    buffers: list[np.ndarray] | None = getattr(_thread_scratch, "buffers", None)
+    if buffers is None or buffers[0].shape != shape:
+        buffers = _thread_scratch.buffers = [np.empty(shape, np.float32) for _ in range(2)]
+    return buffers
+
+
 def _frame_program(
     applies: Sequence[Apply], height: int, width: int, rounded: bool = True
 ) -> FrameProgram:
@@ -154,12 +198,12 @@ def _frame_program(
     ops: list[Op] = []
     for i, p in enumerate(passes):
         if isinstance(p, list):
-            ops.append(_point_pass_op([a.numpy(height, width) for a in p], i == last, rounded))
+            ops.append(_point_pass_op(p, height, width, i == 0, i == last, rounded))
         elif isinstance(p, Separable):
             ops.append(_separable_op(p.taps, i == last, rounded))
         else:
             ops.append(_fill_op(p, p.boxes(height, width), i > last))
-    frame = _Frame([np.empty((height, width, 3), np.float32) for _ in range(2)])
+    frame = _Frame(_float_buffers(height, width))
 
     def run(source: np.ndarray, out: np.ndarray, frame_index: int) -> None:
         frame.source, frame.out, frame.index, frame.values = source, out, frame_index, None
@@ -229,8 +273,7 @@ class NumpyEngine:
     def _worker(
         self, frames: np.ndarray, out: np.ndarray, frame_offset: int, queue: Iterator[int]
     ) -> None:
-        # One program and its buffers per batch: page faults on fresh large arrays cost
-        # more than the arithmetic done in them.
+        # One program per batch and worker, on the worker's own float buffers.
         program: FrameProgram | None = None
         for i in queue:
             if i >= len(frames):
