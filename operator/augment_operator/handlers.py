@@ -7,6 +7,7 @@ Job (deterministic name) and never creates a second one.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import threading
@@ -20,6 +21,7 @@ import kopf
 
 from augment_operator import metrics
 from augment_operator.config import GpuProfile, OperatorConfig
+from augment_operator.digests import Digests
 from augment_operator.jobs import (
     build_cleanup_job,
     build_finalize_job,
@@ -46,6 +48,7 @@ from augment_operator.status import (
     status_patch,
     suspended,
 )
+from augment_operator.sweep import Sweep
 from augment_spec.contract import (
     ANNOTATION_JOB,
     GROUP,
@@ -125,6 +128,12 @@ class Bodies:
         with self._lock:
             return self._crs.get((namespace, name))
 
+    def unfinished(self) -> list[tuple[str, str]]:
+        """(namespace, name) of every CR kept whose phase is not terminal."""
+        with self._lock:
+            return [key for key, cr in self._crs.items()
+                    if (cr.get("status") or {}).get(STATUS_PHASE) not in TERMINAL_PHASES]
+
 
 def _older(cr: dict[str, Any], than: dict[str, Any] | None) -> bool:
     """Whether `cr` is an earlier version of `than`. resourceVersions are opaque to
@@ -147,6 +156,7 @@ class Reconciler:
         self.phase_book = metrics.PhaseBook()
         self.echoes = Echoes()
         self.bodies = Bodies()
+        self.digests = Digests()
         self._reconciled: dict[str, float] = {}  # when each CR was last reconciled
         self._pool = ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="kube-call")
         self._locks: dict[str, threading.Lock] = {}
@@ -166,14 +176,17 @@ class Reconciler:
         with self._lock_of(key):
             return self._reconcile_now(namespace, name, key, trigger)
 
-    def resync(self, namespace: str, name: str, interval: float) -> Decision | None:
-        """The periodic look at an unfinished CR, unless something reconciled it less
-        than an interval ago (not counted as a reconcile then)."""
+    def unfinished(self) -> list[tuple[str, str]]:
+        return self.bodies.unfinished()
+
+    def due(self, namespace: str, name: str, interval: float) -> bool:
+        """Whether an unfinished CR is due for the periodic look: nothing reconciled it
+        for an interval (a skipped one is counted, but is no reconcile)."""
         last = self._reconciled.get(f"{namespace}/{name}")
         if last is not None and time.monotonic() - last < interval:
             metrics.RECONCILES.labels(trigger="resync_skipped").inc()
-            return None
-        return self.reconcile(namespace, name, trigger="resync")
+            return False
+        return True
 
     def concurrently(self, *calls: Callable[[], Any]) -> list[Any]:
         """Run independent calls at once (the first on this thread); their results in
@@ -428,25 +441,25 @@ class Reconciler:
 
 def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
     """Wire the handlers into a kopf registry (kept explicit for tests and the CLI)."""
+    sweep = Sweep(reconciler, reconciler.config.resync_seconds)
+
+    def start_sweep(settings: kopf.OperatorSettings, **_: Any) -> None:
+        sweep.start(settings.execution.executor)
 
     # kopf passes every handler kwarg; namespace is None only for cluster-scoped
     # objects, and every object these handlers watch is namespaced.
     def on_cr(namespace: str | None, name: str, type: str | None, **_: Any) -> None:
         assert namespace is not None
+        sweep.remember(contextvars.copy_context())
         if type == "DELETED":  # the garbage collector removes its Job and pods
             reconciler.forget(f"{namespace}/{name}")
             return
         reconciler.reconcile(namespace, name)  # from the body cr_changed kept
 
-    resync = reconciler.config.resync_seconds
-
-    def on_resync(namespace: str | None, name: str, **_: Any) -> None:
-        assert namespace is not None
-        reconciler.resync(namespace, name, resync)
-
     def on_child(labels: Mapping[str, str], annotations: Mapping[str, str],
                  namespace: str | None, **_: Any) -> None:
         assert namespace is not None
+        sweep.remember(contextvars.copy_context())
         # The label holds only a digest of a long name; Jobs made before the annotation
         # existed carry the full name in the label.
         reconciler.reconcile(namespace, annotations.get(ANNOTATION_JOB) or labels[LABEL_JOB],
@@ -459,7 +472,13 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
         return not reconciler.echoes.came_back("cr", body, type)
 
     def job_changed(body: kopf.Body, type: str | None, **_: Any) -> bool:
-        return not reconciler.echoes.came_back("job", body, type)
+        """A Job event is reconciled unless it is our own echo or changes nothing a
+        decision reads (digests.py); both are told of every event."""
+        echo = reconciler.echoes.came_back("job", body, type)
+        return reconciler.digests.changed("job", body, type) and not echo
+
+    def pod_changed(body: kopf.Body, type: str | None, **_: Any) -> bool:
+        return reconciler.digests.changed("pod", body, type)
 
     cr = (GROUP, VERSION, PLURAL)
     # Every change of a CR, its status included: a runner that writes the operator's
@@ -467,12 +486,10 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
     # listing after a start comes as events too, so this also resumes every job.
     kopf.on.event(*cr, registry=registry, id="reconcile", when=cr_changed)(on_cr)
     # Missed events converge, and time limits expire: every unfinished job is looked at
-    # again on a timer, one interval after it was last reconciled (its first event has
-    # just reconciled it).
-    kopf.timer(*cr, interval=resync, initial_delay=resync, registry=registry, id="resync",
-               when=lambda status, **_: (status or {}).get(STATUS_PHASE) not in
-               TERMINAL_PHASES)(on_resync)
+    # again once nothing reconciled it for an interval (sweep.py).
+    kopf.on.startup(registry=registry)(start_sweep)
+    kopf.on.cleanup(registry=registry)(lambda **_: sweep.stop())
     kopf.on.event("batch", "v1", "jobs", labels={LABEL_JOB: kopf.PRESENT},
                   registry=registry, when=job_changed)(on_child)
     kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT},
-                  registry=registry)(on_child)
+                  registry=registry, when=pod_changed)(on_child)
