@@ -157,7 +157,8 @@ class Reconciler:
         self.echoes = Echoes()
         self.bodies = Bodies()
         self.digests = Digests()
-        self._reconciled: dict[str, float] = {}  # when each CR was last reconciled
+        # When each CR is next due for a look without an event (time.monotonic()).
+        self._looks: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="kube-call")
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -179,14 +180,29 @@ class Reconciler:
     def unfinished(self) -> list[tuple[str, str]]:
         return self.bodies.unfinished()
 
-    def due(self, namespace: str, name: str, interval: float) -> bool:
-        """Whether an unfinished CR is due for the periodic look: nothing reconciled it
-        for an interval (a skipped one is counted, but is no reconcile)."""
-        last = self._reconciled.get(f"{namespace}/{name}")
-        if last is not None and time.monotonic() - last < interval:
-            metrics.RECONCILES.labels(trigger="resync_skipped").inc()
-            return False
-        return True
+    def due(self, namespace: str, name: str) -> bool:
+        """Whether a CR is due for a look without an event (`_next_look`)."""
+        at = self._looks.get(f"{namespace}/{name}")
+        return at is not None and time.monotonic() >= at
+
+    def _next_look(self, key: str, decision: Decision | None) -> None:
+        """When to look at the CR again if no event comes first: what can change with
+        no event is a start limit expiring (at its expiry), a Kueue Workload's reason
+        (Workloads are not watched: every resync interval), and the outcome of a
+        reconcile that failed (`decision` None: tried again an interval later). Anything
+        else changes with an event of the CR, its Job or its pods, and kopf lists them
+        all again whenever it has to restart a watch."""
+        interval = self.config.resync_seconds
+        if decision is None or decision.phase is Phase.Queued:
+            wait: float | None = interval
+        elif decision.phase in TERMINAL_PHASES:
+            wait = None
+        else:
+            wait = decision.expires_in
+        if wait is None:
+            self._looks.pop(key, None)
+        else:
+            self._looks[key] = time.monotonic() + wait
 
     def concurrently(self, *calls: Callable[[], Any]) -> list[Any]:
         """Run independent calls at once (the first on this thread); their results in
@@ -217,12 +233,13 @@ class Reconciler:
             if cr is None:  # deleted: the garbage collector removes its Job and pods
                 self.forget(key)
                 return None
-            self._reconciled[key] = time.monotonic()
             decision = self._reconcile(cr)
             self.phase_book.record(key, decision.phase.value)
+            self._next_look(key, decision)
             return decision
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
+            self._next_look(key, None)
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
@@ -230,7 +247,7 @@ class Reconciler:
     def forget(self, key: str) -> None:
         """A deleted CR: nothing of it is kept."""
         self.phase_book.record(key, None)
-        self._reconciled.pop(key, None)
+        self._looks.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
 

@@ -3,9 +3,9 @@
 A kopf timer needs kopf's finalizer on every CR: one more write per job, whose watch
 event is reconciled again, and one more write to let the CR go when it is deleted. The
 sweep needs neither. Every resync interval it reconciles each unfinished
-AugmentationJob seen on the watch that nothing reconciled for an interval, so time
-limits expire, Kueue's reasons (its Workloads are not watched) are refreshed and a
-reconcile that failed is tried again.
+AugmentationJob seen on the watch that its last reconcile asked to look at again by
+then (`Reconciler.due`): a start limit has expired, Kueue's reason (its Workloads are
+not watched) is to be refreshed, or that reconcile failed and is tried again.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ log = logging.getLogger("augment.operator")
 class Resyncable(Protocol):
     def unfinished(self) -> list[tuple[str, str]]: ...
 
-    def due(self, namespace: str, name: str, interval: float) -> bool: ...
+    def due(self, namespace: str, name: str) -> bool: ...
 
     def reconcile(self, namespace: str, name: str, trigger: str = "cr") -> object: ...
 
@@ -40,7 +40,7 @@ class Sweep:
 
     def start(self, executor: Executor) -> None:
         """Run the reconciles in `executor`: kopf's own, so that they share its worker
-        limit with the event handlers, as a timer's did."""
+        limit with the event handlers."""
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, args=(executor,),
@@ -68,7 +68,7 @@ class Sweep:
         """Reconcile every unfinished CR due for a look, all in `executor`, and wait
         for them; how many were reconciled."""
         due = [(namespace, name) for namespace, name in self.reconciler.unfinished()
-               if self.reconciler.due(namespace, name, self.interval)]
+               if self.reconciler.due(namespace, name)]
         # A Context may be entered by one thread at a time: each call gets a copy.
         futures = [executor.submit(context.copy().run, self._resync, namespace, name)
                    for namespace, name in due]
