@@ -81,3 +81,40 @@ class Digests:
             before = self._seen.get(key)
             self._seen[key] = digest
         return digest != before
+
+
+class Reads:
+    """The newest resourceVersion of each Job and pod that a reconcile has read: an
+    event that brings that version, or an older one, shows nothing that reconcile did
+    not decide on (reconciles of one CR run one at a time, and one that fails is tried
+    again by the resync sweep)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read: dict[tuple[str, str, str], int] = {}
+
+    def read(self, kind: str, body: Mapping[str, Any]) -> None:
+        key, version = _versioned(kind, body)
+        if version is not None:
+            with self._lock:
+                self._read[key] = max(version, self._read.get(key, version))
+
+    def covered(self, kind: str, body: Mapping[str, Any], event_type: str | None) -> bool:
+        """Whether a reconcile has read this version of the object, or a newer one. A
+        deletion is never covered, and forgets the object."""
+        key, version = _versioned(kind, body)
+        with self._lock:
+            if event_type == "DELETED":
+                self._read.pop(key, None)
+                return False
+            seen = self._read.get(key)
+        return version is not None and seen is not None and version <= seen
+
+
+def _versioned(kind: str, body: Mapping[str, Any]) -> tuple[tuple[str, str, str], int | None]:
+    """The object's key, and its resourceVersion where it is an integer (etcd's are;
+    clients may not rely on it, so any other is never compared)."""
+    meta = body.get("metadata") or {}
+    version = meta.get("resourceVersion")
+    number = int(version) if isinstance(version, str) and version.isdigit() else None
+    return (kind, str(meta.get("namespace")), str(meta.get("name"))), number

@@ -21,7 +21,7 @@ import kopf
 
 from augment_operator import metrics
 from augment_operator.config import GpuProfile, OperatorConfig
-from augment_operator.digests import Digests
+from augment_operator.digests import Digests, Reads
 from augment_operator.jobs import (
     build_cleanup_job,
     build_finalize_job,
@@ -157,6 +157,7 @@ class Reconciler:
         self.echoes = Echoes()
         self.bodies = Bodies()
         self.digests = Digests()
+        self.reads = Reads()
         # When each CR is next due for a look without an event (time.monotonic()).
         self._looks: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="kube-call")
@@ -343,7 +344,11 @@ class Reconciler:
             return Child(None)
         # Only a suspended Job waits for Kueue: only then is its Workload worth a read.
         workload = self.kube.job_workload(namespace, job) if suspended(job) else None
-        return Child(job, self.kube.job_pods(namespace, name), workload)
+        pods = self.kube.job_pods(namespace, name)
+        self.reads.read("job", job)
+        for pod in pods:
+            self.reads.read("pod", pod)
+        return Child(job, pods, workload)
 
     def _create(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec | None,
                 profile: GpuProfile | None) -> None:
@@ -489,13 +494,18 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
         return not reconciler.echoes.came_back("cr", body, type)
 
     def job_changed(body: kopf.Body, type: str | None, **_: Any) -> bool:
-        """A Job event is reconciled unless it is our own echo or changes nothing a
-        decision reads (digests.py); both are told of every event."""
+        """A Job event is reconciled unless it is our own echo, changes nothing a
+        decision reads, or brings a version a reconcile has already read (digests.py);
+        each is told of every event."""
         echo = reconciler.echoes.came_back("job", body, type)
-        return reconciler.digests.changed("job", body, type) and not echo
+        return child_changed("job", body, type) and not echo
 
     def pod_changed(body: kopf.Body, type: str | None, **_: Any) -> bool:
-        return reconciler.digests.changed("pod", body, type)
+        return child_changed("pod", body, type)
+
+    def child_changed(kind: str, body: kopf.Body, type: str | None) -> bool:
+        changed = reconciler.digests.changed(kind, body, type)
+        return changed and not reconciler.reads.covered(kind, body, type)
 
     cr = (GROUP, VERSION, PLURAL)
     # Every change of a CR, its status included: a runner that writes the operator's

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from augment_operator.digests import Digests
+from augment_operator.digests import Digests, Reads
 from augment_operator.status import Child, StartLimits, decide, shard_status
 
 AT = dt.datetime(2026, 1, 1, 0, 30, tzinfo=dt.UTC)
@@ -148,3 +148,25 @@ def test_a_deleted_object_is_reconciled_and_forgotten() -> None:
     assert not digests.changed("pod", a_pod(), "MODIFIED")
     assert digests.changed("pod", a_pod(), "DELETED")
     assert digests.changed("pod", a_pod(), "ADDED")  # one of the same name, made again
+
+
+def versioned(version: str) -> dict[str, Any]:
+    pod = a_pod(conditions=[UNSCHEDULABLE])
+    pod["metadata"]["resourceVersion"] = version
+    return pod
+
+
+def test_an_event_bringing_a_version_a_reconcile_read_is_covered() -> None:
+    reads = Reads()
+    assert not reads.covered("pod", versioned("11"), "ADDED")  # nothing read yet
+    reads.read("pod", versioned("12"))  # a reconcile listed the pods after the event
+    assert reads.covered("pod", versioned("11"), "ADDED")
+    assert reads.covered("pod", versioned("12"), "MODIFIED")
+    assert not reads.covered("pod", versioned("13"), "MODIFIED")  # newer than any read
+    assert not reads.covered("job", versioned("12"), "MODIFIED")  # another kind
+    reads.read("pod", versioned("10"))  # an older read never lowers what was read
+    assert reads.covered("pod", versioned("12"), "MODIFIED")
+    assert not reads.covered("pod", versioned("12"), "DELETED")
+    assert not reads.covered("pod", versioned("12"), "ADDED")  # forgotten with the deletion
+    reads.read("pod", versioned("opaque"))
+    assert not reads.covered("pod", versioned("opaque"), "MODIFIED")
