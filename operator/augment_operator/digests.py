@@ -1,5 +1,8 @@
 """Which Job and pod events can change a decision: the rest need no reconcile.
 
+Two kinds need none: an event that brings only fields no decision reads (`Digests`),
+and one that brings a version of the object a reconcile has already read (`Reads`).
+
 The Job controller, the scheduler and the kubelet update a Job and its pods many times
 for things no decision reads (status.py, sizing.py): a Job's ready and terminating
 counts and start time, a pod's IPs, its readiness conditions, a container's image ID.
