@@ -316,8 +316,7 @@ def md_operator(r: dict) -> list[str]:
         ["reconcile duration p50 / p99 / mean (ms, operator histogram)",
          f"{rec['p50_ms']} / {rec['p99_ms']} / {rec['mean_ms']}"],
         ["reconciles per job (every handler call)", rec["per_job"]],
-        ["… per job, by trigger (resync_skipped: timer ticks on a job reconciled less than "
-         "an interval before, which return at once: not reconciles)", ", ".join(
+        ["… per job, by trigger", ", ".join(
             f"{k} {v}" for k, v in rec.get("per_job_by_trigger", {}).items())],
         ["kopf max_workers", a["kopf_max_workers"]],
         ["reconciles/s the workers allow (workers / mean)",

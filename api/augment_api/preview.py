@@ -113,7 +113,8 @@ class PreviewReader:
         url = hf_hub_url(repo_id, OUTPUT_PREVIEW_PATH, repo_type="dataset", revision=revision,
                          endpoint=endpoint)
         # False, not None: never the HF_TOKEN variable or a token saved on disk.
-        headers = build_hf_headers(token=self.token() or False, library_name="augment-api")
+        token = self.token()
+        headers = build_hf_headers(token=token or False, library_name="augment-api")
         try:
             with get_session().stream("GET", url, headers=headers, follow_redirects=True,
                                       timeout=HUB_TIMEOUT_S) as response:
@@ -122,7 +123,7 @@ class PreviewReader:
         except ServiceError:
             raise
         except Exception as err:
-            mapped = hub_error(err, repo_id, revision)
+            mapped = hub_error(err, repo_id, revision, has_token=token is not None)
             if mapped is None:
                 raise
             raise mapped from err
@@ -138,12 +139,16 @@ def _capped_body(response: httpx2.Response, repo_id: str) -> bytes:
     return bytes(body)
 
 
-def hub_error(err: Exception, repo_id: str, revision: str) -> ServiceError | None:
+def hub_error(err: Exception, repo_id: str, revision: str,
+              has_token: bool) -> ServiceError | None:
     """The API error for a failed download; None for an error that is not the Hub's."""
     where = f"dataset '{repo_id}' at revision {revision}"
     if isinstance(err, RemoteEntryNotFoundError):
         return NotFound(f"the output {where} has no {OUTPUT_PREVIEW_PATH}")
     if isinstance(err, RepositoryNotFoundError | RevisionNotFoundError | GatedRepoError):
+        if not has_token:  # outputs are private by default: say what would let it read
+            return NotFound(f"the output {where} is not on the Hub, or is private and the "
+                            "API has no Hub token to read it (api.hubToken)")
         return NotFound(f"the output {where} is not on the Hub, or the API's Hub token "
                         "may not read it")
     if isinstance(err, HfHubHTTPError) and err.response.status_code == 401:

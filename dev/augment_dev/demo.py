@@ -232,7 +232,10 @@ def interrupt(*_: object) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, interrupt)  # `kill` and Ctrl-C end the demo alike
+    # `kill` and Ctrl-C end the demo alike. SIGINT is set too: Python leaves it ignored
+    # when the demo starts from a script's background job, and Ctrl-C must still work.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
     demo = Demo(args)
     try:
         return demo.run()

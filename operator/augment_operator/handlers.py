@@ -7,6 +7,7 @@ Job (deterministic name) and never creates a second one.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import threading
@@ -20,6 +21,7 @@ import kopf
 
 from augment_operator import metrics
 from augment_operator.config import GpuProfile, OperatorConfig
+from augment_operator.digests import Digests, Reads
 from augment_operator.jobs import (
     build_cleanup_job,
     build_finalize_job,
@@ -46,6 +48,7 @@ from augment_operator.status import (
     status_patch,
     suspended,
 )
+from augment_operator.sweep import Sweep
 from augment_spec.contract import (
     ANNOTATION_JOB,
     GROUP,
@@ -125,6 +128,12 @@ class Bodies:
         with self._lock:
             return self._crs.get((namespace, name))
 
+    def unfinished(self) -> list[tuple[str, str]]:
+        """(namespace, name) of every CR kept whose phase is not terminal."""
+        with self._lock:
+            return [key for key, cr in self._crs.items()
+                    if (cr.get("status") or {}).get(STATUS_PHASE) not in TERMINAL_PHASES]
+
 
 def _older(cr: dict[str, Any], than: dict[str, Any] | None) -> bool:
     """Whether `cr` is an earlier version of `than`. resourceVersions are opaque to
@@ -147,7 +156,10 @@ class Reconciler:
         self.phase_book = metrics.PhaseBook()
         self.echoes = Echoes()
         self.bodies = Bodies()
-        self._reconciled: dict[str, float] = {}  # when each CR was last reconciled
+        self.digests = Digests()
+        self.reads = Reads()
+        # When each CR is next due for a look without an event (time.monotonic()).
+        self._looks: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="kube-call")
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -166,14 +178,32 @@ class Reconciler:
         with self._lock_of(key):
             return self._reconcile_now(namespace, name, key, trigger)
 
-    def resync(self, namespace: str, name: str, interval: float) -> Decision | None:
-        """The periodic look at an unfinished CR, unless something reconciled it less
-        than an interval ago (not counted as a reconcile then)."""
-        last = self._reconciled.get(f"{namespace}/{name}")
-        if last is not None and time.monotonic() - last < interval:
-            metrics.RECONCILES.labels(trigger="resync_skipped").inc()
-            return None
-        return self.reconcile(namespace, name, trigger="resync")
+    def unfinished(self) -> list[tuple[str, str]]:
+        return self.bodies.unfinished()
+
+    def due(self, namespace: str, name: str) -> bool:
+        """Whether a CR is due for a look without an event (`_next_look`)."""
+        at = self._looks.get(f"{namespace}/{name}")
+        return at is not None and time.monotonic() >= at
+
+    def _next_look(self, key: str, decision: Decision | None) -> None:
+        """When to look at the CR again if no event comes first: what can change with
+        no event is a start limit expiring (at its expiry), a Kueue Workload's reason
+        (Workloads are not watched: every resync interval), and the outcome of a
+        reconcile that failed (`decision` None: tried again an interval later). Anything
+        else changes with an event of the CR, its Job or its pods, and kopf lists them
+        all again whenever it has to restart a watch."""
+        interval = self.config.resync_seconds
+        if decision is None or decision.phase is Phase.Queued:
+            wait: float | None = interval
+        elif decision.phase in TERMINAL_PHASES:
+            wait = None
+        else:
+            wait = decision.expires_in
+        if wait is None:
+            self._looks.pop(key, None)
+        else:
+            self._looks[key] = time.monotonic() + wait
 
     def concurrently(self, *calls: Callable[[], Any]) -> list[Any]:
         """Run independent calls at once (the first on this thread); their results in
@@ -204,12 +234,13 @@ class Reconciler:
             if cr is None:  # deleted: the garbage collector removes its Job and pods
                 self.forget(key)
                 return None
-            self._reconciled[key] = time.monotonic()
             decision = self._reconcile(cr)
             self.phase_book.record(key, decision.phase.value)
+            self._next_look(key, decision)
             return decision
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
+            self._next_look(key, None)
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
@@ -217,7 +248,7 @@ class Reconciler:
     def forget(self, key: str) -> None:
         """A deleted CR: nothing of it is kept."""
         self.phase_book.record(key, None)
-        self._reconciled.pop(key, None)
+        self._looks.pop(key, None)
         with self._locks_guard:
             self._locks.pop(key, None)
 
@@ -313,7 +344,11 @@ class Reconciler:
             return Child(None)
         # Only a suspended Job waits for Kueue: only then is its Workload worth a read.
         workload = self.kube.job_workload(namespace, job) if suspended(job) else None
-        return Child(job, self.kube.job_pods(namespace, name), workload)
+        pods = self.kube.job_pods(namespace, name)
+        self.reads.read("job", job)
+        for pod in pods:
+            self.reads.read("pod", pod)
+        return Child(job, pods, workload)
 
     def _create(self, cr: dict[str, Any], decision: Decision, spec: AugmentationSpec | None,
                 profile: GpuProfile | None) -> None:
@@ -428,25 +463,25 @@ class Reconciler:
 
 def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
     """Wire the handlers into a kopf registry (kept explicit for tests and the CLI)."""
+    sweep = Sweep(reconciler, reconciler.config.resync_seconds)
+
+    def start_sweep(settings: kopf.OperatorSettings, **_: Any) -> None:
+        sweep.start(settings.execution.executor)
 
     # kopf passes every handler kwarg; namespace is None only for cluster-scoped
     # objects, and every object these handlers watch is namespaced.
     def on_cr(namespace: str | None, name: str, type: str | None, **_: Any) -> None:
         assert namespace is not None
+        sweep.remember(contextvars.copy_context())
         if type == "DELETED":  # the garbage collector removes its Job and pods
             reconciler.forget(f"{namespace}/{name}")
             return
         reconciler.reconcile(namespace, name)  # from the body cr_changed kept
 
-    resync = reconciler.config.resync_seconds
-
-    def on_resync(namespace: str | None, name: str, **_: Any) -> None:
-        assert namespace is not None
-        reconciler.resync(namespace, name, resync)
-
     def on_child(labels: Mapping[str, str], annotations: Mapping[str, str],
                  namespace: str | None, **_: Any) -> None:
         assert namespace is not None
+        sweep.remember(contextvars.copy_context())
         # The label holds only a digest of a long name; Jobs made before the annotation
         # existed carry the full name in the label.
         reconciler.reconcile(namespace, annotations.get(ANNOTATION_JOB) or labels[LABEL_JOB],
@@ -459,7 +494,18 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
         return not reconciler.echoes.came_back("cr", body, type)
 
     def job_changed(body: kopf.Body, type: str | None, **_: Any) -> bool:
-        return not reconciler.echoes.came_back("job", body, type)
+        """A Job event is reconciled unless it is our own echo, changes nothing a
+        decision reads, or brings a version a reconcile has already read (digests.py);
+        each is told of every event."""
+        echo = reconciler.echoes.came_back("job", body, type)
+        return child_changed("job", body, type) and not echo
+
+    def pod_changed(body: kopf.Body, type: str | None, **_: Any) -> bool:
+        return child_changed("pod", body, type)
+
+    def child_changed(kind: str, body: kopf.Body, type: str | None) -> bool:
+        changed = reconciler.digests.changed(kind, body, type)
+        return changed and not reconciler.reads.covered(kind, body, type)
 
     cr = (GROUP, VERSION, PLURAL)
     # Every change of a CR, its status included: a runner that writes the operator's
@@ -467,12 +513,10 @@ def register(reconciler: Reconciler, registry: kopf.OperatorRegistry) -> None:
     # listing after a start comes as events too, so this also resumes every job.
     kopf.on.event(*cr, registry=registry, id="reconcile", when=cr_changed)(on_cr)
     # Missed events converge, and time limits expire: every unfinished job is looked at
-    # again on a timer, one interval after it was last reconciled (its first event has
-    # just reconciled it).
-    kopf.timer(*cr, interval=resync, initial_delay=resync, registry=registry, id="resync",
-               when=lambda status, **_: (status or {}).get(STATUS_PHASE) not in
-               TERMINAL_PHASES)(on_resync)
+    # again once nothing reconciled it for an interval (sweep.py).
+    kopf.on.startup(registry=registry)(start_sweep)
+    kopf.on.cleanup(registry=registry)(lambda **_: sweep.stop())
     kopf.on.event("batch", "v1", "jobs", labels={LABEL_JOB: kopf.PRESENT},
                   registry=registry, when=job_changed)(on_child)
     kopf.on.event("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT},
-                  registry=registry)(on_child)
+                  registry=registry, when=pod_changed)(on_child)

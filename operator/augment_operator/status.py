@@ -63,6 +63,8 @@ class Decision:
     # write it. False for a result already recorded, which is left as it is.
     final: bool = False
     started_at: str | None = None  # when the first runner container started
+    # Seconds until a start limit expires and, with no event, this decision with it.
+    expires_in: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # more status fields to write
 
     @property
@@ -443,22 +445,30 @@ def _waiting(pods: list[dict[str, Any]], at: dt.datetime, limits: StartLimits) -
     waiting = unschedulable_reason(pods)
     if waiting:
         pod = newest_first(pods)[0]
-        if waited(pod, None, at) > limits.schedule_seconds:
+        waited_s = waited(pod, None, at)
+        if waited_s > limits.schedule_seconds:
             return Decision(Phase.Failed, "ScheduleTimeout",
                             f"no GPU node took the runner pod within "
                             f"{limits.schedule_seconds:.0f}s: {waiting}",
                             action=Action.delete_job)
-        return Decision(Phase.Pending, "Unschedulable", f"waiting for a GPU node: {waiting}")
+        return Decision(Phase.Pending, "Unschedulable", f"waiting for a GPU node: {waiting}",
+                        expires_in=_left(limits.schedule_seconds, waited_s))
     problem = start_problem(pods)
     if problem:
         pod, said = problem
         scheduled = condition(pod, "PodScheduled") or {}
-        if waited(pod, scheduled.get("lastTransitionTime"), at) > limits.start_seconds:
+        waited_s = waited(pod, scheduled.get("lastTransitionTime"), at)
+        if waited_s > limits.start_seconds:
             return Decision(Phase.Failed, "StartTimeout",
                             f"the runner pod did not start within "
                             f"{limits.start_seconds:.0f}s: {said}", action=Action.delete_job)
-        return Decision(Phase.Pending, "CannotStart", f"the runner pod cannot start: {said}")
+        return Decision(Phase.Pending, "CannotStart", f"the runner pod cannot start: {said}",
+                        expires_in=_left(limits.start_seconds, waited_s))
     return Decision(Phase.Pending, "Starting", "waiting for the runner pod to start")
+
+
+def _left(limit: float, waited_s: float) -> float | None:
+    return None if math.isinf(limit) else max(0.0, limit - waited_s)
 
 
 def conditions_for(decision: Decision, generation: int,

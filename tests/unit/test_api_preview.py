@@ -141,6 +141,21 @@ def test_a_private_output_without_a_token_is_404(hub: LocalHub, sheet: bytes,
         r = c.get(preview_url(job), headers=HEADERS)
     assert r.status_code == 404
     assert r.json() == {"detail": f"the output dataset '{OUTPUT}' at revision {revision} is "
+                                  "not on the Hub, or is private and the API has no Hub token "
+                                  "to read it (api.hubToken)"}
+
+
+def test_a_private_output_the_token_may_not_read_is_404(hub: LocalHub, sheet: bytes,
+                                                        tmp_path: Path) -> None:
+    hub.tokens["hf_other_user"] = "someone-else"
+    revision = hub.seed(OUTPUT, {OUTPUT_PREVIEW_PATH: sheet}, private=True)
+    job = finished(PROJECT, revision)
+    token_file = tmp_path / "hub-token"
+    token_file.write_text("hf_other_user")
+    with client_for(job, token_file=token_file) as c:
+        r = c.get(preview_url(job), headers=HEADERS)
+    assert r.status_code == 404
+    assert r.json() == {"detail": f"the output dataset '{OUTPUT}' at revision {revision} is "
                                   "not on the Hub, or the API's Hub token may not read it"}
 
 

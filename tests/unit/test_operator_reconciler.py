@@ -86,3 +86,15 @@ def test_events_arriving_together_announce_a_phase_change_once() -> None:
     assert kube.cr["status"]["phase"] == "Succeeded"
     assert reconciler.announced == ["Succeeded"]
     assert kube.status_writes == 1
+
+
+def test_the_job_version_a_reconcile_read_needs_no_reconcile_of_its_own() -> None:
+    kube = SlowKube()
+    kube.job["metadata"].update(namespace="ns", resourceVersion="7")
+    reconciler = CountingReconciler(kube)
+    job = copy.deepcopy(kube.job)
+    assert not reconciler.reads.covered("job", job, "MODIFIED")
+    reconciler.reconcile("ns", "pick")
+    assert reconciler.reads.covered("job", job, "MODIFIED")
+    job["metadata"]["resourceVersion"] = "8"  # changed since
+    assert not reconciler.reads.covered("job", job, "MODIFIED")

@@ -93,9 +93,11 @@ def last_file(root: Path, pattern: str) -> tuple[int, int] | None:
 
 
 def starts_new_file(size: int, incoming: int, limit: float) -> bool:
-    """LeRobot's rule for the files it fills (info.json's data_files_size_in_mb and
-    video_files_size_in_mb): an episode goes to a new file once the open file's bytes
-    and the episode's first bytes reach the limit. The writer and the merge fill files
+    """When an episode starts a new file (info.json's data_files_size_in_mb and
+    video_files_size_in_mb): once the open file's bytes and the episode's first bytes
+    reach the limit. LeRobot counts the whole incoming episode; a video episode is still
+    being encoded when it starts, so its `incoming` is 0 and a video file may pass the
+    limit by one episode. The writer and the merge fill files
     only through DataSeries and VideoSeries, so a merged output rolls over at the very
     episodes one run does."""
     return size + incoming >= limit
